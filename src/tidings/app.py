@@ -1,0 +1,97 @@
+"""The application object: settings, queues, middleware and the server connection."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from .broker import Broker
+from .config import build_queue_config
+from .errors import UnknownQueueError
+from .events import EventBus, Middleware
+from .queue import Queue
+from .settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from .sync import SyncTidings
+    from .worker import Worker
+
+
+class Tidings:
+    """A tidings application.
+
+    With no ``redis_url`` (and no ``TIDINGS_REDIS_URL``) it starts the embedded server::
+
+        app = Tidings()
+        email = app.queue("email", max_attempts=5, visibility_timeout=30)
+
+        async with app:
+            await email.publish({"to": "a@b.c"}, priority="high")
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        middleware: Sequence[Middleware] = (),
+        **overrides: Any,
+    ) -> None:
+        if redis_url is not None:
+            overrides["redis_url"] = redis_url
+        self.settings = settings or load_settings(**overrides)
+        self.queues: dict[str, Queue] = {}
+        self.events = EventBus(middleware)
+        self.broker = Broker(self.settings)
+
+    def queue(self, name: str, **options: Any) -> Queue:
+        """Declare (or return the already declared) queue ``name``.
+
+        Options are :class:`QueueConfig` fields (``visibility_timeout``, ``weights``,
+        ``durability``, ``default_ttl`` ...) plus flat retry options ``max_attempts``,
+        ``backoff_base``, ``backoff_factor``, ``backoff_cap``, ``jitter``.
+        """
+        if name in self.queues and not options:
+            return self.queues[name]
+        queue = Queue(self, build_queue_config(name, **options))
+        self.queues[name] = queue
+        return queue
+
+    def get_queue(self, name: str) -> Queue:
+        try:
+            return self.queues[name]
+        except KeyError:
+            raise UnknownQueueError(name) from None
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        self.events.add(middleware)
+
+    async def connect(self) -> Tidings:
+        """Connect (starting the embedded server if no URL is set) and check the server."""
+        await self.broker.connect(list(self.queues.values()))
+        return self
+
+    async def close(self) -> None:
+        await self.broker.close()
+
+    async def __aenter__(self) -> Tidings:
+        return await self.connect()
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Worker:
+        """A worker for ``queues`` (default: every queue with a handler)."""
+        from .worker import Worker
+
+        return Worker(self, queues, **options)
+
+    def sync(self) -> SyncTidings:
+        """A blocking facade for producers that are not async (Django, Flask)."""
+        from .sync import SyncTidings
+
+        return SyncTidings(self)

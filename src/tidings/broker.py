@@ -1,0 +1,266 @@
+"""The connection to the Redis-compatible server: start-up checks, bounded retries, durability.
+
+Everything that talks to the server for the producer side and for operators goes through
+:class:`Broker`, so reconnect and error translation live in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .config import Durability
+from .errors import BrokerUnavailableError, DurabilityError, ServerConfigError
+from .message import Priority, decode, from_ms, now_ms
+from .scripts import SCRIPTS, Script
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from .queue import MessageInfo, Queue, QueueStats
+
+log = logging.getLogger("tidings.broker")
+T = TypeVar("T")
+TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+def text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Broker:
+    """One app's connection pool and server-facing operations."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: Redis | None = None
+        self.url: str | None = None
+        self.server_version: tuple[int, ...] = (0,)
+        self.has_waitaof = False
+        self._lock = asyncio.Lock()
+
+    @property
+    def client(self) -> Redis:
+        if self._client is None:
+            raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
+        return self._client
+
+    @property
+    def connected(self) -> bool:
+        return self._client is not None
+
+    async def connect(self, queues: Sequence[Queue]) -> None:
+        async with self._lock:
+            if self._client is not None:
+                return
+            url = self.settings.redis_url
+            if url is None:
+                from .embedded import ensure_server
+
+                url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
+            client = Redis.from_url(
+                url, socket_timeout=self.settings.socket_timeout, socket_connect_timeout=2.0,
+                retry=RedisRetry(NoBackoff(), 0), max_connections=1024,
+            )
+            self.url = url
+            self._client = client
+            try:
+                await self.retrying(self._check_server, queues)
+            except BaseException:
+                self._client = None
+                await client.aclose()
+                raise
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.aclose()
+
+    async def _check_server(self, queues: Sequence[Queue]) -> None:
+        info = await self.client.info("server")
+        memory = await self.client.info("memory")
+        persistence = await self.client.info("persistence")
+        self.server_version = tuple(int(p) for p in str(info["redis_version"]).split(".")[:3])
+        if self.server_version < (7, 0):
+            raise ServerConfigError(f"Redis >= 7.0 (or Valkey >= 7.2) is required; server is "
+                                    f"{info['redis_version']}")
+        policy = memory.get("maxmemory_policy", "noeviction")
+        if policy != "noeviction":
+            raise ServerConfigError(
+                f"the server's maxmemory-policy is {policy!r}: eviction silently deletes queued "
+                "messages. Set `maxmemory-policy noeviction` on the server.")
+        self.has_waitaof = self.server_version >= (7, 2)
+        if any(q.config.durability is Durability.DISK for q in queues):
+            await self._check_disk(int(persistence.get("aof_enabled", 0)) == 1)
+        for script in SCRIPTS.all():
+            await self.client.execute_command("SCRIPT", "LOAD", script.source)
+        await self.client.sadd(f"{self.settings.key_prefix}:queues", *[q.name for q in queues]
+                               or ["_"])
+        for queue in queues:
+            await self.ensure_groups(queue)
+
+    async def _check_disk(self, aof_enabled: bool) -> None:
+        if not aof_enabled:
+            raise ServerConfigError("a queue has durability='disk' but the server's append-only "
+                                    "file is off; set `appendonly yes`")
+        if self.has_waitaof:
+            return
+        try:
+            fsync = (await self.client.config_get("appendfsync")).get("appendfsync")
+        except ResponseError as exc:
+            raise ServerConfigError("durability='disk' needs WAITAOF (Redis >= 7.2) or a "
+                                    f"readable `appendfsync always`: {exc}") from None
+        if fsync != "always":
+            raise ServerConfigError(
+                f"durability='disk' on a server without WAITAOF needs `appendfsync always`; "
+                f"the server has {fsync!r}")
+
+    async def ensure_groups(self, queue: Queue) -> None:
+        from .queue import GROUP
+
+        for lane_key in queue.keys[:3]:
+            try:
+                await self.client.xgroup_create(lane_key, GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    async def retrying(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``op``; on connection trouble retry with backoff a bounded number of times."""
+        attempts = self.settings.connect_retries + 1
+        for attempt in range(attempts):
+            try:
+                return await op(*args)
+            except TRANSIENT as exc:
+                if attempt == attempts - 1:
+                    raise BrokerUnavailableError(
+                        f"server unreachable after {attempts} attempts: {exc}") from exc
+                pause = min(2.0, self.settings.connect_backoff * 2**attempt)
+                await asyncio.sleep(pause * (0.5 + random.random() / 2))
+        raise AssertionError("unreachable")
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await self.retrying(script, self.client, keys, args)
+
+    async def publish(self, queue: Queue, keys: list[str], args: list[Any]) -> Any:
+        durability = queue.config.durability
+        if durability is Durability.MEMORY or (
+                durability is Durability.DISK and not self.has_waitaof):
+            return await self.call(SCRIPTS.publish, keys, args)
+        return await self.retrying(self._publish_durable, queue, keys, args)
+
+    async def _publish_durable(self, queue: Queue, keys: list[str], args: list[Any]) -> Any:
+        timeout_ms = int(queue.config.durability_timeout * 1000)
+        script = SCRIPTS.publish
+        for _ in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            if queue.config.durability is Durability.DISK:
+                pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
+            else:
+                pipe.execute_command("WAIT", 1, timeout_ms)
+            try:
+                result, confirmed = await pipe.execute()
+            except NoScriptError:
+                await self.client.execute_command("SCRIPT", "LOAD", script.source)
+                continue
+            ok = (confirmed[0] >= 1 if queue.config.durability is Durability.DISK
+                  else confirmed >= 1)
+            if not ok:
+                ids = [text(r[0]) for r in result]
+                raise DurabilityError(
+                    f"{queue.config.durability.value} durability not confirmed within "
+                    f"{queue.config.durability_timeout}s (confirmation: {confirmed}); the "
+                    "message may exist: publish again with the same idempotency key", ids)
+            return result
+        raise AssertionError("script could not be loaded")
+
+    # -- operator views ----------------------------------------------------------------
+
+    async def queue_names(self) -> list[str]:
+        names = await self.client.smembers(f"{self.settings.key_prefix}:queues")
+        return sorted(text(n) for n in names if text(n) != "_")
+
+    async def queue_stats(self, queue: Queue) -> QueueStats:
+        from .queue import GROUP, LANE_NAMES, QueueStats
+
+        k = queue.keys
+        pipe = self.client.pipeline(transaction=False)
+        for lane_key in k[:3]:
+            pipe.xlen(lane_key)
+            pipe.xpending(lane_key, GROUP)
+            pipe.xrange(lane_key, count=1)
+        pipe.zcard(k[3])
+        pipe.xlen(k[5])
+        pipe.zcard(k[10])
+        pipe.hgetall(k[8])
+        try:
+            res = await pipe.execute()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self.ensure_groups(queue)
+            return await self.queue_stats(queue)
+        lanes: dict[str, int] = {}
+        in_flight = 0
+        oldest: int | None = None
+        for i, name in enumerate(LANE_NAMES):
+            length, pending, first = res[3 * i: 3 * i + 3]
+            held = int(pending["pending"]) if pending else 0
+            lanes[name] = length - held
+            in_flight += held
+            if first:
+                ts = int(text(first[0][0]).split("-")[0])
+                oldest = ts if oldest is None else min(oldest, ts)
+        counters = {text(key): int(v) for key, v in res[-1].items()}
+        age = None if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
+        return QueueStats(queue.name, lanes, in_flight, res[9], res[10], age, res[11], counters)
+
+    async def inspect(self, queue: Queue, message_id: str) -> MessageInfo | None:
+        from .queue import GROUP, LANE_NAMES, MessageInfo
+
+        k = queue.keys
+        where = await self.client.hget(k[7], message_id)
+        if where is None:
+            return None
+        where = text(where)
+        if where == "d":
+            body, due = await asyncio.gather(self.client.hget(k[4], message_id),
+                                             self.client.zscore(k[3], message_id))
+            if body is None:
+                return None
+            lane, _, raw = body.split(b"|", 2)
+            return MessageInfo(message_id, "delayed", decode(raw), LANE_NAMES[int(lane)],
+                               from_ms(int(due)) if due is not None else None)
+        if where.startswith("x:"):
+            entries = await self.client.xrange(k[5], where[2:], where[2:])
+            if not entries:
+                return None
+            fields = {text(key): v for key, v in entries[0][1].items()}
+            dead = {key: text(v) for key, v in fields.items() if key not in ("m", "i")}
+            return MessageInfo(message_id, "dead", decode(fields["m"]),
+                               LANE_NAMES[int(dead.get("lane", 1))], dead_letter=dead)
+        lane_text, sid = where.split(":", 1)
+        lane = int(lane_text)
+        entries = await self.client.xrange(k[lane], sid, sid)
+        if not entries:
+            return None
+        pending = await self.client.xpending_range(k[lane], GROUP, sid, sid, 1)
+        deliveries = await self.client.hget(k[6], f"{lane}{sid}")
+        message = decode(entries[0][1][b"m"])
+        message.entry_id, message.lane = sid, lane
+        return MessageInfo(message_id, "in_flight" if pending else "queued", message,
+                           LANE_NAMES[lane], deliveries=int(deliveries or 0))
+
+
+def lane_label(lane: int) -> str:
+    return Priority(lane).label

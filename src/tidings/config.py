@@ -1,0 +1,118 @@
+"""Per-queue configuration and the retry policy."""
+
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from . import errors
+
+
+class Durability(StrEnum):
+    """How far a publish waits before returning; see the README's guarantees section."""
+
+    MEMORY = "memory"
+    DISK = "disk"
+    REPLICATED = "replicated"
+
+
+class OnExpire(StrEnum):
+    DEAD_LETTER = "dead_letter"
+    DROP = "drop"
+
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class RetryPolicy(BaseModel):
+    """Exponential backoff with full jitter: delay = uniform(base*factor^n * (1-jitter), ...).
+
+    ``jitter`` is the fraction of the computed delay that is randomised (0 = none, 1 = full).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int = Field(5, ge=1, le=1000)
+    base: PositiveSeconds = 1.0
+    factor: float = Field(2.0, ge=1.0)
+    cap: PositiveSeconds = 300.0
+    jitter: float = Field(0.2, ge=0.0, le=1.0)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait before attempt number ``attempt + 1`` (``attempt`` >= 1 failed)."""
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        spread = raw * self.jitter
+        return raw - spread + (rng or random).random() * spread
+
+
+def _seconds(value: Any) -> Any:
+    return value.total_seconds() if isinstance(value, timedelta) else value
+
+
+class QueueConfig(BaseModel):
+    """Everything a queue can be tuned with. All durations are seconds (or timedelta)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    retry: RetryPolicy = RetryPolicy()
+    visibility_timeout: PositiveSeconds = 30.0
+    handler_timeout: PositiveSeconds | None = None
+    max_deliveries: int = Field(5, ge=1)
+    weights: tuple[int, int, int] = (6, 3, 1)
+    max_payload_bytes: int = Field(256 * 1024, gt=0)
+    dedupe_window: PositiveSeconds = 24 * 3600.0
+    default_ttl: PositiveSeconds | None = None
+    on_expire: OnExpire = OnExpire.DEAD_LETTER
+    durability: Durability = Durability.MEMORY
+    durability_timeout: PositiveSeconds = 1.0
+
+    @field_validator(
+        "visibility_timeout", "handler_timeout", "dedupe_window", "default_ttl",
+        "durability_timeout", mode="before",
+    )
+    @classmethod
+    def _durations(cls, value: Any) -> Any:
+        return _seconds(value)
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(w < 0 for w in value) or sum(value) == 0:
+            raise ValueError("weights must be >= 0 and not all zero")
+        return value
+
+    @model_validator(mode="after")
+    def _timeouts(self) -> QueueConfig:
+        if self.handler_timeout is not None and self.handler_timeout >= self.visibility_timeout * 10:
+            # Leases are renewed while the handler runs, so this is allowed; only absurd values
+            # (a typo of ms for s) are rejected.
+            raise ValueError("handler_timeout is more than 10x the visibility_timeout")
+        return self
+
+
+def build_queue_config(name: str, **options: Any) -> QueueConfig:
+    """Build a QueueConfig, turning pydantic's error into a ConfigError naming the field.
+
+    Retry options may be given flat (``max_attempts=5, backoff_base=2``) for convenience.
+    """
+    retry_fields = {"max_attempts": "max_attempts", "backoff_base": "base",
+                    "backoff_factor": "factor", "backoff_cap": "cap", "jitter": "jitter"}
+    retry_options = {retry_fields[k]: _seconds(options.pop(k)) for k in list(options)
+                     if k in retry_fields}
+    try:
+        if retry_options:
+            base = options.pop("retry", RetryPolicy())
+            options["retry"] = base.model_copy(update=retry_options)
+            RetryPolicy.model_validate(options["retry"].model_dump())
+        return QueueConfig(name=name, **options)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "queue"
+        raise errors.ConfigError(field, first["msg"]) from None
+    except TypeError as exc:
+        raise errors.ConfigError("queue", str(exc)) from None

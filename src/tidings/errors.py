@@ -1,0 +1,98 @@
+"""Every exception tidings raises, in one place.
+
+Errors a caller can fix (bad input) name the offending ``field`` and the ``reason``.
+Handler control-flow signals (:class:`Retry`, :class:`Snooze`, :class:`DeadLetter`) live
+here too: a handler raises them to steer what happens to the message it was given.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class TidingsError(Exception):
+    """Base class of every error tidings raises."""
+
+
+class ValidationError(TidingsError, ValueError):
+    """Bad input: ``field`` names what was wrong, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class PayloadError(ValidationError):
+    """The payload cannot be encoded or is larger than the queue allows."""
+
+
+class UnknownQueueError(ValidationError):
+    """A queue name that was never declared on this app."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("queue", f"unknown queue {name!r}; declare it with app.queue({name!r})")
+
+
+class ConfigError(ValidationError):
+    """Invalid settings or queue configuration."""
+
+
+class ServerConfigError(TidingsError):
+    """The Redis server is configured in a way that would lose messages."""
+
+
+class BrokerUnavailableError(TidingsError):
+    """The server could not be reached after the bounded retries."""
+
+
+class DurabilityError(TidingsError):
+    """The write happened but the requested durability was not confirmed in time.
+
+    The message may exist: publish again with the same idempotency key to be safe.
+    """
+
+    def __init__(self, message: str, message_ids: list[str]) -> None:
+        self.message_ids = message_ids
+        super().__init__(message)
+
+
+class LeaseLostError(TidingsError):
+    """A settle (ack, retry, dead-letter) was refused because the lease had moved on."""
+
+
+class MessageNotFoundError(TidingsError):
+    """No message with that id is where the operation expected it."""
+
+
+class EmbeddedServerError(TidingsError, RuntimeError):
+    """The embedded server could not be found or started."""
+
+
+class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+    """Base of the exceptions a handler raises on purpose to choose an outcome."""
+
+
+class Retry(HandlerSignal):
+    """Retry this message after ``delay`` (default: the queue's backoff); counts as an attempt."""
+
+    def __init__(self, delay: timedelta | float | None = None, reason: str = "retry requested"):
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Snooze(HandlerSignal):
+    """Put the message back for ``delay`` without spending an attempt."""
+
+    def __init__(self, delay: timedelta | float) -> None:
+        self.delay = delay
+        super().__init__(f"snoozed for {delay}")
+
+
+class DeadLetter(HandlerSignal):
+    """Park the message in the dead-letter queue now, with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)

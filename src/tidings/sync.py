@@ -1,0 +1,64 @@
+"""A blocking facade for producers that are not async (a Django or Flask orchestrator).
+
+It runs the async client on a private event loop in a daemon thread::
+
+    client = app.sync()
+    client.publish("email", {"to": "a@b.c"}, priority="high")
+    client.close()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from .app import Tidings
+    from .queue import Outgoing, QueueStats
+
+T = TypeVar("T")
+
+
+class SyncTidings:
+    """Thread-safe blocking calls onto a Tidings app; one instance per process is enough."""
+
+    def __init__(self, app: Tidings, timeout: float = 30.0) -> None:
+        self.app = app
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tidings-sync",
+                                        daemon=True)
+        self._thread.start()
+        self._run(app.connect())
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout)
+
+    def publish(self, queue: str, payload: Any, **options: Any) -> str:
+        """Same options as :meth:`Queue.publish`."""
+        return self._run(self.app.get_queue(queue).publish(payload, **options))
+
+    def publish_many(self, queue: str, items: Iterable[Outgoing | Any],
+                     chunk_size: int = 1000) -> list[str]:
+        return self._run(self.app.get_queue(queue).publish_many(items, chunk_size=chunk_size))
+
+    def cancel(self, queue: str, message_id: str) -> bool:
+        return self._run(self.app.get_queue(queue).cancel(message_id))
+
+    def stats(self, queue: str) -> QueueStats:
+        return self._run(self.app.get_queue(queue).stats())
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._run(self.app.close())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> SyncTidings:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
