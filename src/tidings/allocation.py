@@ -6,10 +6,10 @@ from __future__ import annotations
 class LaneAllocator:
     """Splits fetch capacity between the lanes in proportion to their weights.
 
-    A plain proportional split rounds small fetches (a worker with 1 free slot) in favour of
-    the high lane forever; the remainder is therefore handed out by smooth weighted
-    round-robin, whose running credits make the long-run shares exact at any fetch size.
-    Unused quota (a lane without traffic) is given to the other lanes by the fetch script.
+    Rounding each fetch on its own would favour one lane forever when fetches are small
+    (a worker with 1 free slot), so fractional shares are carried over between fetches:
+    the long-run split is exact at any fetch size. Unused quota (a lane without traffic)
+    is given to the other lanes by the fetch script.
     """
 
     __slots__ = ("_credit", "_total", "weights")
@@ -17,24 +17,27 @@ class LaneAllocator:
     def __init__(self, weights: tuple[int, int, int]) -> None:
         self.weights = weights
         self._total = sum(weights)
-        self._credit = [0, 0, 0]
+        self._credit = [0.0, 0.0, 0.0]
 
     def set_weights(self, weights: tuple[int, int, int]) -> None:
         if weights != self.weights:
             self.weights = weights
             self._total = sum(weights)
-            self._credit = [0, 0, 0]
+            self._credit = [0.0, 0.0, 0.0]
 
     def split(self, slots: int) -> list[int]:
-        total = self._total
-        quotas = [slots * w // total for w in self.weights]
         credit = self._credit
-        for _ in range(slots - sum(quotas)):
-            for i in range(3):
-                credit[i] += self.weights[i]
-            best = max(range(3), key=credit.__getitem__)
-            credit[best] -= total
-            quotas[best] += 1
+        quotas = [0, 0, 0]
+        for i in range(3):
+            credit[i] += slots * self.weights[i] / self._total
+            quotas[i] = int(credit[i])
+        rest = slots - quotas[0] - quotas[1] - quotas[2]
+        if rest:
+            by_remainder = sorted(range(3), key=lambda i: quotas[i] - credit[i])
+            for i in by_remainder[:rest]:
+                quotas[i] += 1
+        for i in range(3):
+            credit[i] -= quotas[i]
         return quotas
 
 

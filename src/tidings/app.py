@@ -15,7 +15,7 @@ from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .sync import SyncTidings
-    from .worker import Worker
+    from .worker import Worker, WorkerService
 
 
 class Tidings:
@@ -44,6 +44,11 @@ class Tidings:
         self.queues: dict[str, Queue] = {}
         self.events = EventBus(middleware)
         self.broker = Broker(self.settings)
+        self.worker_services: list[WorkerService] = []
+
+    def add_worker_service(self, service: WorkerService) -> None:
+        """Run ``await service(worker)`` inside every worker, cancelled when it stops."""
+        self.worker_services.append(service)
 
     def queue(self, name: str, **options: Any) -> Queue:
         """Declare (or return the already declared) queue ``name``.

@@ -49,7 +49,7 @@ class Broker:
         self._lock = asyncio.Lock()
 
     @property
-    def client(self) -> Redis:
+    def client(self) -> Any:  # redis-py's response types are too loose to be useful here
         if self._client is None:
             raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
         return self._client

@@ -88,7 +88,8 @@ class QueueConfig(BaseModel):
 
     @model_validator(mode="after")
     def _timeouts(self) -> QueueConfig:
-        if self.handler_timeout is not None and self.handler_timeout >= self.visibility_timeout * 10:
+        timeout = self.handler_timeout
+        if timeout is not None and timeout >= self.visibility_timeout * 10:
             # Leases are renewed while the handler runs, so this is allowed; only absurd values
             # (a typo of ms for s) are rejected.
             raise ValueError("handler_timeout is more than 10x the visibility_timeout")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -100,7 +101,8 @@ class DeadLetters:
             Priority(int(f.get("lane", 1))), error, message, raw,
         )
 
-    async def scan(self, where: Filter | None = None, page: int = 500) -> AsyncIterator[DeadLetter]:
+    async def scan(self, where: Filter | None = None,
+                   page: int = 500) -> AsyncIterator[DeadLetter]:
         """Every dead letter, oldest first, optionally filtered."""
         client = self.queue.app.broker.client
         start = "-"
@@ -114,8 +116,9 @@ class DeadLetters:
                 return
             start = "(" + _text(entries[-1][0])
 
-    async def list(self, limit: int = 100, where: Filter | None = None) -> list[DeadLetter]:
-        out: list[DeadLetter] = []
+    async def list(self, limit: int = 100,
+                   where: Filter | None = None) -> builtins.list[DeadLetter]:
+        out: builtins.list[DeadLetter] = []
         async for item in self.scan(where):
             out.append(item)
             if len(out) >= limit:
@@ -136,7 +139,7 @@ class DeadLetters:
     async def count(self) -> int:
         return int(await self.queue.app.broker.client.xlen(self._key))
 
-    async def replay(self, message_ids: list[str] | None = None, *, where: Filter | None = None,
+    async def replay(self, message_ids: builtins.list[str] | None = None, *, where: Filter | None = None,
                      rate: float | None = None, batch: int = 100) -> int:
         """Move dead letters back to their lane with fresh attempts; returns how many.
 
@@ -147,7 +150,7 @@ class DeadLetters:
         wanted = set(message_ids) if message_ids is not None else None
         done = 0
         started = time.monotonic()
-        args: list[Any] = []
+        args: builtins.list[Any] = []
 
         async def flush() -> None:
             nonlocal done, args
@@ -172,7 +175,7 @@ class DeadLetters:
         await flush()
         return done
 
-    async def purge(self, message_ids: list[str] | None = None, *,
+    async def purge(self, message_ids: builtins.list[str] | None = None, *,
                     where: Filter | None = None) -> int:
         """Delete dead letters for good (those ids, or all matching ``where``)."""
         wanted = set(message_ids) if message_ids is not None else None

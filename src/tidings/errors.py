@@ -69,7 +69,7 @@ class EmbeddedServerError(TidingsError, RuntimeError):
     """The embedded server could not be found or started."""
 
 
-class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+class HandlerSignal(Exception):
     """Base of the exceptions a handler raises on purpose to choose an outcome."""
 
 

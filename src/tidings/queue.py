@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .config import QueueConfig
 from .dlq import DeadLetters
@@ -37,7 +37,7 @@ from .scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from .app import Tidings
-    from .worker import HandlerSpec
+    from .worker import FetchGate, HandlerSpec
 
 GROUP = "tidings"
 LANE_NAMES = ("high", "normal", "low")
@@ -112,12 +112,22 @@ class Queue:
         self.keys = queue_keys(app.settings.key_prefix, config.name)
         self._idem_prefix = f"{app.settings.key_prefix}:{{{config.name}}}:idem:"
         self.handler_spec: HandlerSpec | None = None
+        self.gates: list[FetchGate] = []  # flow control consulted before each fetch
         self.dlq = DeadLetters(self)
 
     def __repr__(self) -> str:
         return f"<Queue {self.name}>"
 
     # -- consuming ---------------------------------------------------------------------
+
+    @overload
+    def handler(self, fn: F) -> F: ...
+
+    @overload
+    def handler(
+        self, *, concurrency: int = ..., batch_size: int | None = ...,
+        batch_wait: timedelta | float = ...,
+    ) -> Callable[[F], F]: ...
 
     def handler(
         self,
@@ -126,7 +136,7 @@ class Queue:
         concurrency: int = 32,
         batch_size: int | None = None,
         batch_wait: timedelta | float = 0.05,
-    ) -> Any:
+    ) -> F | Callable[[F], F]:
         """Register the function that processes this queue's messages.
 
         The function takes a :class:`Message` (or, with ``batch_size``, a ``list[Message]``
@@ -164,14 +174,15 @@ class Queue:
             expires = created + duration_ms(item.expires_in, "expires_in")
         elif self.config.default_ttl is not None:
             expires = created + int(self.config.default_ttl * 1000)
-        due_at = "" if item.send_at is None else to_ms(item.send_at, "send_at")
-        delay = "" if item.delay is None else duration_ms(item.delay, "delay")
+        due_at = None if item.send_at is None else to_ms(item.send_at, "send_at")
+        delay = None if item.delay is None else duration_ms(item.delay, "delay")
         if item.max_attempts is not None and item.max_attempts < 1:
             raise ValidationError("max_attempts", "must be >= 1")
         key = item.idempotency_key
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 512):
             raise ValidationError("idempotency_key", "must be a non-empty string of <= 512 chars")
-        not_before = due_at if due_at != "" else (created + delay if delay != "" else None)
+        not_before = due_at if due_at is not None else (
+            created + delay if delay is not None else None)
         msg_id = new_message_id()
         raw = encode(Message(
             msg_id, self.name, item.payload, validate_headers(item.headers), priority, key, 0,
@@ -184,8 +195,8 @@ class Queue:
         if key is not None:
             keys.append(self._idem_prefix + key)
             idem_index = len(keys)
-        args += (msg_id, int(priority), raw, "" if expires is None else expires, due_at, delay,
-                 idem_index)
+        args += (msg_id, int(priority), raw, "" if expires is None else expires,
+                 "" if due_at is None else due_at, "" if delay is None else delay, idem_index)
         return msg_id
 
     async def publish(

@@ -13,7 +13,6 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
@@ -37,7 +36,7 @@ class Script:
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:

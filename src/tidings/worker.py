@@ -17,11 +17,11 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from redis.exceptions import ResponseError
@@ -39,7 +39,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.worker")
 PROMOTE_LIMIT = 1000
+GATE_RECHECK = 0.05  # seconds before asking a gate again that admitted nothing
 MAX_IDLE_BLOCK_MS = 5000
+
+
+class FetchGate(Protocol):
+    """Decides how many messages a queue's fetch loop may take now (flow control).
+
+    ``admit`` may wait (a paused queue, an open circuit breaker, an empty rate bucket) and
+    returns how many of ``free`` slots may be filled; 0 means ask again shortly.
+    """
+
+    async def admit(self, queue: Queue, free: int) -> int: ...
+
+
+WorkerService = Callable[["Worker"], Coroutine[Any, Any, None]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -123,6 +137,11 @@ class QueueRunner:
             if free <= 0:
                 self.capacity.clear()
                 await self.capacity.wait()
+                continue
+            for gate in self.queue.gates:
+                free = min(free, await gate.admit(self.queue, free))
+            if free <= 0:
+                await asyncio.sleep(GATE_RECHECK)
                 continue
             try:
                 delivered, dropped, next_due, last = await SCRIPTS.fetch(
@@ -512,6 +531,8 @@ class Worker:
             await runner.heartbeat()
         fetchers = [loop.create_task(r.fetch_loop()) for r in self.runners]
         heartbeats = [loop.create_task(r.heartbeat_loop()) for r in self.runners]
+        # Services (the recurring-schedule ticker, say) live and die with the worker.
+        heartbeats += [loop.create_task(service(self)) for service in self.app.worker_services]
         log.info("worker %s consuming %s", self.consumer, ", ".join(q.name for q in self.queues))
         self._started.set()
         try:
@@ -527,7 +548,7 @@ class Worker:
             runner.interrupt()  # flush batches gathered by the last fetch
         tasks = [t for r in self.runners for t in r.tasks]
         if tasks:
-            done, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace)
+            _done, pending = await asyncio.wait(tasks, timeout=self.shutdown_grace)
             for task in pending:
                 task.cancel()
             if pending:

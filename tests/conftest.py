@@ -1,0 +1,114 @@
+"""Shared fixtures: one real server per test session, one key prefix per test.
+
+By default the embedded server is started once; TIDINGS_TEST_REDIS_URL points the whole
+suite at another server (CI also runs it against the machine's Redis 7.0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tidings import Event, EventKind, Middleware, Tidings
+
+
+@pytest.fixture(scope="session")
+def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    if os.environ.get("TIDINGS_TEST_REDIS_URL"):
+        yield None
+        return
+    from tidings.embedded import stop_server
+
+    path = tmp_path_factory.mktemp("tidings-server")
+    yield path
+    stop_server(path)
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_dir: Path | None) -> str:
+    url = os.environ.get("TIDINGS_TEST_REDIS_URL")
+    if url:
+        return url
+    from tidings.embedded import ensure_server
+
+    assert server_dir is not None
+    return ensure_server(server_dir)
+
+
+class Recorder(Middleware):
+    """Records lifecycle events and lets a test await them instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.counts: Counter[EventKind] = Counter()
+        self._changed = asyncio.Event()
+
+    def on_event(self, event: Event) -> None:
+        self.events.append(event)
+        self.counts[event.kind] += 1
+        self._changed.set()
+
+    def of(self, kind: EventKind) -> list[Event]:
+        return [e for e in self.events if e.kind is kind]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+        async def loop() -> None:
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(loop(), timeout)
+
+    async def wait_count(self, kind: EventKind, count: int, timeout: float = 20.0) -> None:
+        await self.wait_for(lambda: self.counts[kind] >= count, timeout)
+
+
+def new_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def drop_prefix(app: Tidings) -> None:
+    if not app.broker.connected:
+        return
+    client = app.broker.client
+    keys = [k async for k in client.scan_iter(match=f"{app.settings.key_prefix}:*", count=1000)]
+    for i in range(0, len(keys), 500):
+        await client.delete(*keys[i:i + 500])
+
+
+@pytest.fixture
+async def make_app(redis_url: str) -> AsyncIterator[Callable[..., Tidings]]:
+    """Factory of apps sharing one fresh key prefix (several apps = several processes)."""
+    prefix = new_prefix()
+    apps: list[Tidings] = []
+
+    def factory(**kwargs: Any) -> Tidings:
+        kwargs.setdefault("key_prefix", prefix)
+        app = Tidings(redis_url, **kwargs)
+        apps.append(app)
+        return app
+
+    yield factory
+    for app in apps:
+        if app.broker.connected:
+            await drop_prefix(app)
+            break
+    for app in apps:
+        await app.close()
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Tidings], recorder: Recorder) -> Tidings:
+    return make_app(middleware=[recorder])
