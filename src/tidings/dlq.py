@@ -140,7 +140,8 @@ class DeadLetters:
         return int(await self.queue.app.broker.client.xlen(self._key))
 
     async def replay(self, message_ids: builtins.list[str] | None = None, *,
-                     where: Filter | None = None, rate: float | None = None, batch: int = 100) -> int:
+                     where: Filter | None = None, rate: float | None = None,
+                     batch: int = 100) -> int:
         """Move dead letters back to their lane with fresh attempts; returns how many.
 
         ``message_ids`` replays those; otherwise everything matching ``where`` (all when
