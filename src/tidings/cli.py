@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib
 import os
 import sys
@@ -130,7 +131,7 @@ def queues(app_spec: AppOption = None, json: JsonOption = False) -> None:
 
     stats = run(app, body)
     if json:
-        emit_json([{**s.__dict__, "depth": s.depth} for s in (x for x in stats)])
+        emit_json([{**dataclasses.asdict(s), "depth": s.depth} for s in stats])
         return
     table = Table("queue", "high", "normal", "low", "in flight", "delayed", "dlq",
                   "oldest", "consumers", "acked")
