@@ -102,7 +102,15 @@ def machine_info(loop_name: str, server: dict[str, Any], url: str) -> dict[str, 
         "server": url if not url.startswith("unix://") else "embedded (unix socket)",
         **server,
         "tidings_git": git_revision(),
+        "load_avg_at_start": load_average(),
     }
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
 
 
 async def run(args: argparse.Namespace, url: str, loop_name: str) -> dict[str, Any]:
@@ -131,6 +139,7 @@ async def run(args: argparse.Namespace, url: str, loop_name: str) -> dict[str, A
         "results": results,
         "targets": evaluate_targets(results),
         "elapsed_s": round(time.perf_counter() - started, 1),
+        "load_avg_at_end": load_average(),
     }
 
 

@@ -6,7 +6,6 @@ import asyncio
 import time
 
 from conftest import Recorder
-
 from tidings import DeadLetter, EventKind, Message, Tidings
 from tidings.dlq import make_filter
 

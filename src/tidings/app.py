@@ -14,6 +14,7 @@ from .queue import Queue
 from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from .flow.control import FlowControl
     from .sync import SyncTidings
     from .worker import Worker, WorkerService
 
@@ -68,6 +69,13 @@ class Tidings:
             return self.queues[name]
         except KeyError:
             raise UnknownQueueError(name) from None
+
+    @property
+    def flow(self) -> FlowControl:
+        """Fleet-wide flow control: breakers, rate and concurrency limits, pause (one per app)."""
+        from .flow.control import FlowControl
+
+        return FlowControl.of(self)
 
     def add_middleware(self, middleware: Middleware) -> None:
         self.events.add(middleware)

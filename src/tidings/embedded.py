@@ -187,7 +187,9 @@ def _locked(data_dir: Path, *, create: bool) -> Iterator[None]:
 def _client(sock: Path) -> redis.Redis:
     # No retries: callers poll on their own schedule and must see failures at once.
     return redis.Redis(
-        unix_socket_path=str(sock), socket_timeout=2, retry=Retry(NoBackoff(), 0),
+        unix_socket_path=str(sock),
+        socket_timeout=2,
+        retry=Retry(NoBackoff(), 0),
         decode_responses=True,
     )
 

@@ -39,6 +39,11 @@ class EventKind(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     EXPIRED = "expired"
     LEASE_LOST = "lease_lost"
+    # Circuit breaker state changes (tidings.flow): reported once, by the worker whose call
+    # made the change; ``reason`` reads "breaker NAME: FROM -> TO".
+    BREAKER_OPENED = "breaker_opened"
+    BREAKER_HALF_OPEN = "breaker_half_open"
+    BREAKER_CLOSED = "breaker_closed"
 
 
 @dataclass(slots=True)

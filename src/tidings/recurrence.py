@@ -32,6 +32,8 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from .errors import ValidationError
+
 __all__ = [
     "AmbiguousPolicy",
     "MissedPolicy",
@@ -50,13 +52,12 @@ _DAY = timedelta(days=1)
 _P = TypeVar("_P", bound=StrEnum)
 
 
-class ScheduleError(ValueError):
-    """Invalid schedule input: ``field`` names what was wrong, ``reason`` says why."""
+class ScheduleError(ValidationError):
+    """Invalid schedule input: ``field`` names what was wrong, ``reason`` says why.
 
-    def __init__(self, field: str, reason: str) -> None:
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{field}: {reason}")
+    A :class:`tidings.errors.ValidationError` (hence also a ``ValueError``), so callers can
+    catch every bad-input error of tidings in one place.
+    """
 
 
 class NonexistentPolicy(StrEnum):

@@ -93,6 +93,12 @@ class Backoff:
         self.failures = 0
 
 
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned task's outcome so asyncio does not report it as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 class QueueRunner:
     """Consumes one queue inside a worker."""
 
@@ -115,7 +121,6 @@ class QueueRunner:
         self._ack_flusher: asyncio.Task[None] | None = None
         self._batch: list[Message] = []
         self._batch_timer: asyncio.TimerHandle | None = None
-        self._wait: asyncio.Task[Any] | None = None
         self._backoff = Backoff()
         self._executor = (None if self.spec.is_async else
                           ThreadPoolExecutor(min(self.spec.concurrency, 256),
@@ -165,24 +170,29 @@ class QueueRunner:
                 await self._wait_for_work(last, max(1, timeout))
 
     async def _wait_for_work(self, last: list[bytes], timeout_ms: int) -> None:
-        """Block until an entry newer than ``last`` lands in a lane or the wake stream."""
+        """Block until an entry newer than ``last`` lands in a lane or the wake stream.
+
+        Returns early when the worker stops. The blocked read is then abandoned rather than
+        awaited: cancelling it does not interrupt a read already on the wire.
+        """
         k = self.keys
         streams = {k[0]: last[0], k[1]: last[1], k[2]: last[2], k[9]: last[3]}
-        self._wait = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
-        try:
-            await self._wait
-        except asyncio.CancelledError:
-            if not self.worker.stopping:
-                raise
-        except TRANSIENT as exc:
-            await self._backoff.wait(f"wait on {self.queue.name}", exc)
-        finally:
-            self._wait = None
+        read = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
+        stop = asyncio.ensure_future(self.worker.stopped.wait())
+        await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not read.done():
+            read.cancel()
+            read.add_done_callback(_consume)
+            return
+        error = None if read.cancelled() else read.exception()
+        if isinstance(error, TRANSIENT):
+            await self._backoff.wait(f"wait on {self.queue.name}", error)
+        elif error is not None:
+            raise error
 
     def interrupt(self) -> None:
-        """Stop fetching: wake a blocked wait; a fetch in flight completes and dispatches."""
-        if self._wait is not None:
-            self._wait.cancel()
+        """Stop fetching: a blocked wait returns; a fetch in flight completes and dispatches."""
         self.capacity.set()
         self._launch_batch()
 
@@ -501,7 +511,7 @@ class Worker:
         self.stopping = False
         self.abandon_settles = False
         self.runners: list[QueueRunner] = []
-        self._stop = asyncio.Event()
+        self.stopped = asyncio.Event()
         self._started = asyncio.Event()
 
     def wake_all(self) -> None:
@@ -512,7 +522,7 @@ class Worker:
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
         self.stopping = True
-        self._stop.set()
+        self.stopped.set()
         for runner in self.runners:
             runner.interrupt()
 
@@ -536,7 +546,7 @@ class Worker:
         log.info("worker %s consuming %s", self.consumer, ", ".join(q.name for q in self.queues))
         self._started.set()
         try:
-            await self._stop.wait()
+            await self.stopped.wait()
         finally:
             self.stop()
             await self._drain(fetchers, heartbeats)

@@ -1,0 +1,50 @@
+# Developer entry points. Everything runs from .venv, which `make venv` builds from
+# pyproject.toml and rebuilds only when pyproject.toml changes.
+
+# The first python3 on PATH that is >= 3.11; override with `make PYTHON=/path/to/python`.
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	command -v $$p >/dev/null 2>&1 && $$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	2>/dev/null && { echo $$p; exit 0; }; done; echo python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo lint typecheck test bench clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "tidings needs Python >= 3.11; '$(PYTHON)' is older or missing." >&2; \
+		echo "Install a newer Python or run: make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: venv
+	$(BIN)/tidings demo
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+# First against the embedded server (so any server URL in the caller's environment is
+# dropped), then, when TIDINGS_TEST_REDIS_URL_EXTRA names another server (CI: the
+# machine's Redis 7.0), the suite again against that server minus embedded-only tests.
+test: venv lint typecheck
+	env -u TIDINGS_TEST_REDIS_URL -u TIDINGS_REDIS_URL $(BIN)/pytest -q
+	@if [ -n "$$TIDINGS_TEST_REDIS_URL_EXTRA" ]; then \
+		echo "== again against $$TIDINGS_TEST_REDIS_URL_EXTRA"; \
+		TIDINGS_TEST_REDIS_URL="$$TIDINGS_TEST_REDIS_URL_EXTRA" \
+			$(BIN)/pytest -q -m "not embedded_only and not slow"; \
+	fi
+
+bench: venv
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

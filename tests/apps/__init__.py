@@ -1,0 +1,1 @@
+"""Tidings apps run as real worker processes by the fault-injection tests."""
