@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +55,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def resolve_url(url: str) -> str:
+EMBEDDED_DIR = Path(".tidings-bench")
+
+
+def resolve_url(url: str) -> tuple[str, Callable[[], Any] | None]:
+    """The server URL, and for ``embedded`` a callback that stops the server if we started it."""
     if url != "embedded":
-        return url
+        return url, None
     if importlib.util.find_spec("tidings.embedded") is None:
         raise SystemExit("--redis-url embedded: this tidings has no tidings.embedded module")
-    from tidings.embedded import ensure_server
+    from tidings import embedded
 
-    return ensure_server(Path(".tidings-bench"))
+    status = getattr(embedded, "server_status", None)
+    was_running = bool(status(EMBEDDED_DIR)["alive"]) if status is not None else True
+    url = embedded.ensure_server(EMBEDDED_DIR)
+    stop = getattr(embedded, "stop_server", None)
+    if was_running or stop is None:
+        return url, None
+    return url, lambda: stop(EMBEDDED_DIR)
 
 
 def loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
@@ -72,7 +83,7 @@ def loop_factory(choice: str) -> tuple[Callable[[], asyncio.AbstractEventLoop] |
             if choice == "uvloop":
                 raise SystemExit("--loop uvloop: uvloop is not installed") from None
         else:
-            return uvloop.new_event_loop, f"uvloop {uvloop.__version__}"
+            return uvloop.new_event_loop, f"uvloop {metadata.version('uvloop')}"
     return None, "asyncio"
 
 
@@ -145,11 +156,15 @@ async def run(args: argparse.Namespace, url: str, loop_name: str) -> dict[str, A
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    url = resolve_url(args.redis_url)
+    url, stop_server = resolve_url(args.redis_url)
     factory, loop_name = loop_factory(args.loop)
     coro: Coroutine[Any, Any, dict[str, Any]] = run(args, url, loop_name)
-    with asyncio.Runner(loop_factory=factory) as runner:
-        report = runner.run(coro)
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            report = runner.run(coro)
+    finally:
+        if stop_server is not None:
+            stop_server()
     text = json.dumps(report, indent=2)
     print(text)
     args.output.parent.mkdir(parents=True, exist_ok=True)

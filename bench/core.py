@@ -12,7 +12,7 @@ import asyncio
 import gc
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,7 @@ ACK_GRACE_S = 10.0  # after the handler saw everything, how long the worker may 
 RUN_TIMEOUT_S = 300.0
 
 Metrics = dict[str, float]
+Entry = tuple[bytes, dict[bytes, bytes]]
 SideRun = Callable[[str, int], Awaitable[Metrics]]
 
 
@@ -70,6 +71,12 @@ def payload(i: int) -> dict[str, Any]:
 
 def priority(i: int) -> str:
     return PRIORITIES[i % 3]
+
+
+async def read_group(r: Redis, stream: str, count: int, block: int | None = None) -> list[Entry]:
+    """XREADGROUP for consumer c1 of the bench group; the entries of ``stream`` (maybe none)."""
+    res: Any = await r.xreadgroup(GROUP, "c1", {stream: ">"}, count=count, block=block)
+    return list(res[0][1]) if res else []
 
 
 def log(text: str) -> None:
@@ -114,8 +121,11 @@ class Bench:
 
     async def server_info(self) -> dict[str, Any]:
         info = await self.raw.info("server")
-        return {"redis_version": info.get("redis_version"),
-                "io_threads_active": info.get("io_threads_active")}
+        out = {"redis_version": info.get("redis_version"),
+               "io_threads_active": info.get("io_threads_active")}
+        if "valkey_version" in info:
+            out["valkey_version"] = info["valkey_version"]
+        return out
 
     # -- plumbing ----------------------------------------------------------------------
 
@@ -277,17 +287,16 @@ class Bench:
             await self.raw_backlog(stream, n)
             count = 0
 
-            async def noop_handler(entry: Any) -> None:
+            async def noop_handler(entry: Entry) -> None:
                 nonlocal count
                 count += 1
 
             gc.collect()
             started = time.perf_counter()
             while count < n:
-                res = await r.xreadgroup(GROUP, "c1", {stream: ">"}, count=RAW_READ_COUNT)
-                if not res:
+                entries = await read_group(r, stream, RAW_READ_COUNT)
+                if not entries:
                     continue
-                entries = res[0][1]
                 await asyncio.gather(*[asyncio.create_task(noop_handler(e)) for e in entries])
                 ids = [e[0] for e in entries]
                 pipe = r.pipeline(transaction=False)
@@ -354,10 +363,9 @@ class Bench:
             gc.collect()
             started = time.perf_counter()
             while count < n:
-                res = await r.xreadgroup(GROUP, "c1", {stream: ">"}, count=size)
-                if not res:
+                entries = await read_group(r, stream, size)
+                if not entries:
                     continue
-                entries = res[0][1]
                 count += len(entries)
                 pipe = r.pipeline(transaction=False)
                 pipe.xack(stream, GROUP, *[e[0] for e in entries])
@@ -420,11 +428,9 @@ class Bench:
 
             async def consume() -> None:
                 while not stop and len(lat) < n:
-                    res = await r.xreadgroup(GROUP, "c1", {stream: ">"}, count=RAW_READ_COUNT,
-                                             block=1000)
-                    if not res:
+                    entries = await read_group(r, stream, RAW_READ_COUNT, block=1000)
+                    if not entries:
                         continue
-                    entries = res[0][1]
                     for _, fields in entries:
                         body = msgpack.unpackb(fields[b"m"])
                         lat.append(time.perf_counter() - body["ts"])
@@ -486,31 +492,34 @@ MEASUREMENTS: dict[str, Callable[[Bench], Awaitable[dict[str, Any]]]] = {
 }
 
 
-def iter_targets(results: dict[str, Any]) -> Iterator[tuple[str, str, float | None, float, str]]:
-    """(target name, measurement, measured value, threshold, '>=' or '<=')."""
-    def get(name: str, key: str) -> float | None:
-        value = results.get(name, {}).get("tidings", {}).get(key)
-        return None if value is None else float(value)
-
-    yield "single_publish_msg_per_s", "single_publish", get("single_publish", "msg_per_s"), \
-        6000, ">="
-    yield "single_publish_p99_ms", "single_publish", get("single_publish", "p99_ms"), 0.25, "<="
-    yield "batch_publish_msg_per_s", "batch_publish", get("batch_publish", "msg_per_s"), \
-        50_000, ">="
-    yield "worker_drain_msg_per_s", "worker_drain", get("worker_drain", "msg_per_s"), \
-        10_000, ">="
-    yield "batch_handler_msg_per_s", "batch_handler", get("batch_handler", "msg_per_s"), \
-        30_000, ">="
-    yield "e2e_p99_ms", "e2e_latency", get("e2e_latency", "p99_ms"), 1.5, "<="
+TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
+    # (target name, measurement, metric, threshold, ">=" or "<=")
+    ("single_publish_msg_per_s", "single_publish", "msg_per_s", 6000, ">="),
+    ("single_publish_p99_ms", "single_publish", "p99_ms", 0.25, "<="),
+    ("batch_publish_msg_per_s", "batch_publish", "msg_per_s", 50_000, ">="),
+    ("worker_drain_msg_per_s", "worker_drain", "msg_per_s", 10_000, ">="),
+    ("batch_handler_msg_per_s", "batch_handler", "msg_per_s", 30_000, ">="),
+    ("e2e_p99_ms", "e2e_latency", "p99_ms", 1.5, "<="),
+)
 
 
 def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
-    targets: dict[str, Any] = {}
-    for name, _, value, threshold, op in iter_targets(results):
+    """Mark each target met / not met; ``raw_status`` says whether plain redis-py meets it
+    on this machine (if raw does not, the target is out of reach here for any library)."""
+    def check(value: float | None, threshold: float, op: str) -> str:
         if value is None:
-            status = "not measured"
-        else:
-            ok = value >= threshold if op == ">=" else value <= threshold
-            status = "met" if ok else "not met"
-        targets[name] = {"target": f"{op} {threshold}", "value": value, "status": status}
+            return "not measured"
+        ok = value >= threshold if op == ">=" else value <= threshold
+        return "met" if ok else "not met"
+
+    targets: dict[str, Any] = {}
+    for name, measurement, metric, threshold, op in TARGETS:
+        result = results.get(measurement, {})
+        value = result.get("tidings", {}).get(metric)
+        raw_value = result.get("raw", {}).get(metric)
+        targets[name] = {
+            "target": f"{op} {threshold}", "value": value,
+            "status": check(value, threshold, op),
+            "raw_value": raw_value, "raw_status": check(raw_value, threshold, op),
+        }
     return targets

@@ -106,3 +106,14 @@ def test_weights_parse_from_the_config_hash() -> None:
     assert parse_weights("x") is None
     assert parse_weights(b"0,0,0") is None
     assert parse_weights(None) is None
+
+
+def test_message_ids_are_ulids_that_sort_by_creation() -> None:
+    from ulid import ULID
+
+    from tidings.message import new_message_id
+
+    ids = [new_message_id() for _ in range(20_000)]  # many share a millisecond
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert all(len(i) == 26 for i in ids)
+    assert abs(ULID.from_str(ids[0]).timestamp - __import__("time").time()) < 5

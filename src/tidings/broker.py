@@ -12,7 +12,8 @@ import random
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from redis.asyncio import Redis
+import hiredis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -31,6 +32,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("tidings.broker")
 T = TypeVar("T")
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+
+class _HiredisPacking:
+    """Packs commands with hiredis' C encoder instead of redis-py's Python one.
+
+    redis-py spends about 2 us per argument building a command; a publish chunk or an ack
+    batch has thousands of arguments, so this is most of the client's cost per message.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str) and " " in first:
+            args = (*first.split(), *args[1:])
+        elif isinstance(first, bytes) and b" " in first:
+            args = (*first.split(), *args[1:])
+        return [hiredis.pack_command(args)]
+
+
+_packed_classes: dict[type, type] = {}
+
+
+def _with_fast_packing(connection_class: type) -> type:
+    if connection_class not in _packed_classes:
+        _packed_classes[connection_class] = type(
+            f"Packed{connection_class.__name__}", (_HiredisPacking, connection_class), {})
+    return _packed_classes[connection_class]
 
 
 def text(value: Any) -> str:
@@ -67,10 +94,12 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
-            client = Redis.from_url(
+            pool = ConnectionPool.from_url(
                 url, socket_timeout=self.settings.socket_timeout, socket_connect_timeout=2.0,
                 retry=RedisRetry(NoBackoff(), 0), max_connections=1024,
             )
+            pool.connection_class = _with_fast_packing(pool.connection_class)
+            client = Redis.from_pool(pool)
             self.url = url
             self._client = client
             try:

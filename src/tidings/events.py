@@ -100,6 +100,10 @@ class EventBus:
             self._around.append(item)
 
     @property
+    def wraps_handlers(self) -> bool:
+        return bool(self._around)
+
+    @property
     def active(self) -> bool:
         """False when nobody listens, so hot paths can skip building events."""
         return bool(self._listeners)

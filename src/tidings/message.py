@@ -8,6 +8,7 @@ without breaking consumers that are already running.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,6 @@ from enum import IntEnum
 from typing import Any
 
 import msgpack
-from ulid import ULID
 
 from .errors import PayloadError, ValidationError
 
@@ -49,9 +49,30 @@ class Priority(IntEnum):
         return self.name.lower()
 
 
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # 10 bits -> two characters
+_id_lock = threading.Lock()
+_last_id = [0, 0]  # milliseconds, random part of the last id made in this process
+
+
 def new_message_id() -> str:
-    """A ULID: unique, and sorts by creation time."""
-    return str(ULID())
+    """A ULID (Crockford base32, 26 characters) that sorts by creation time.
+
+    Monotonic within a process: ids made in the same millisecond increment the random part,
+    so a batch keeps its order. Hand-written because python-ulid costs 2-4x as much, and
+    this runs once per published message.
+    """
+    ms = time.time_ns() // 1_000_000
+    with _id_lock:
+        if ms <= _last_id[0]:  # same millisecond (or the clock stepped back)
+            ms, rand = _last_id[0], _last_id[1] + 1
+        else:
+            rand = int.from_bytes(os.urandom(10), "big")
+        _last_id[0], _last_id[1] = ms, rand
+    value = (ms << 80) | rand
+    pairs = _PAIRS
+    out = [pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)]
+    return "".join(out)
 
 
 def to_ms(value: datetime, field_name: str) -> int:

@@ -122,6 +122,10 @@ class QueueRunner:
         self._batch: list[Message] = []
         self._batch_timer: asyncio.TimerHandle | None = None
         self._backoff = Backoff()
+        # The common case (async handler, no timeout, no around_handler middleware) skips
+        # two coroutine layers per message.
+        self._direct = (self.spec.is_async and self.config.handler_timeout is None
+                        and not self.bus.wraps_handlers)
         self._executor = (None if self.spec.is_async else
                           ThreadPoolExecutor(min(self.spec.concurrency, 256),
                                              thread_name_prefix=f"tidings-{queue.name}"))
@@ -165,7 +169,7 @@ class QueueRunner:
                 self._report_dropped(dropped)
             if delivered:
                 self._dispatch(delivered)
-            elif not self.worker.stopping:
+            if last and not self.worker.stopping:
                 timeout = MAX_IDLE_BLOCK_MS if next_due < 0 else min(MAX_IDLE_BLOCK_MS, next_due)
                 await self._wait_for_work(last, max(1, timeout))
 
@@ -256,7 +260,10 @@ class QueueRunner:
             bus.message_event(EventKind.DELIVERED, msg)
         started = time.perf_counter()
         try:
-            await bus.call_handler(msg, lambda: self._call(msg))
+            if self._direct:
+                await self.spec.fn(msg)
+            else:
+                await bus.call_handler(msg, lambda: self._call(msg))
         except Exception as exc:
             self._finished(1)
             await self._settle_failure(msg, exc, time.perf_counter() - started)

@@ -4,7 +4,9 @@
 -- ARGV: group, consumer, quota high, quota normal, quota low, capacity,
 --       promote limit, on_expire ('dead_letter' | 'drop').
 -- Returns {delivered, dropped, ms until next delayed message or -1, last entry ids or {}}
--- where delivered items are {lane, entry id, token, envelope, msg id}.
+-- where delivered items are {lane, entry id, token, envelope, msg id}. The last entry ids
+-- (of the three lanes and the wake stream) come back when every lane ran dry, so the
+-- worker can block on them right away instead of asking again.
 -- @include common
 local group, consumer = ARGV[1], ARGV[2]
 local quota = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
@@ -50,7 +52,7 @@ local next_due = -1
 local head = redis.call('ZRANGE', DELAYED, 0, 0, 'WITHSCORES')
 if head[2] then next_due = math.max(0, tonumber(head[2]) - now) end
 local last = {}
-if #out == 0 then
+if left > 0 then
   for i, key in ipairs({LANES[1], LANES[2], LANES[3], WAKE}) do
     local e = redis.call('XREVRANGE', key, '+', '-', 'COUNT', 1)
     last[i] = (e[1] and e[1][1]) or '0-0'
