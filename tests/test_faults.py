@@ -654,3 +654,52 @@ async def test_memory_returns_to_baseline_after_a_million_messages(
     assert seen == warmup + total
     assert delta <= bound, f"used_memory grew by {delta} bytes (bound {bound})"
     assert after_keys - baseline_keys <= 64 * 1024
+
+
+# -- a refused write (OOM under noeviction) must not silently kill the heartbeat ------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "bug: QueueRunner.heartbeat_loop re-raises any ResponseError but NOGROUP; extend.lua "
+    "starts with ZADD, which a full server (noeviction) refuses with OOM, so one refused "
+    "heartbeat ends the loop for good while the worker keeps running: no lease renewal, no "
+    "reclaim, no config updates"))
+async def test_heartbeat_resumes_after_the_server_refused_writes(private_server: Path) -> None:
+    vt = 0.6  # heartbeat every 0.2 s
+    url = await asyncio.to_thread(ensure_server, private_server)
+    app = Tidings(url, key_prefix=new_prefix())
+    q = app.queue("hb", visibility_timeout=vt)
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        pass
+
+    await app.connect()
+    client = app.broker.client
+
+    async def server_ms() -> float:
+        sec, usec = await client.time()
+        return sec * 1000 + usec / 1000
+
+    async def last_beat() -> float:
+        return float(await client.zscore(q.keys[10], "hb-worker") or 0)
+
+    try:
+        async with app.worker(consumer_name="hb-worker"):
+            await poll(last_beat, 5, "the first heartbeat")
+            await client.config_set("maxmemory", "1")  # every denyoom write is refused now
+            try:
+                async def stalled() -> bool:
+                    return await server_ms() - await last_beat() > 3 * vt / 3 * 1000
+
+                await poll(stalled, 5, "heartbeats to be refused")
+            finally:
+                await client.config_set("maxmemory", "0")
+            recovered = await server_ms()
+
+            async def resumed() -> bool:
+                return await last_beat() >= recovered
+
+            await poll(resumed, 5 * vt, "the heartbeat to resume once writes are accepted")
+    finally:
+        await app.close()

@@ -15,6 +15,7 @@ from .settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from .flow.control import FlowControl
+    from .scheduler import Schedules
     from .sync import SyncTidings
     from .worker import Worker, WorkerService
 
@@ -76,6 +77,13 @@ class Tidings:
         from .flow.control import FlowControl
 
         return FlowControl.of(self)
+
+    @property
+    def schedules(self) -> Schedules:
+        """Recurring schedules (one per app); workers of the app then run the ticker."""
+        from .scheduler import schedules
+
+        return schedules(self)
 
     def add_middleware(self, middleware: Middleware) -> None:
         self.events.add(middleware)

@@ -43,9 +43,8 @@ class _HiredisPacking:
 
     def pack_command(self, *args: Any) -> list[bytes]:
         first = args[0]
-        if isinstance(first, str) and " " in first:
-            args = (*first.split(), *args[1:])
-        elif isinstance(first, bytes) and b" " in first:
+        # redis-py sends some commands as one string ("CLIENT SETINFO"); split like it does.
+        if isinstance(first, (str, bytes)) and len(first.split()) > 1:
             args = (*first.split(), *args[1:])
         return [hiredis.pack_command(args)]
 

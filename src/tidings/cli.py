@@ -306,6 +306,12 @@ def demo(messages: Annotated[int, typer.Option(help="How many messages")] = 3000
         emit_json(summary)
 
 
+# Flow control (tidings.cli_flow): top-level `breakers`, `pause`, `resume`, `paused`.
+from .cli_flow import flow_cli  # noqa: E402
+
+cli.add_typer(flow_cli)
+
+
 def main() -> None:
     try:
         cli()

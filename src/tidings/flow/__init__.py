@@ -1,15 +1,33 @@
-"""Fleet-wide flow control on Redis: rate limits, concurrency caps and circuit breakers."""
+"""Fleet-wide flow control on Redis: rate limits, concurrency caps, circuit breakers, pauses.
+
+The primitives (:class:`RateLimit`, :class:`ConcurrencyLimit`, :class:`CircuitBreaker`) work
+on their own; ``app.flow`` (:class:`FlowControl`) wires them into the worker's fetch gate
+and handler middleware for whole queues.
+"""
 
 from .breaker import BreakerState, CircuitBreaker, CircuitState, Decision, Transition
+from .breaker_guard import BreakerGuard
 from .concurrency import ConcurrencyLimit
+from .control import FlowControl
+from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
+from .pause import KeyPauseGuard, PauseState, pause_queue, resume_queue
 from .ratelimit import RateLimit
 
 __all__ = [
+    "BreakerGuard",
     "BreakerState",
     "CircuitBreaker",
     "CircuitState",
     "ConcurrencyLimit",
     "Decision",
+    "FleetConcurrency",
+    "FlowControl",
+    "KeyPauseGuard",
+    "KeyRateLimit",
+    "PauseState",
+    "QueueRateLimit",
     "RateLimit",
     "Transition",
+    "pause_queue",
+    "resume_queue",
 ]

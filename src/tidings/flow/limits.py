@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from typing import TYPE_CHECKING, Any
@@ -251,9 +250,3 @@ class FleetConcurrency(_Protecting):
                 log.warning("concurrency %s: a slot's lease ran out while its handler ran; "
                             "the cap may be exceeded until it returns", self.name)
                 return
-
-
-def positive(value: float, field: str) -> float:
-    if not (value > 0 and math.isfinite(value)):
-        raise ValidationError(field, f"must be positive, got {value!r}")
-    return value
