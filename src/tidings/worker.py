@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from .allocation import LaneAllocator, parse_weights
 from .broker import TRANSIENT, text
@@ -160,9 +160,7 @@ class QueueRunner:
                 await self._backoff.wait(f"fetch from {self.queue.name}", exc)
                 continue
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.queue.app.broker.ensure_groups(self.queue)
+                await self._refused(f"fetch from {self.queue.name}", exc, self._backoff)
                 continue
             self._backoff.reset()
             if dropped:
@@ -266,7 +264,7 @@ class QueueRunner:
                 await bus.call_handler(msg, lambda: self._call(msg))
         except Exception as exc:
             self._finished(1)
-            await self._settle_failure(msg, exc, time.perf_counter() - started)
+            await self._settle_failure_safely(msg, exc, time.perf_counter() - started)
         else:
             self._finished(1)
             self._ack(msg, time.perf_counter() - started)
@@ -289,7 +287,7 @@ class QueueRunner:
             if msg.outcome is None:
                 self._ack(msg, duration)
             else:
-                await self._settle_failure(msg, msg.outcome, duration)
+                await self._settle_failure_safely(msg, msg.outcome, duration)
 
     # -- settling ----------------------------------------------------------------------
 
@@ -305,7 +303,11 @@ class QueueRunner:
                 args: list[Any] = [GROUP]
                 for msg, _ in batch:
                     args += (msg.lane, msg.entry_id, msg.delivery, msg.id)
-                refused = await self._settle_call(SCRIPTS.ack, args)
+                try:
+                    refused = await self._settle_call(SCRIPTS.ack, args)
+                except Exception as exc:
+                    self._abandon([msg for msg, _ in batch], exc)
+                    continue
                 refused_at = {i - 1 for i in refused}
                 for i, (msg, duration) in enumerate(batch):
                     self._settled(msg, EventKind.ACKED if i not in refused_at else None,
@@ -313,17 +315,45 @@ class QueueRunner:
         finally:
             self._ack_flusher = None
 
+    async def _refused(self, what: str, exc: ResponseError, backoff: Backoff) -> None:
+        """The server refused a loop's command: recreate lost groups, else log and back off.
+
+        A worker loop never dies of a server error (a full server refusing writes, a
+        restarted one without our groups); it keeps trying, loudly, until the server heals.
+        """
+        if "NOGROUP" in str(exc):
+            await self.queue.app.broker.ensure_groups(self.queue)
+            return
+        log.error("%s refused by the server: %s", what, exc)
+        await backoff.wait(what, exc)
+
     async def _settle_call(self, script: Script, args: list[Any]) -> list[int]:
-        """Run a settle script, retrying through connection trouble until it answers."""
+        """Run a settle script, retrying through connection trouble and a full server."""
         backoff = Backoff()
         while True:
             try:
                 result: list[int] = await script(self.client, self.keys, args)
                 return result
-            except TRANSIENT as exc:
+            except (*TRANSIENT, OutOfMemoryError) as exc:
                 if self.worker.abandon_settles:
                     raise
                 await backoff.wait(f"{script.name} on {self.queue.name}", exc)
+
+    def _abandon(self, messages: list[Message], exc: BaseException) -> None:
+        """A settle failed for good: stop renewing the leases, so the messages are reclaimed
+        and delivered again after the visibility timeout instead of hanging in flight."""
+        log.error("could not settle %d message(s) of %s (%s: %s); they will be redelivered "
+                  "when their lease expires", len(messages), self.queue.name,
+                  type(exc).__name__, exc)
+        for msg in messages:
+            self.in_flight.pop(f"{msg.lane}{msg.entry_id}", None)
+
+    async def _settle_failure_safely(self, msg: Message, exc: BaseException,
+                                     duration: float) -> None:
+        try:
+            await self._settle_failure(msg, exc, duration)
+        except Exception as error:
+            self._abandon([msg], error)
 
     def _settled(self, msg: Message, kind: EventKind | None, **extra: Any) -> None:
         key = f"{msg.lane}{msg.entry_id}"
@@ -456,9 +486,7 @@ class QueueRunner:
                 await backoff.wait(f"heartbeat on {self.queue.name}", exc)
                 continue
             except ResponseError as exc:
-                if "NOGROUP" not in str(exc):
-                    raise
-                await self.queue.app.broker.ensure_groups(self.queue)
+                await self._refused(f"heartbeat on {self.queue.name}", exc, backoff)
                 continue
             await asyncio.sleep(interval)
 
@@ -552,11 +580,24 @@ class Worker:
         heartbeats += [loop.create_task(service(self)) for service in self.app.worker_services]
         log.info("worker %s consuming %s", self.consumer, ", ".join(q.name for q in self.queues))
         self._started.set()
+        waiter = loop.create_task(self.stopped.wait())
+        failure: BaseException | None = None
         try:
-            await self.stopped.wait()
+            done, _ = await asyncio.wait([waiter, *fetchers, *heartbeats],
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if not self.stopping:
+                # A loop ended on its own: a bug, not a server problem (those are retried).
+                # Running on without it would hold leases it never renews; stop instead.
+                failed = next(t for t in done if t is not waiter)
+                failure = (failed.exception() if not failed.cancelled()
+                           else RuntimeError("worker loop cancelled"))
+                log.critical("worker loop died (%r); stopping the worker", failure)
         finally:
+            waiter.cancel()
             self.stop()
             await self._drain(fetchers, heartbeats)
+        if failure is not None:
+            raise failure
 
     async def _drain(self, fetchers: list[asyncio.Task[None]],
                      heartbeats: list[asyncio.Task[None]]) -> None:
