@@ -310,6 +310,14 @@ def demo(messages: Annotated[int, typer.Option(help="How many messages")] = 3000
 from .cli_flow import flow_cli  # noqa: E402
 
 cli.add_typer(flow_cli)
+from .cli_ordered import ordered_cli  # noqa: E402
+
+cli.add_typer(ordered_cli, name="ordered")
+
+from .cli_schedule import campaigns_cli, schedules_cli  # noqa: E402 - needs cli's helpers
+
+cli.add_typer(schedules_cli, name="schedules")
+cli.add_typer(campaigns_cli, name="campaigns")
 
 
 def main() -> None:

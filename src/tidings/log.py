@@ -18,6 +18,9 @@ _LEVELS = {
     EventKind.EXPIRED: logging.WARNING,
     EventKind.LEASE_LOST: logging.WARNING,
     EventKind.RELEASED: logging.INFO,
+    EventKind.BREAKER_OPENED: logging.WARNING,
+    EventKind.BREAKER_HALF_OPEN: logging.INFO,
+    EventKind.BREAKER_CLOSED: logging.INFO,
 }
 
 

@@ -534,7 +534,7 @@ class Worker:
         missing = [q.name for q in self.queues if q.handler_spec is None]
         if missing:
             raise ValidationError("queues", f"no handler registered for {', '.join(missing)}")
-        if not self.queues:
+        if not self.queues and not app.worker_services:
             raise ValidationError("queues", "no queue has a handler; nothing to run")
         self.limit = concurrency or app.settings.worker_concurrency
         self.shutdown_grace = (app.settings.shutdown_grace if shutdown_grace is None
@@ -574,10 +574,12 @@ class Worker:
         for runner in self.runners:
             await self.app.broker.ensure_groups(runner.queue)
             await runner.heartbeat()
+        # Services (the schedule ticker, flow control) live and die with the worker; they
+        # start first so the gates they install apply from the first fetch.
+        services = [loop.create_task(service(self)) for service in self.app.worker_services]
+        await asyncio.sleep(0)
         fetchers = [loop.create_task(r.fetch_loop()) for r in self.runners]
-        heartbeats = [loop.create_task(r.heartbeat_loop()) for r in self.runners]
-        # Services (the recurring-schedule ticker, say) live and die with the worker.
-        heartbeats += [loop.create_task(service(self)) for service in self.app.worker_services]
+        heartbeats = [loop.create_task(r.heartbeat_loop()) for r in self.runners] + services
         log.info("worker %s consuming %s", self.consumer, ", ".join(q.name for q in self.queues))
         self._started.set()
         waiter = loop.create_task(self.stopped.wait())

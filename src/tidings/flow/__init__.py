@@ -9,6 +9,7 @@ from .breaker import BreakerState, CircuitBreaker, CircuitState, Decision, Trans
 from .breaker_guard import BreakerGuard
 from .concurrency import ConcurrencyLimit
 from .control import FlowControl
+from .fair import FairMessage, FairQueue
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
 from .pause import KeyPauseGuard, PauseState, pause_queue, resume_queue
 from .ratelimit import RateLimit
@@ -20,6 +21,8 @@ __all__ = [
     "CircuitState",
     "ConcurrencyLimit",
     "Decision",
+    "FairMessage",
+    "FairQueue",
     "FleetConcurrency",
     "FlowControl",
     "KeyPauseGuard",

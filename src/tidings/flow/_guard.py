@@ -6,7 +6,8 @@ It may hold back fetching (``admit``) and/or wrap handler calls (``around``). Th
 admits nothing; the :class:`FlowMiddleware` nests a queue's wrappers in a fixed order. The
 order does not depend on the order the controls were declared in, because it matters:
 
-* gates: pause, breaker, concurrency peek, rate (last: it spends tokens, which must not be
+* gates: pause, breaker, concurrency peek, fair feed (moves held messages into the lanes
+  only for a fetch that will happen), rate (last: it spends tokens, which must not be
   wasted on a fetch that a later gate would refuse);
 * wrappers, outermost first: key pause, breaker, key rate, concurrency (innermost, so a
   fleet slot is held only while the handler really runs, not while another guard snoozes).
@@ -32,7 +33,7 @@ Call = Callable[[], Awaitable[Any]]
 KeyFn = Callable[[Message], Any]
 
 # Gate order (ascending).
-GATE_PAUSE, GATE_BREAKER, GATE_CONCURRENCY, GATE_RATE = 10, 20, 30, 40
+GATE_PAUSE, GATE_BREAKER, GATE_CONCURRENCY, GATE_FAIR, GATE_RATE = 10, 20, 30, 35, 40
 # Wrapper order (ascending = outermost first).
 WRAP_PAUSE, WRAP_BREAKER, WRAP_RATE, WRAP_CONCURRENCY = 10, 20, 30, 40
 

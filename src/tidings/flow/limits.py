@@ -19,7 +19,7 @@ import asyncio
 import logging
 import random
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from redis.exceptions import ResponseError
 
@@ -58,7 +58,7 @@ class _Protecting(Guard):
         self.name = name
         self.queues: list[str] = []
 
-    def protect(self, *queues: Queue | str) -> Any:
+    def protect(self, *queues: Queue | str) -> Self:
         """Apply this limit to these queues (objects or names); returns the limit."""
         self.queues += [q for q in self.flow.install(self, queues) if q not in self.queues]
         return self
@@ -94,10 +94,18 @@ class QueueRateLimit(_Protecting):
             await _wait_for_entries(self.client, queue)
             return 0
         self.limiter.client = self.client
-        granted, wait = await self.limiter.acquire(self.name, min(free, backlog))
-        if granted <= 0:
-            await sleep_for(wait)
-        return granted
+        # Wait for the next token here rather than return 0: the fetch loop pauses 50 ms
+        # before asking a gate again, and at high rates a bucket full for that long would
+        # overflow and lose tokens.
+        deadline = time.monotonic() + MAX_GATE_SLEEP
+        while True:
+            granted, wait = await self.limiter.acquire(self.name, min(free, backlog))
+            if granted > 0:
+                return granted
+            if time.monotonic() + wait > deadline:
+                await sleep_for(wait)
+                return 0
+            await asyncio.sleep(wait)
 
 
 async def _backlog(client: Any, queue: Queue) -> int:

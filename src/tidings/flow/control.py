@@ -1,0 +1,229 @@
+"""``app.flow``: declaring flow control on an app's queues, and looking at it.
+
+::
+
+    app = Tidings()
+    email, sms = app.queue("email"), app.queue("sms")
+
+    app.flow.breaker("smtp", failure_threshold=5, open_for=30).protect(email)
+    app.flow.rate_limit("sms-provider", "50/s").protect(sms)
+    app.flow.key_rate_limit("per-recipient", "1/min", key=lambda m: m.payload["to"]) \\
+        .protect(sms)
+    app.flow.concurrency("smtp", limit=20).protect(email)
+    app.flow.pausable(email, key=lambda m: m.payload["tenant"])
+
+    async with app:
+        await app.flow.pause("email")                 # every worker stops fetching it
+        await app.flow.resume("email")
+
+Every control is enforced by each worker of the app and shared through Redis, so the fleet
+as a whole respects it. Declare the same controls in every process (they live in the app
+module the workers import).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+from weakref import WeakKeyDictionary
+
+import orjson
+
+from ..broker import text
+from ..errors import ValidationError
+from ..queue import Queue
+from ._guard import FlowGate, FlowMiddleware, Guard, KeyFn
+from .breaker import BreakerState, CircuitBreaker
+from .breaker_guard import BreakerGuard
+from .fair import FairQueue
+from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
+from .pause import KeyPauseGuard, PauseGuard, PauseState, pause_queue, pause_state, resume_queue
+
+if TYPE_CHECKING:
+    from ..app import Tidings
+    from ..worker import Worker
+
+log = logging.getLogger("tidings.flow")
+G = TypeVar("G", bound=Guard)
+_FLOWS: WeakKeyDictionary[Tidings, FlowControl] = WeakKeyDictionary()
+
+
+def registry_key(prefix: str) -> str:
+    """Hash of breaker name -> configuration JSON, written by workers for the CLI."""
+    return f"{prefix}:flow:breakers"
+
+
+class FlowControl:
+    """The flow controls of one app (``app.flow``); see the module docstring."""
+
+    @classmethod
+    def of(cls, app: Tidings) -> FlowControl:
+        flow = _FLOWS.get(app)
+        if flow is None:
+            flow = _FLOWS[app] = cls(app)
+        return flow
+
+    def __init__(self, app: Tidings) -> None:
+        self.app = app
+        self.guards: list[Guard] = []
+        self.middleware = FlowMiddleware()
+        self.pause_guard = PauseGuard(self)
+        self._gates: dict[int, FlowGate] = {}  # id(queue) -> its gate
+        app.add_middleware(self.middleware)
+        app.add_worker_service(self._on_worker_start)
+        for queue in app.queues.values():
+            self._gate(queue)
+
+    # -- declaring ---------------------------------------------------------------------
+
+    def breaker(self, name: str, *, is_failure: Callable[[BaseException], bool] | None = None,
+                **options: Any) -> BreakerGuard:
+        """A circuit breaker named after what it protects (a handler, a downstream).
+
+        ``options`` are those of :class:`~tidings.flow.CircuitBreaker`
+        (``failure_threshold``, ``failure_rate``, ``window``, ``open_for``, ``clock`` ...).
+        Call ``.protect(queue, ...)`` on the result. The same name returns the same breaker.
+        """
+        existing = self._named(BreakerGuard, name)
+        if existing is not None:
+            return existing
+        return self._add(BreakerGuard(self, name, is_failure=is_failure, **options))
+
+    def rate_limit(self, name: str, rate: float | str, *, burst: int | None = None
+                   ) -> QueueRateLimit:
+        """A fleet-wide rate (``"100/s"``, ``"5000/h"`` or per second) shared by its queues."""
+        return self._add(QueueRateLimit(self, name, rate, burst))
+
+    def key_rate_limit(self, name: str, rate: float | str, *, key: KeyFn,
+                       burst: int | None = 1) -> KeyRateLimit:
+        """A fleet-wide rate per ``key(message)`` (a recipient, a tenant)."""
+        return self._add(KeyRateLimit(self, name, rate, key=key, burst=burst))
+
+    def concurrency(self, name: str, limit: int, *, lease: float = 30.0, wait: float = 2.0,
+                    snooze: float = 0.5) -> FleetConcurrency:
+        """At most ``limit`` handler calls at once, fleet-wide, over its queues."""
+        return self._add(FleetConcurrency(self, name, limit, lease=lease, wait=wait,
+                                          snooze=snooze))
+
+    def fair(self, queue: Queue | str, *, quantum: int = 1) -> FairQueue:
+        """Publish through the result to share ``queue`` fairly between tenants."""
+        q = self._queue(queue)
+        for guard in self.guards:
+            if isinstance(guard, FairQueue) and guard.queue is q:
+                return guard
+        guard = self._add(FairQueue(self, q, quantum=quantum))
+        self.install(guard, [q])
+        return guard
+
+    def pausable(self, queue: Queue | str, *, key: KeyFn, **options: Any) -> KeyPauseGuard:
+        """Let single keys of ``queue`` be paused; ``key(message)`` names a message's key."""
+        q = self._queue(queue)
+        guard = KeyPauseGuard(self, q, key, **options)
+        self._add(guard)
+        self.install(guard, [q])
+        return guard
+
+    # -- pausing -----------------------------------------------------------------------
+
+    async def pause(self, queue: Queue | str, key: str | None = None) -> None:
+        """Pause ``queue`` (or one ``key`` of it) on every worker within about a second."""
+        await self._connected()
+        await pause_queue(self._queue(queue), key)
+
+    async def resume(self, queue: Queue | str, key: str | None = None) -> int:
+        """Resume; for a key, returns how many parked messages were made due at once."""
+        await self._connected()
+        return await resume_queue(self._queue(queue), key)
+
+    async def pause_state(self, queue: Queue | str) -> PauseState:
+        await self._connected()
+        return await pause_state(self._queue(queue))
+
+    # -- looking -----------------------------------------------------------------------
+
+    @property
+    def breakers(self) -> list[BreakerGuard]:
+        return [g for g in self.guards if isinstance(g, BreakerGuard)]
+
+    async def breaker_states(self) -> dict[str, tuple[BreakerState, dict[str, Any]]]:
+        """Every breaker known to this app or registered by a worker: state and config."""
+        await self._connected()
+        client = self.app.broker.client
+        prefix = self.app.settings.key_prefix
+        configs = {text(k): orjson.loads(v)
+                   for k, v in (await client.hgetall(registry_key(prefix))).items()}
+        configs.update({b.name: b.describe() for b in self.breakers if b.queues})
+        defaults = CircuitBreaker(client, prefix=prefix)
+        names = set(configs) | set(await defaults.list_states())
+        out: dict[str, tuple[BreakerState, dict[str, Any]]] = {}
+        for name in sorted(names):
+            guard = self._named(BreakerGuard, name)
+            if guard is not None:
+                state = await guard.status()
+            else:
+                options = {k: configs.get(name, {}).get(k) for k in ("window", "open_for",
+                                                                      "buckets")}
+                cb = CircuitBreaker(client, prefix=prefix, **{
+                    k: v for k, v in options.items() if v is not None})
+                state = await cb.state(name)
+            out[name] = (state, configs.get(name, {}))
+        return out
+
+    # -- wiring ------------------------------------------------------------------------
+
+    def install(self, guard: Guard, queues: Sequence[Queue | str]) -> list[str]:
+        """Attach ``guard`` to ``queues``: its gate and its handler wrapper."""
+        if not queues:
+            raise ValidationError("queues", "protect at least one queue")
+        names = []
+        for item in queues:
+            queue = self._queue(item)
+            if guard.gate_stage is not None:
+                self._gate(queue).add(guard)
+            if guard.wrap_stage is not None:
+                self.middleware.add(queue.name, guard)
+            names.append(queue.name)
+        return names
+
+    def _gate(self, queue: Queue) -> FlowGate:
+        gate = self._gates.get(id(queue))
+        if gate is None or gate not in queue.gates:
+            gate = self._gates[id(queue)] = FlowGate()
+            gate.add(self.pause_guard)
+            queue.gates.append(gate)
+        return gate
+
+    def _queue(self, queue: Queue | str) -> Queue:
+        return queue if isinstance(queue, Queue) else self.app.get_queue(queue)
+
+    def _add(self, guard: G) -> G:
+        self.guards.append(guard)
+        return guard
+
+    def _named(self, kind: type[G], name: str) -> G | None:
+        for guard in self.guards:
+            if isinstance(guard, kind) and getattr(guard, "name", None) == name:
+                return guard
+        return None
+
+    async def _connected(self) -> None:
+        if not self.app.broker.connected:
+            await self.app.connect()
+
+    async def _on_worker_start(self, worker: Worker) -> None:
+        """Gate queues declared after ``app.flow`` was first used; register breakers.
+
+        A worker service lives as long as its worker (one that returns early reads as a
+        crashed loop), so this waits for the worker to stop once its work is done.
+        """
+        for queue in worker.queues:
+            self._gate(queue)
+        if self.breakers:
+            try:
+                await self.app.broker.client.hset(registry_key(self.app.settings.key_prefix),
+                                                  mapping={b.name: orjson.dumps(b.describe())
+                                                           for b in self.breakers})
+            except Exception:
+                log.exception("could not register circuit breakers for the CLI")
+        await worker.stopped.wait()

@@ -1,0 +1,392 @@
+"""The worker side of ordered queues: partition ownership, running key heads, settling.
+
+Each worker heartbeats into the queue's member set and computes, from the same sorted
+member list every worker reads, which partitions are its own (:func:`assign`: rendezvous
+hashing with a per-worker cap, so partitions spread evenly and few move when one worker
+joins or leaves). It claims its partitions (a lease with an epoch), renews them every
+third of the lease, and hands over the ones now assigned elsewhere only after their
+running handlers finished, so a key never runs in two places. A partition whose lease
+this worker failed to renew in time is given up at once: its handlers are cancelled,
+since another worker may take it over when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import orjson
+
+from .broker import TRANSIENT, text
+from .errors import DeadLetter, Retry, Snooze
+from .events import EventKind
+from .message import Message, decode, encode
+from .ordering import SCRIPTS, OrderedQueue, ScriptCall, run_scripts
+from .ordering_worker import assign
+from .retry import error_details
+
+log = logging.getLogger("tidings.ordering")
+IDLE_BLOCK_MS = 500
+
+
+@dataclass(slots=True)
+class Owned:
+    """A partition this worker holds: its epoch, when the lease was last renewed."""
+
+    epoch: str
+    renewed: float  # time.monotonic() when the renewal that succeeded was sent
+    draining: bool = False  # assigned elsewhere: take nothing new, release when idle
+    tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    acks: list[tuple[str, Message, float]] = field(default_factory=list)
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class OrderedRunner:
+    """Runs one ordered queue's handler inside one worker process."""
+
+    def __init__(self, queue: OrderedQueue, consumer: str, *, shutdown_grace: float = 25.0,
+                 concurrency: int | None = None) -> None:
+        assert queue.handler_spec is not None, "register a handler first"
+        self.q = queue
+        self.spec = queue.handler_spec
+        self.consumer = consumer
+        self.grace = shutdown_grace
+        self.limit = concurrency or self.spec.concurrency
+        self.bus = queue.app.events
+        self.owned: dict[int, Owned] = {}
+        self.running = 0
+        self.stopping = False
+        self._capacity = asyncio.Event()
+        self._kick = asyncio.Event()  # new partitions: take from them now
+        self._rebalance = asyncio.Event()  # a draining partition went idle: release it now
+        self._flusher: asyncio.Task[None] | None = None
+        self._wake_id: Any = "0-0"
+        self._rotation = 0
+
+    @property
+    def client(self) -> Any:
+        return self.q.app.broker.client
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set; then finish (or hand back) work and leave."""
+        await self.q.ensure_ready()
+        last = await self.client.xrevrange(self.q.wake_key, count=1)
+        self._wake_id = last[0][0] if last else "0-0"
+        await self._heartbeat()
+        beat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+        try:
+            await self._fetch_loop(stop)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+            await self._shutdown()
+
+    # -- taking ------------------------------------------------------------------------
+
+    async def _fetch_loop(self, stop: asyncio.Event) -> None:
+        stopped = asyncio.ensure_future(stop.wait())
+        backoff = 0.05
+        try:
+            while not stop.is_set():
+                free = self.limit - self.running
+                if free <= 0:
+                    self._capacity.clear()
+                    await _first(self._capacity.wait(), stopped)
+                    continue
+                self._kick.clear()
+                try:
+                    took, next_due = await self._take(free)
+                except TRANSIENT as exc:
+                    log.warning("take from %s failed (%s)", self.q.name, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2.0, backoff * 2)
+                    continue
+                backoff = 0.05
+                if not took:
+                    await self._idle(next_due, stopped)
+        finally:
+            stopped.cancel()
+
+    async def _take(self, free: int) -> tuple[int, int]:
+        parts = [(p, own) for p, own in self.owned.items() if not own.draining]
+        if not parts:
+            return 0, -1
+        self._rotation = (self._rotation + 1) % len(parts)
+        parts = parts[self._rotation:] + parts[:self._rotation]
+        base, extra = divmod(free, len(parts))
+        calls, plan = [], []
+        for i, (p, own) in enumerate(parts):
+            share = base + (1 if i < extra else 0)
+            if share:
+                part = self.q.parts[p]
+                calls.append((SCRIPTS.take, part.keys, [
+                    self.consumer, own.epoch, share, part.list_prefix, self.q.max_deliveries,
+                    self.q.on_failure]))
+                plan.append((p, own))
+        took, next_due = 0, -1
+        for (p, own), reply in zip(plan, await self._scripts(calls), strict=True):
+            if int(reply[0]) == 0:
+                self._lost(p, own, "owned by another worker now")
+                continue
+            for key, item, deliveries in reply[1]:
+                if self.owned.get(p) is own:
+                    self._dispatch(p, own, text(key), bytes(item), int(deliveries))
+                    took += 1
+            due = int(reply[2])
+            if due >= 0:
+                next_due = due if next_due < 0 else min(next_due, due)
+        return took, next_due
+
+    async def _idle(self, next_due: int, stopped: asyncio.Future[Any]) -> None:
+        """Wait for a publish (the wake stream), new partitions, a due retry, or stop."""
+        timeout = IDLE_BLOCK_MS if next_due < 0 else max(1, min(IDLE_BLOCK_MS, next_due))
+        read = asyncio.ensure_future(self.client.xread({self.q.wake_key: self._wake_id},
+                                                       block=timeout, count=1))
+        await _first(read, self._kick.wait(), stopped)
+        if not read.done():
+            read.add_done_callback(_consume)  # a read on the wire finishes within `timeout`
+            return
+        if read.cancelled() or read.exception() is not None:
+            _consume(read)
+            await asyncio.sleep(0.05)
+            return
+        for _, entries in read.result() or []:
+            if entries:
+                self._wake_id = entries[-1][0]
+
+    def _dispatch(self, p: int, own: Owned, key: str, item: bytes, deliveries: int) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(p, own, key, item,
+                                                                   deliveries))
+        own.tasks[key] = task
+        self.running += 1
+
+    # -- running -----------------------------------------------------------------------
+
+    async def _handle(self, p: int, own: Owned, key: str, item: bytes, deliveries: int) -> None:
+        msg_id, _, raw = item.partition(b"|")
+        started = time.perf_counter()
+        try:
+            try:
+                msg = decode(raw)
+            except ValueError as exc:
+                msg = Message(msg_id.decode(), self.q.name, None, {"ordering_key": key})
+                await self._fail(p, own, key, msg, DeadLetter(f"undecodable: {exc}"), 0.0)
+                return
+            msg.delivery, msg.entry_id = deliveries, f"{p}:{own.epoch}"  # a fencing token
+            if self.bus.active:
+                self.bus.message_event(EventKind.DELIVERED, msg)
+            try:
+                await self.bus.call_handler(msg, lambda: self._call(msg))
+            except asyncio.CancelledError:
+                return  # partition lost or shutdown: the head runs again under its owner
+            except Exception as exc:
+                await self._fail(p, own, key, msg, exc, time.perf_counter() - started)
+            else:
+                self._ack(own, key, msg, time.perf_counter() - started)
+        finally:
+            if own.tasks.get(key) is asyncio.current_task():
+                del own.tasks[key]
+            self.running -= 1
+            self._capacity.set()
+            if own.draining and not own.tasks:
+                self._rebalance.set()
+
+    async def _call(self, msg: Message) -> Any:
+        call = (self.spec.fn(msg) if self.spec.is_async
+                else asyncio.to_thread(self.spec.fn, msg))
+        if self.q.handler_timeout is None:
+            return await call
+        return await asyncio.wait_for(call, self.q.handler_timeout)
+
+    async def _fail(self, p: int, own: Owned, key: str, msg: Message, exc: BaseException,
+                    duration: float) -> None:
+        """Settle a failed head: retry in place, snooze, hold the key, or dead-letter."""
+        delay, info, reason, error = 0.0, "", "", ""
+        if isinstance(exc, Snooze):
+            action, kind, delay = "snooze", EventKind.SNOOZED, _seconds(exc.delay)
+        elif isinstance(exc, DeadLetter):
+            action, kind, reason = "dead_letter", EventKind.DEAD_LETTERED, exc.reason
+            error = error_details(msg, exc, msg.attempts + 1)
+        else:
+            msg.attempts += 1
+            error = error_details(msg, exc, msg.attempts)
+            if msg.attempts < self.q.max_attempts:
+                action, kind = "retry", EventKind.RETRIED
+                delay = (_seconds(exc.delay) if isinstance(exc, Retry) and exc.delay is not None
+                         else self.q.retry.delay(msg.attempts))
+            elif self.q.on_failure == "block":
+                action, kind, reason = "block", EventKind.RETRIED, "blocked: held for an operator"
+            else:
+                action, kind, reason = "dead_letter", EventKind.DEAD_LETTERED, "max_attempts"
+            info = orjson.dumps({"state": "blocked" if action == "block" else "retrying",
+                                 "id": msg.id, "attempts": msg.attempts,
+                                 "error": f"{type(exc).__name__}: {exc}"}).decode()
+        part = self.q.parts[p]
+        item = msg.id.encode() + b"|" + encode(msg)
+        [done] = await self._scripts([(SCRIPTS.fail, [*part.keys, part.list_key(key)], [
+            self.consumer, own.epoch, key, msg.id, action, item, int(delay * 1000), info,
+            reason or "failed", error])], settle=True)
+        self._kick.set()  # the key is due again (or goes on): the next wait must know it
+        if not int(done):
+            kind = EventKind.LEASE_LOST
+        if self.bus.active:
+            self.bus.message_event(kind, msg, duration=duration, delay=delay,
+                                   reason=reason or None, error=f"{type(exc).__name__}: {exc}")
+
+    def _ack(self, own: Owned, key: str, msg: Message, duration: float) -> None:
+        own.acks.append((key, msg, duration))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_acks())
+
+    async def _flush_acks(self) -> None:
+        """Acks that finished while the previous round trip was out go in the next one."""
+        try:
+            while True:
+                plan = [(p, own, own.acks[:1000]) for p, own in self.owned.items() if own.acks]
+                if not plan:
+                    return
+                calls = []
+                for p, own, batch in plan:
+                    own.acks = own.acks[len(batch):]
+                    part = self.q.parts[p]
+                    keys = list(part.keys)
+                    args: list[Any] = [self.consumer, own.epoch]
+                    for key, msg, _ in batch:
+                        list_key = part.list_key(key)
+                        if list_key not in keys:
+                            keys.append(list_key)
+                        args += (keys.index(list_key) + 1, key, msg.id)
+                    calls.append((SCRIPTS.ack, keys, args))
+                replies = await self._scripts(calls, settle=True)
+                self._kick.set()  # the acked keys' next messages are ready in our partitions
+                for (_, _, batch), refused in zip(plan, replies, strict=True):
+                    refused_at = {int(i) - 1 for i in refused}
+                    if self.bus.active:
+                        for i, (_, msg, duration) in enumerate(batch):
+                            kind = EventKind.LEASE_LOST if i in refused_at else EventKind.ACKED
+                            self.bus.message_event(kind, msg, duration=duration)
+        finally:
+            self._flusher = None
+
+    async def _scripts(self, calls: list[ScriptCall],
+                       settle: bool = False) -> list[Any]:
+        """Run scripts in one round trip. Settles retry through connection trouble (until
+        shutdown gives up on them): a lost settle only means the head runs again."""
+        pause = 0.05
+        while True:
+            try:
+                return await run_scripts(self.client, calls)
+            except TRANSIENT as exc:
+                if not settle or self.stopping:
+                    raise
+                log.warning("settle on %s failed (%s); retrying", self.q.name, exc)
+                await asyncio.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    # -- ownership ---------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.q.lease / 3
+        while True:
+            try:
+                await self._heartbeat()
+            except TRANSIENT as exc:
+                log.warning("heartbeat of %s failed (%s)", self.q.name, exc)
+            for p, own in list(self.owned.items()):
+                # Not renewed for most of a lease: another worker may own it any moment.
+                if time.monotonic() - own.renewed > self.q.lease * 0.8:
+                    self._lost(p, own, "lease not renewed in time")
+            try:
+                await asyncio.wait_for(self._rebalance.wait(), interval)
+            except TimeoutError:
+                pass
+            self._rebalance.clear()
+
+    async def _heartbeat(self) -> None:
+        sent = time.monotonic()
+        members = [text(m) for m in await SCRIPTS.members(
+            self.client, [self.q.members_key], [self.consumer, int(self.q.lease * 1000), "0"])]
+        mine = assign(members, self.q.partitions).get(self.consumer, set())
+        lease_ms = int(self.q.lease * 1000)
+        held = list(self.owned.items())
+        wanted = sorted(p for p in mine if p not in self.owned)
+        calls = [(SCRIPTS.claim, self.q.parts[p].keys, [self.consumer, own.epoch, lease_ms])
+                 for p, own in held]
+        calls += [(SCRIPTS.claim, self.q.parts[p].keys, [self.consumer, "", lease_ms])
+                  for p in wanted]
+        replies = await self._scripts(calls)
+        for (p, own), epoch in zip(held, replies, strict=False):
+            if self.owned.get(p) is not own:
+                continue
+            if str(epoch) == own.epoch:
+                own.renewed = sent
+            else:
+                self._lost(p, own, "owned by another worker now")
+        for p, epoch in zip(wanted, replies[len(held):], strict=True):
+            if int(epoch):
+                self.owned[p] = Owned(str(epoch), sent)
+                self._kick.set()
+        for p, own in list(self.owned.items()):
+            if p not in mine:
+                own.draining = True
+            if own.draining and not own.tasks:
+                await self._release(p, own)
+
+    async def _release(self, p: int, own: Owned) -> None:
+        while self._flusher is not None:  # its acks first, or its keys' heads run again
+            await asyncio.shield(self._flusher)
+        if own.acks:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_acks())
+            await asyncio.shield(self._flusher)
+        if self.owned.get(p) is own:
+            del self.owned[p]
+            await SCRIPTS.release(self.client, self.q.parts[p].keys, [self.consumer, own.epoch])
+
+    def _lost(self, p: int, own: Owned, why: str) -> None:
+        if self.owned.get(p) is own:
+            del self.owned[p]
+            log.warning("%s partition %d: %s; stopping its %d running handlers", self.q.name,
+                        p, why, len(own.tasks))
+        for task in own.tasks.values():
+            task.cancel()
+        own.acks.clear()
+
+    async def _shutdown(self) -> None:
+        self.stopping = True
+        for own in self.owned.values():
+            own.draining = True
+        tasks = [t for own in self.owned.values() for t in own.tasks.values()]
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        try:
+            for p, own in list(self.owned.items()):
+                await self._release(p, own)
+            await SCRIPTS.members(self.client, [self.q.members_key],
+                                  [self.consumer, int(self.q.lease * 1000), "1"])
+        except TRANSIENT as exc:
+            log.error("%s: could not hand back partitions (%s); they move on when their "
+                      "leases run out", self.q.name, exc)
+
+
+def _seconds(value: timedelta | float) -> float:
+    return max(0.0, value.total_seconds() if isinstance(value, timedelta) else float(value))
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` is done; futures passed in are left as they are."""
+    tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in aws]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task, given in zip(tasks, aws, strict=True):
+        if task is not given:
+            task.cancel()

@@ -1,0 +1,711 @@
+"""Recurring schedules stored in Redis, a ticker every worker runs, and local-time sends.
+
+Recurring schedules (``app.schedules``)::
+
+    digest = await app.schedules.add(
+        "daily-digest", queue="email", cron="0 9 * * *", timezone="Europe/Paris",
+        payload={"template": "digest", "day": "{occurrence_local}"})
+    await app.schedules.pause("daily-digest")
+    await app.schedules.update("daily-digest", cron="30 8 * * 1-5")  # from the next occurrence
+    await app.schedules.resume("daily-digest")
+
+Every worker of an app whose ``app.schedules`` was touched runs the ticker (there is no
+special scheduler process): each tick claims the due schedules in one atomic script, so two
+tickers never fire the same occurrence, and publishes each occurrence with the idempotency
+key :func:`~tidings.recurrence.occurrence_key`, so even a ticker that lost its claim half-way
+(it stalled past the lease) cannot make a second message for the same occurrence.
+
+Redis layout under prefix ``tidings`` (one hash tag, one cluster slot)::
+
+    tidings:{schedules}:due        zset schedule id -> next fire ms (or claim lease end)
+    tidings:{schedules}:ids        set of every schedule id
+    tidings:{schedules}:s:<id>     hash: def (JSON), version, paused, next_fire, last_fired,
+                                   checked_until, fired_count, claim, created_at, ...
+
+Occurrences are published ``lookahead`` (default: one tick interval) before they are due, as
+delayed messages with ``send_at`` = the occurrence, so the server's delayed set releases them
+on the millisecond instead of at the next tick.
+
+One-off sends at a wall-clock time in the recipient's zone::
+
+    await publish_local(email, {"to": "a@b.c"}, at=datetime(2026, 12, 1, 9, 0),
+                        zone="Asia/Tokyo")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import logging
+import random
+import re
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from dataclasses import replace as _replace
+from datetime import UTC, date, datetime, time, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import orjson
+
+from .broker import TRANSIENT, text
+from .errors import BrokerUnavailableError, TidingsError, ValidationError
+from .message import Priority, from_ms, new_message_id, validate_headers
+from .recurrence import (
+    AmbiguousPolicy,
+    MissedPolicy,
+    NonexistentPolicy,
+    Recurrence,
+    ScheduleError,
+    at_local,
+    due_occurrences,
+    occurrence_key,
+)
+from .scripts import Script
+
+if TYPE_CHECKING:
+    from .app import Tidings
+    from .queue import Queue
+    from .worker import Worker
+
+__all__ = [
+    "Fired",
+    "Schedule",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "Schedules",
+    "publish_local",
+    "schedules",
+]
+
+log = logging.getLogger("tidings.scheduler")
+
+_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
+_QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # QueueConfig.name's pattern
+_PLACEHOLDER = re.compile(r"\{(schedule_id|occurrence|occurrence_local|occurrence_ts)\}")
+# Fields update() may change; the rest of a Schedule is identity or state.
+_DEFINITION = ("queue", "cron", "every", "timezone", "start", "end", "max_count", "payload",
+               "priority", "headers", "nonexistent", "ambiguous", "missed", "grace")
+_SAVE_RETRIES = 20
+E = TypeVar("E", bound=StrEnum)
+
+
+class ScheduleNotFoundError(TidingsError, LookupError):
+    """No schedule with that id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule {schedule_id!r}")
+
+
+class ScheduleExistsError(ValidationError):
+    """``add`` was given an id that is taken (pass ``replace=True`` to redefine it)."""
+
+
+def _enum(enum: type[E], value: object, name: str) -> E:
+    try:
+        return enum(str(value))
+    except ValueError:
+        raise ScheduleError(name, f"must be one of {', '.join(enum)}") from None
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ms(value: datetime) -> int:
+    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
+
+
+def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | None:
+    if value is None or isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ScheduleError(name, "must be a timedelta or a number of seconds")
+    return timedelta(seconds=value)
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A recurring schedule: its definition and (read-only) firing state.
+
+    ``payload`` is a JSON-compatible template: in its string values ``{schedule_id}``,
+    ``{occurrence}`` (ISO 8601, UTC), ``{occurrence_local}`` (ISO 8601 in ``timezone``)
+    and ``{occurrence_ts}`` (Unix seconds) are replaced per occurrence; other braces are
+    left alone. Each message also carries the headers ``schedule_id`` and ``occurrence``.
+    ``grace``: an occurrence at most this old when a ticker sees it is on time; an older
+    one was *missed* (every worker was down) and follows ``missed``.
+    """
+
+    id: str
+    queue: str
+    cron: str | None = None
+    every: timedelta | None = None
+    timezone: str = "UTC"
+    start: datetime | None = None
+    end: datetime | None = None
+    max_count: int | None = None
+    payload: Any = None
+    priority: Priority = Priority.NORMAL
+    headers: dict[str, str] = field(default_factory=dict)
+    nonexistent: NonexistentPolicy = NonexistentPolicy.NEXT_VALID
+    ambiguous: AmbiguousPolicy = AmbiguousPolicy.FIRST
+    missed: MissedPolicy = MissedPolicy.ONCE
+    grace: timedelta = timedelta(seconds=60)
+    paused: bool = False
+    # State, maintained by the tickers.
+    next_fire: datetime | None = None
+    last_fired: datetime | None = None
+    fired_count: int = 0
+    checked_until: datetime | None = None
+    version: int = 0
+    created_at: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def recurrence(self) -> Recurrence:
+        return Recurrence(self.cron, self.every, self.timezone, self.start, self.end,
+                          self.max_count, self.nonexistent, self.ambiguous)
+
+    @property
+    def state(self) -> str:
+        """``active``, ``paused`` or ``finished`` (end passed or max_count reached)."""
+        if self.paused:
+            return "paused"
+        return "active" if self.next_fire is not None else "finished"
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-compatible view (what ``tidings schedules show --json`` prints)."""
+        def out(value: Any) -> Any:
+            if isinstance(value, datetime):
+                return value.isoformat()
+            if isinstance(value, timedelta):
+                return value.total_seconds()
+            if isinstance(value, Priority):
+                return value.label
+            return value
+
+        data = {f.name: out(getattr(self, f.name)) for f in fields(self)}
+        data["state"] = self.state
+        return data
+
+    # -- storage -----------------------------------------------------------------------
+
+    def _definition_json(self) -> bytes:
+        return orjson.dumps({
+            "queue": self.queue, "cron": self.cron,
+            "every": None if self.every is None else self.every.total_seconds(),
+            "timezone": self.timezone,
+            "start": None if self.start is None else self.start.isoformat(),
+            "end": None if self.end is None else self.end.isoformat(),
+            "max_count": self.max_count, "payload": self.payload,
+            "priority": self.priority.label, "headers": self.headers,
+            "nonexistent": self.nonexistent.value, "ambiguous": self.ambiguous.value,
+            "missed": self.missed.value, "grace": self.grace.total_seconds(),
+        })
+
+    @classmethod
+    def _from_hash(cls, raw: Mapping[Any, Any]) -> Schedule:
+        h = {text(k): text(v) for k, v in raw.items()}
+        d = orjson.loads(h["def"])
+
+        def when(name: str) -> datetime | None:
+            value = h.get(name) or ""
+            return from_ms(int(value)) if value else None
+
+        def iso(value: str | None) -> datetime | None:
+            return None if value is None else datetime.fromisoformat(value)
+
+        return cls(
+            id=h["id"], queue=d["queue"], cron=d["cron"],
+            every=None if d["every"] is None else timedelta(seconds=d["every"]),
+            timezone=d["timezone"], start=iso(d["start"]), end=iso(d["end"]),
+            max_count=d["max_count"], payload=d["payload"], priority=Priority.parse(d["priority"]),
+            headers=d["headers"], nonexistent=NonexistentPolicy(d["nonexistent"]),
+            ambiguous=AmbiguousPolicy(d["ambiguous"]), missed=MissedPolicy(d["missed"]),
+            grace=timedelta(seconds=d["grace"]), paused=h.get("paused") == "1",
+            next_fire=when("next_fire"), last_fired=when("last_fired"),
+            fired_count=int(h.get("fired_count") or 0), checked_until=when("checked_until"),
+            version=int(h.get("version") or 0), created_at=when("created_at"),
+            last_error=h.get("last_error") or None,
+        )
+
+
+def _build(schedule_id: str, queue: str, **options: Any) -> Schedule:
+    """Validate everything a caller may pass and return a Schedule (state left default)."""
+    if not isinstance(schedule_id, str) or not _ID.match(schedule_id):
+        raise ScheduleError("schedule_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : -")
+    if not isinstance(queue, str) or not _QUEUE.match(queue):
+        raise ScheduleError("queue", "must be a queue name: 1-64 characters of A-Z a-z 0-9 _ . -")
+    opts = dict(options)
+    opts["every"] = _seconds(opts.get("every"), "every")
+    grace = _seconds(opts.get("grace", timedelta(seconds=60)), "grace")
+    if grace is None or grace < timedelta(0):
+        raise ScheduleError("grace", "must not be negative")
+    opts["grace"] = grace
+    opts["priority"] = Priority.parse(opts.get("priority", Priority.NORMAL))
+    try:
+        opts["headers"] = validate_headers(opts.get("headers"))
+    except ValidationError as exc:
+        raise ScheduleError("headers", exc.reason) from None
+    opts["nonexistent"] = _enum(NonexistentPolicy, opts.get("nonexistent", "next_valid"),
+                                "nonexistent")
+    opts["ambiguous"] = _enum(AmbiguousPolicy, opts.get("ambiguous", "first"), "ambiguous")
+    opts["missed"] = _enum(MissedPolicy, opts.get("missed", "once"), "missed")
+    try:
+        orjson.dumps(opts.get("payload"))
+    except TypeError as exc:
+        raise ScheduleError("payload", f"must be JSON-compatible: {exc}") from None
+    schedule = Schedule(schedule_id, queue, **opts)
+    schedule.recurrence  # noqa: B018 - validates cron/every/timezone/start/end/max_count
+    return schedule
+
+
+def render(template: Any, schedule: Schedule, occurrence: datetime) -> Any:
+    """The payload of one occurrence: placeholders replaced in every string value."""
+    values = {
+        "schedule_id": schedule.id,
+        "occurrence": occurrence.astimezone(UTC).isoformat(),
+        "occurrence_local": occurrence.astimezone(schedule.recurrence.zone).isoformat(),
+        "occurrence_ts": str(_ms(occurrence) // 1000),
+    }
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, str):
+            return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value) if "{" in value \
+                else value
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        return value
+
+    return walk(template)
+
+
+@dataclass(frozen=True, slots=True)
+class Fired:
+    """One occurrence a tick published (``message_id`` is the first one's for a duplicate)."""
+
+    schedule_id: str
+    occurrence: datetime
+    message_id: str
+
+
+class _Scripts:
+    def __init__(self) -> None:
+        self.claim = Script("schedule_claim")
+        self.commit = Script("schedule_commit")
+        self.save = Script("schedule_save")
+
+
+_SCRIPTS = _Scripts()
+_INSTANCES: weakref.WeakKeyDictionary[Tidings, Schedules] = weakref.WeakKeyDictionary()
+
+
+def schedules(app: Tidings) -> Schedules:
+    """The app's :class:`Schedules` (created on first use; the same object afterwards)."""
+    found = _INSTANCES.get(app)
+    if found is None:
+        found = _INSTANCES[app] = Schedules(app)
+    return found
+
+
+class Schedules:
+    """Recurring schedules of one app; use ``app.schedules`` (or :func:`schedules`).
+
+    Creating it registers the ticker as a worker service, so every worker of the app fires
+    due schedules. ``clock`` (a callable returning an aware UTC datetime) is injectable for
+    tests; ``interval`` is the tick period in seconds; ``lookahead`` how early occurrences
+    are handed to the delayed set (default: ``interval``); ``lease`` how long a claim holds
+    before another ticker may take over a schedule whose ticker went silent.
+    """
+
+    def __init__(
+        self,
+        app: Tidings,
+        *,
+        clock: Callable[[], datetime] | None = None,
+        interval: float = 1.0,
+        lookahead: float | None = None,
+        lease: float = 30.0,
+        batch: int = 100,
+        max_catch_up: int = 1000,
+    ) -> None:
+        self.app = app
+        self.clock = clock or _utc_now
+        self.interval = interval
+        self.lookahead = interval if lookahead is None else lookahead
+        self.lease = lease
+        self.batch = batch
+        self.max_catch_up = max_catch_up
+        tag = f"{app.settings.key_prefix}:{{schedules}}"
+        self._due_key = f"{tag}:due"
+        self._ids_key = f"{tag}:ids"
+        self._hash_prefix = f"{tag}:s:"
+        _INSTANCES.setdefault(app, self)
+        app.add_worker_service(self._ticker)
+
+    def _hash(self, schedule_id: str) -> str:
+        return self._hash_prefix + schedule_id
+
+    async def _client(self) -> Any:
+        if not self.app.broker.connected:
+            await self.app.connect()
+        return self.app.broker.client
+
+    def _now(self) -> datetime:
+        now = self.clock()
+        if now.tzinfo is None:
+            raise ScheduleError("clock", "must return a timezone-aware datetime")
+        return now
+
+    # -- definition --------------------------------------------------------------------
+
+    async def add(
+        self,
+        schedule_id: str | None = None,
+        *,
+        queue: str,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        timezone: str = "UTC",
+        start: datetime | None = None,
+        end: datetime | None = None,
+        max_count: int | None = None,
+        payload: Any = None,
+        priority: Priority | str = Priority.NORMAL,
+        headers: dict[str, str] | None = None,
+        nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
+        ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
+        missed: MissedPolicy | str = MissedPolicy.ONCE,
+        grace: timedelta | float = timedelta(seconds=60),
+        paused: bool = False,
+        replace: bool = False,
+    ) -> Schedule:
+        """Store a schedule and return it with its next fire time.
+
+        Give exactly one of ``cron`` (5 fields, matched against wall time in ``timezone``)
+        and ``every`` (a fixed interval, anchored at ``start``). Without an id a ULID is
+        used. An existing id raises :class:`ScheduleExistsError` unless ``replace=True``,
+        which redefines it but keeps its history and its paused state (so declare schedules
+        at start-up that way; an unchanged one is not even written)::
+
+            await app.schedules.add("weekly", queue="email", cron="0 9 * * MON",
+                                    timezone="America/New_York", replace=True)
+
+        History starts when the schedule is created: occurrences before that never fire
+        (``start`` may be in the past to anchor an ``every`` interval).
+        """
+        schedule = _build(
+            schedule_id or new_message_id(), queue, cron=cron, every=every, timezone=timezone,
+            start=start, end=end, max_count=max_count, payload=payload, priority=priority,
+            headers=headers, nonexistent=nonexistent, ambiguous=ambiguous, missed=missed,
+            grace=grace, paused=paused)
+        if replace:
+            existing = await self._read(schedule.id)
+            if existing is not None:
+                if existing._definition_json() == schedule._definition_json():
+                    return existing  # re-declared unchanged at start-up: nothing to do
+                # Keep the history, so occurrences missed while nothing ran still follow
+                # ``missed`` after a redeploy, and the pause an operator may have set.
+                return await self._save_change(
+                    schedule.id, lambda current: _replace(
+                        schedule, paused=current.paused, **_state_of(current)))
+        now = self._now()
+        # Nothing before a schedule existed counts as missed: history starts at creation
+        # (or just before ``start`` when that is now, so ``start=now`` fires at once).
+        origin = now if start is None else min(now, start - timedelta(microseconds=1))
+        nxt = None if paused else self._next(schedule, origin, 0)
+        version = await self._save(schedule, "create", None, nxt, origin, now)
+        if version == 0:
+            raise ScheduleExistsError("schedule_id", f"schedule {schedule.id!r} exists; pass "
+                                      "replace=True to redefine it")
+        return _replace(schedule, next_fire=nxt, version=version, created_at=now,
+                        checked_until=origin)
+
+    async def get(self, schedule_id: str) -> Schedule:
+        """The schedule ``schedule_id``; raises :class:`ScheduleNotFoundError`."""
+        found = await self._read(schedule_id)
+        if found is None:
+            raise ScheduleNotFoundError(schedule_id)
+        return found
+
+    async def list(self) -> builtins.list[Schedule]:
+        """Every schedule, soonest next fire first (paused and finished ones last)."""
+        client = await self._client()
+        ids = sorted(text(i) for i in await client.smembers(self._ids_key))
+        pipe = client.pipeline(transaction=False)
+        for schedule_id in ids:
+            pipe.hgetall(self._hash(schedule_id))
+        found = [Schedule._from_hash(raw) for raw in await pipe.execute() if raw]
+        far = datetime.max.replace(tzinfo=UTC)
+        return sorted(found, key=lambda s: (s.next_fire or far, s.id))
+
+    async def pause(self, schedule_id: str) -> Schedule:
+        """Stop firing (from the next tick) until :meth:`resume`."""
+        return await self._save_change(schedule_id, lambda s: _replace(s, paused=True))
+
+    async def resume(self, schedule_id: str) -> Schedule:
+        """Fire again from the next occurrence after now; occurrences while paused are skipped."""
+        current = await self.get(schedule_id)
+        if not current.paused:
+            return current  # resuming a running schedule must not skip a due occurrence
+        return await self._save_change(schedule_id, lambda s: _replace(s, paused=False),
+                                       from_now=True)
+
+    async def update(self, schedule_id: str, **changes: Any) -> Schedule:
+        """Change definition fields (``cron``, ``every``, ``timezone``, ``payload`` ...).
+
+        Applies from the next occurrence after now, without restarting anything: tickers
+        read the definition at every claim. Giving ``every`` clears ``cron`` and vice
+        versa. History (``fired_count``, which ``max_count`` counts against) is kept::
+
+            await app.schedules.update("digest", cron="0 8 * * *", payload={"v": 2})
+        """
+        unknown = sorted(set(changes) - set(_DEFINITION))
+        if unknown:
+            raise ScheduleError(unknown[0], f"cannot be updated; updatable fields: "
+                                f"{', '.join(_DEFINITION)}")
+        if "every" in changes and "cron" not in changes:
+            changes["cron"] = None
+        if "cron" in changes and "every" not in changes:
+            changes["every"] = None
+
+        def change(current: Schedule) -> Schedule:
+            merged = {name: getattr(current, name) for name in _DEFINITION}
+            merged.update(changes)
+            queue = merged.pop("queue")
+            return _replace(_build(current.id, queue, paused=current.paused, **merged),
+                            **_state_of(current))
+
+        return await self._save_change(schedule_id, change, from_now=True)
+
+    async def delete(self, schedule_id: str) -> bool:
+        """Remove the schedule; False if there was none. A tick already past its claim
+        may still publish the occurrence it was firing."""
+        client = await self._client()
+        pipe = client.pipeline(transaction=True)
+        pipe.delete(self._hash(schedule_id))
+        pipe.zrem(self._due_key, schedule_id)
+        pipe.srem(self._ids_key, schedule_id)
+        deleted, _, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def _read(self, schedule_id: str) -> Schedule | None:
+        client = await self._client()
+        raw = await client.hgetall(self._hash(schedule_id))
+        return Schedule._from_hash(raw) if raw else None
+
+    async def _save(self, schedule: Schedule, mode: str, expected: int | None,
+                    nxt: datetime | None, checked: datetime | None, now: datetime) -> int:
+        client = await self._client()
+        result: int = await self.app.broker.retrying(
+            _SCRIPTS.save, client, [self._due_key, self._ids_key, self._hash(schedule.id)],
+            [schedule.id, mode, "" if expected is None else expected,
+             schedule._definition_json(), "1" if schedule.paused else "0",
+             "" if nxt is None else _ms(nxt), "" if checked is None else _ms(checked),
+             _ms(now)])
+        return result
+
+    async def _save_change(self, schedule_id: str, change: Callable[[Schedule], Schedule],
+                           *, from_now: bool = False) -> Schedule:
+        """Read, change and write back under an optimistic check of the version."""
+        for _ in range(_SAVE_RETRIES):
+            current = await self.get(schedule_id)
+            changed = change(current)
+            now = self._now()
+            checked = current.checked_until or now
+            if from_now and checked < now:
+                checked = now
+            nxt = None if changed.paused else self._next(changed, checked, current.fired_count)
+            version = await self._save(changed, "update", current.version, nxt, checked, now)
+            if version == -1:
+                raise ScheduleNotFoundError(schedule_id)
+            if version > 0:
+                return _replace(changed, next_fire=nxt, version=version, checked_until=checked)
+        raise TidingsError(f"schedule {schedule_id!r} kept changing concurrently; try again")
+
+    @staticmethod
+    def _next(schedule: Schedule, after: datetime, fired_count: int) -> datetime | None:
+        """The first occurrence after ``after`` (``start`` itself may be one)."""
+        if schedule.start is not None and schedule.start > after:
+            after = schedule.start - timedelta(microseconds=1)
+        return schedule.recurrence.next_after(after, fired_count)
+
+    # -- firing ------------------------------------------------------------------------
+
+    async def tick(
+        self, now: datetime | None = None, *, lookahead: float = 0.0
+    ) -> builtins.list[Fired]:
+        """Fire every schedule due at ``now`` (default: the clock); returns what was published.
+
+        Occurrences up to ``now + lookahead`` seconds are published, those still in the
+        future as delayed messages due at the occurrence. Safe to call from any number of
+        processes at once. Tests pass ``now`` to travel in time::
+
+            fired = await app.schedules.tick(datetime(2026, 3, 8, 9, 0, tzinfo=UTC))
+        """
+        now = self._now() if now is None else now
+        if now.tzinfo is None:
+            raise ScheduleError("now", "must be timezone-aware")
+        horizon = now + timedelta(seconds=lookahead)
+        fired: builtins.list[Fired] = []
+        while True:
+            claimed = await self._claim(now, horizon)
+            behind = False
+            for schedule, token in claimed:
+                batch, more = await self._fire(schedule, token, horizon)
+                fired += batch
+                behind = behind or more
+            # A full claim may have left due schedules unclaimed; a schedule catching up
+            # with missed=all is due again at once.
+            if len(claimed) < self.batch and not behind:
+                return fired
+
+    async def _claim(self, now: datetime, horizon: datetime) -> builtins.list[tuple[Schedule, str]]:
+        client = await self._client()
+        bound = _ms(horizon)
+        ids = [text(i) for i in await client.zrangebyscore(
+            self._due_key, "-inf", bound, start=0, num=self.batch)]
+        if not ids:
+            return []
+        token = new_message_id()
+        lease_end = _ms(now) + int(self.lease * 1000)
+        rows = await self.app.broker.retrying(
+            _SCRIPTS.claim, client, [self._due_key, *(self._hash(i) for i in ids)],
+            [bound, lease_end, token, *ids])
+        out: builtins.list[tuple[Schedule, str]] = []
+        for _, flat in rows:
+            raw = dict(zip(flat[::2], flat[1::2], strict=True))
+            out.append((Schedule._from_hash(raw), token))
+        return out
+
+    async def _fire(
+        self, schedule: Schedule, token: str, horizon: datetime
+    ) -> tuple[builtins.list[Fired], bool]:
+        """Publish a claimed schedule's due occurrences and commit; True if still behind."""
+        rec = schedule.recurrence
+        occurrences = due_occurrences(
+            rec, schedule.checked_until, horizon, schedule.missed, schedule.fired_count,
+            grace=schedule.grace, max_batch=self.max_catch_up)
+        # Catching up with missed=all in bounded batches: continue from the last one fired,
+        # which keeps the schedule due, so the next tick picks up the rest.
+        behind = schedule.missed is MissedPolicy.ALL and len(occurrences) >= self.max_catch_up
+        checked = occurrences[-1] if behind else horizon
+        fired: builtins.list[Fired] = []
+        error = ""
+        queue = self.app.queues.get(schedule.queue) or self.app.queue(schedule.queue)
+        for when in occurrences:
+            headers = {**schedule.headers, "schedule_id": schedule.id,
+                       "occurrence": when.astimezone(UTC).isoformat()}
+            try:
+                msg_id = await queue.publish(
+                    render(schedule.payload, schedule, when), priority=schedule.priority,
+                    idempotency_key=occurrence_key(schedule.id, when), headers=headers,
+                    send_at=when)
+            except ValidationError as exc:
+                # The occurrence can never be published (payload over the queue's limit,
+                # say): skip it rather than retry it forever, and show why.
+                log.error("schedule %s: occurrence %s not published: %s", schedule.id,
+                          when.isoformat(), exc)
+                error = str(exc)
+                continue
+            fired.append(Fired(schedule.id, when, msg_id))
+        nxt = rec.next_after(checked, schedule.fired_count + len(occurrences))
+        client = await self._client()
+        committed = await self.app.broker.retrying(
+            _SCRIPTS.commit, client, [self._due_key, self._hash(schedule.id)],
+            [schedule.id, token, schedule.version, _ms(checked),
+             _ms(occurrences[-1]) if occurrences else "", len(occurrences),
+             "" if nxt is None else _ms(nxt), error])
+        if not committed:
+            log.info("schedule %s: claim lost before commit (deleted, or re-claimed after the "
+                     "lease); its occurrences were deduplicated by their keys", schedule.id)
+        return fired, behind and bool(committed)
+
+    async def _ticker(self, worker: Worker) -> None:
+        """The worker service: tick every ``interval`` seconds until the worker stops."""
+        failures = 0
+        while True:
+            try:
+                await self.tick(lookahead=self.lookahead)
+                failures = 0
+                pause = self.interval
+            except (*TRANSIENT, BrokerUnavailableError) as exc:
+                failures += 1
+                pause = min(30.0, self.interval * 2 ** min(failures, 5))
+                log.warning("schedule tick failed (%s); retrying in %.1fs", exc, pause)
+            except Exception:
+                # A bug or a corrupt schedule must not end the ticker of a running worker.
+                log.exception("schedule tick failed")
+                pause = self.interval
+            # Jitter keeps the tickers of many workers from hitting the server in lockstep.
+            await asyncio.sleep(pause * (0.9 + 0.2 * random.random()))
+
+
+def _state_of(schedule: Schedule) -> dict[str, Any]:
+    names = ("next_fire", "last_fired", "fired_count", "checked_until", "version",
+             "created_at", "last_error")
+    return {name: getattr(schedule, name) for name in names}
+
+
+async def publish_local(
+    queue: Queue,
+    payload: Any,
+    *,
+    at: datetime | tuple[date, time],
+    zone: str,
+    nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
+    ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
+    priority: Priority | str = Priority.NORMAL,
+    idempotency_key: str | None = None,
+    headers: dict[str, str] | None = None,
+    correlation_id: str | None = None,
+    expires_in: timedelta | float | None = None,
+    max_attempts: int | None = None,
+) -> str:
+    """Publish ``payload`` to be delivered when the wall clock in ``zone`` reads ``at``.
+
+    ``at`` is a *naive* local time (or a ``(date, time)`` pair); the daylight-saving
+    policies decide a time skipped by a spring-forward gap (``next_valid`` moves it forward
+    by the gap, ``skip`` refuses it) or repeated by a fall-back (``first`` / ``second``).
+    A time already past is delivered at once. Returns the message id::
+
+        await publish_local(email, {"to": "a@b.c"}, at=datetime(2026, 12, 1, 9, 0),
+                            zone="Asia/Tokyo")
+
+    Bad input raises :class:`~tidings.recurrence.ScheduleError` (a ``ValidationError``)
+    naming the field: ``at`` (aware, or a time that does not exist with ``skip``), ``zone``,
+    ``nonexistent`` or ``ambiguous``.
+    """
+    when = local_instant(at, zone, nonexistent=nonexistent, ambiguous=ambiguous)
+    return await queue.publish(payload, priority=priority, idempotency_key=idempotency_key,
+                               headers=headers, correlation_id=correlation_id, send_at=when,
+                               expires_in=expires_in, max_attempts=max_attempts)
+
+
+def local_instant(
+    at: datetime | tuple[date, time],
+    zone: str,
+    *,
+    nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
+    ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
+) -> datetime:
+    """The UTC instant of wall time ``at`` in ``zone`` (see :func:`publish_local`)."""
+    if isinstance(at, datetime) and at.tzinfo is not None:
+        raise ScheduleError("at", "must be a naive local time; the zone goes in 'zone' (for an "
+                            "absolute instant use publish(send_at=...))")
+    if not isinstance(at, datetime | tuple):
+        raise ScheduleError("at", "must be a naive datetime or a (date, time) pair")
+    gap = _enum(NonexistentPolicy, nonexistent, "nonexistent")
+    fold = _enum(AmbiguousPolicy, ambiguous, "ambiguous")
+    if fold is AmbiguousPolicy.BOTH:
+        raise ScheduleError("ambiguous", "'both' would send twice; choose 'first' or 'second'")
+    try:
+        return at_local(at, zone, nonexistent=gap, ambiguous=fold)
+    except ScheduleError as exc:
+        if exc.field == "local":
+            raise ScheduleError("at", exc.reason) from None
+        raise

@@ -1,0 +1,109 @@
+"""``tidings schedules`` and ``tidings campaigns`` against a real server (JSON is the contract)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, date, datetime, time
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from typer.testing import CliRunner
+
+from tidings import Tidings
+from tidings.campaign import Campaigns, Recipient
+from tidings.cli import cli
+
+runner = CliRunner()
+T = TypeVar("T")
+NEXT_YEAR = datetime.now(UTC).year + 1
+
+
+@pytest.fixture
+def env(redis_url: str) -> Iterator[dict[str, str]]:
+    prefix = f"t{uuid.uuid4().hex[:12]}"
+    yield {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": prefix}
+
+    async def drop(app: Tidings) -> None:
+        client = app.broker.client
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+    with_app(env_of(redis_url, prefix), drop)
+
+
+def env_of(url: str, prefix: str) -> dict[str, str]:
+    return {"TIDINGS_REDIS_URL": url, "TIDINGS_KEY_PREFIX": prefix}
+
+
+def with_app(env: dict[str, str], body: Callable[[Tidings], Awaitable[T]]) -> T:
+    """Run ``body(app)`` on an app of the test's prefix (the CLI tests are synchronous)."""
+    async def main() -> T:
+        async with Tidings(env["TIDINGS_REDIS_URL"],
+                           key_prefix=env["TIDINGS_KEY_PREFIX"]) as app:
+            return await body(app)
+
+    return asyncio.run(main())
+
+
+def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
+    result = runner.invoke(cli, list(args), env=env)
+    assert result.exit_code == code, result.output
+    return result.stdout
+
+
+def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
+    async def setup(app: Tidings) -> None:
+        await app.schedules.add("digest", queue="email", cron="0 9 * * *",
+                                timezone="Europe/Paris", payload={"t": "digest"})
+        await app.schedules.add("beat", queue="sms", every=60)
+
+    with_app(env, setup)
+    listed = orjson.loads(invoke(env, "schedules", "list", "--json"))
+    assert [s["id"] for s in listed] == ["beat", "digest"]  # soonest next fire first
+    assert listed[1]["cron"] == "0 9 * * *" and listed[1]["state"] == "active"
+    assert datetime.fromisoformat(listed[1]["next_fire"]) > datetime.now(UTC)
+    table = invoke({**env, "COLUMNS": "200"}, "schedules", "list")
+    assert "digest" in table and "Europe/Paris" in table and "every 0:01:00" in table
+    shown = orjson.loads(invoke(env, "schedules", "show", "digest", "--json"))
+    assert shown["payload"] == {"t": "digest"} and shown["timezone"] == "Europe/Paris"
+    assert "next_fire" in invoke(env, "schedules", "show", "digest")
+
+    assert invoke(env, "schedules", "pause", "digest").strip() == "digest: paused"
+    shown = orjson.loads(invoke(env, "schedules", "show", "digest", "--json"))
+    assert shown["state"] == "paused" and shown["next_fire"] is None
+    assert "next fire" in invoke(env, "schedules", "resume", "digest")
+    shown = orjson.loads(invoke(env, "schedules", "show", "digest", "--json"))
+    assert shown["state"] == "active"
+
+    result = runner.invoke(cli, ["schedules", "delete", "digest"], env=env, input="n\n")
+    assert result.exit_code == 1  # declined
+    assert invoke(env, "schedules", "delete", "digest", "--yes").strip() == "digest: deleted"
+    invoke(env, "schedules", "delete", "digest", "--yes", code=1)
+    invoke(env, "schedules", "show", "digest", code=2)  # unknown: an error, exit 2
+    assert [s["id"] for s in orjson.loads(invoke(env, "schedules", "list", "--json"))] == [
+        "beat"]
+
+
+def test_campaigns_list_show_cancel(env: dict[str, str]) -> None:
+    async def setup(app: Tidings) -> Any:
+        recipients = [Recipient(f"u{i}", {"i": i}, "Asia/Tokyo") for i in range(300)]
+        return await Campaigns.of(app).schedule(
+            "promo", "push", recipients, local_time=time(9), date=date(NEXT_YEAR, 2, 2))
+
+    with_app(env, setup)
+    listed = orjson.loads(invoke(env, "campaigns", "list", "--json"))
+    assert [(c["id"], c["status"], c["scheduled"], c["pending"]) for c in listed] == [
+        ("promo", "scheduled", 300, 300)]
+    assert "promo" in invoke(env, "campaigns", "list")
+    shown = orjson.loads(invoke(env, "campaigns", "show", "promo", "--json"))
+    assert shown["queue"] == "push" and shown["done"] is False
+    out = invoke(env, "campaigns", "cancel", "promo", "--yes")
+    assert out.strip() == "promo: cancelled 300; 0 had been released already"
+    shown = orjson.loads(invoke(env, "campaigns", "show", "promo", "--json"))
+    assert (shown["status"], shown["cancelled"], shown["pending"]) == ("cancelled", 300, 0)
+    assert "cancelled" in invoke(env, "campaigns", "show", "promo")
+    invoke(env, "campaigns", "show", "nope", code=2)
