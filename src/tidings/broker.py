@@ -162,10 +162,11 @@ class Broker:
                 if "BUSYGROUP" not in str(exc):
                     raise
 
-    async def retrying(self, op: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def retrying(self, op: Callable[..., Awaitable[T]], *args: Any,
+                       already_failed: int = 0) -> T:
         """Run ``op``; on connection trouble retry with backoff a bounded number of times."""
         attempts = self.settings.connect_retries + 1
-        for attempt in range(attempts):
+        for attempt in range(already_failed, attempts):
             try:
                 return await op(*args)
             except TRANSIENT as exc:
@@ -177,7 +178,13 @@ class Broker:
         raise AssertionError("unreachable")
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        return await self.retrying(script, self.client, keys, args)
+        try:  # the first try without the retry machinery: this is the publish hot path
+            return await script(self.client, keys, args)
+        except TRANSIENT as exc:
+            if self.settings.connect_retries == 0:
+                raise BrokerUnavailableError(f"server unreachable: {exc}") from exc
+            await asyncio.sleep(self.settings.connect_backoff)
+            return await self.retrying(script, self.client, keys, args, already_failed=1)
 
     async def publish(self, queue: Queue, keys: list[str], args: list[Any]) -> Any:
         durability = queue.config.durability
