@@ -1,10 +1,13 @@
 """tidings: a reliable, fast message queue for notification platforms, on Redis Streams."""
 
 from .app import Tidings
+from .campaign import CampaignProgress, Campaigns, Recipient
 from .config import Durability, OnExpire, QueueConfig, RetryPolicy
 from .dlq import DeadLetter as DeadLetterEntry
 from .errors import (
     BrokerUnavailableError,
+    CampaignConflictError,
+    CampaignNotFoundError,
     ConfigError,
     DeadLetter,
     DurabilityError,
@@ -13,6 +16,9 @@ from .errors import (
     MessageNotFoundError,
     PayloadError,
     Retry,
+    ScheduleError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
     ServerConfigError,
     Snooze,
     TidingsError,
@@ -22,12 +28,20 @@ from .errors import (
 from .events import Event, EventKind, Middleware
 from .log import JsonLogMiddleware
 from .message import Message, Priority
+from .ordering import OrderedQueue
 from .queue import MessageInfo, Outgoing, Queue, QueueStats
+from .recurrence import AmbiguousPolicy, MissedPolicy, NonexistentPolicy, Recurrence
+from .scheduler import Schedule, Schedules, publish_local
 from .settings import Settings
 from .worker import Worker
 
 __all__ = [
+    "AmbiguousPolicy",
     "BrokerUnavailableError",
+    "CampaignConflictError",
+    "CampaignNotFoundError",
+    "CampaignProgress",
+    "Campaigns",
     "ConfigError",
     "DeadLetter",
     "DeadLetterEntry",
@@ -42,15 +56,25 @@ __all__ = [
     "MessageInfo",
     "MessageNotFoundError",
     "Middleware",
+    "MissedPolicy",
+    "NonexistentPolicy",
     "OnExpire",
+    "OrderedQueue",
     "Outgoing",
     "PayloadError",
     "Priority",
     "Queue",
     "QueueConfig",
     "QueueStats",
+    "Recipient",
+    "Recurrence",
     "Retry",
     "RetryPolicy",
+    "Schedule",
+    "ScheduleError",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "Schedules",
     "ServerConfigError",
     "Settings",
     "Snooze",
@@ -59,5 +83,6 @@ __all__ = [
     "UnknownQueueError",
     "ValidationError",
     "Worker",
+    "publish_local",
 ]
 __version__ = "0.1.0"

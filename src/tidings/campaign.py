@@ -67,7 +67,13 @@ from ulid import ULID
 
 from .broker import text
 from .config import Durability
-from .errors import DurabilityError, PayloadError, TidingsError, ValidationError
+from .errors import (
+    CampaignConflictError,
+    CampaignNotFoundError,
+    DurabilityError,
+    PayloadError,
+    ValidationError,
+)
 from .events import Event, EventKind, Middleware
 from .message import (
     Message,
@@ -103,18 +109,6 @@ _ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 _MINUTE_MS = 60_000
 _SWEEP_BATCH = 10_000
 _PIPELINE_CHUNKS = 2  # chunks per round trip; the next ones are built while it is out
-
-
-class CampaignNotFoundError(TidingsError, LookupError):
-    """No campaign with that id."""
-
-    def __init__(self, campaign_id: str) -> None:
-        self.campaign_id = campaign_id
-        super().__init__(f"no campaign {campaign_id!r}")
-
-
-class CampaignConflictError(TidingsError):
-    """Another ``schedule`` run of the same campaign moved its cursor (run one at a time)."""
 
 
 @dataclass(frozen=True, slots=True)

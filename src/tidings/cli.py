@@ -81,11 +81,14 @@ def worker(
     grace: Annotated[float | None, typer.Option(help="Shutdown grace seconds")] = None,
 ) -> None:
     """Run a worker process for the app's handlers until SIGTERM/SIGINT."""
+    from .campaign import Campaigns
     from .log import JsonLogMiddleware, configure_logging
 
     app = load_app(app_spec)
     configure_logging(app.settings.log_level, app.settings.log_json)
     app.add_middleware(JsonLogMiddleware())
+    _ = app.schedules  # every worker runs the schedule ticker: no single instance to mind
+    Campaigns.of(app)  # and tallies campaign outcomes
     names = queues.split(",") if queues else None
     w = app.worker(names, concurrency=concurrency, shutdown_grace=grace,
                    install_signal_handlers=True)

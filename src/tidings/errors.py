@@ -69,6 +69,38 @@ class EmbeddedServerError(TidingsError, RuntimeError):
     """The embedded server could not be found or started."""
 
 
+class ScheduleError(ValidationError):
+    """Invalid schedule input: ``field`` names what was wrong, ``reason`` says why.
+
+    A :class:`tidings.errors.ValidationError` (hence also a ``ValueError``), so callers can
+    catch every bad-input error of tidings in one place.
+    """
+
+
+class ScheduleNotFoundError(TidingsError, LookupError):
+    """No schedule with that id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule {schedule_id!r}")
+
+
+class ScheduleExistsError(ValidationError):
+    """``add`` was given an id that is taken (pass ``replace=True`` to redefine it)."""
+
+
+class CampaignNotFoundError(TidingsError, LookupError):
+    """No campaign with that id."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(f"no campaign {campaign_id!r}")
+
+
+class CampaignConflictError(TidingsError):
+    """Another ``schedule`` run of the same campaign moved its cursor (run one at a time)."""
+
+
 class HandlerSignal(Exception):
     """Base of the exceptions a handler raises on purpose to choose an outcome."""
 

@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from .errors import ValidationError
+from .errors import ScheduleError
 
 __all__ = [
     "AmbiguousPolicy",
@@ -50,14 +50,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TICK = timedelta(microseconds=1)  # datetime resolution: turns "<" into "<=" exactly
 _DAY = timedelta(days=1)
 _P = TypeVar("_P", bound=StrEnum)
-
-
-class ScheduleError(ValidationError):
-    """Invalid schedule input: ``field`` names what was wrong, ``reason`` says why.
-
-    A :class:`tidings.errors.ValidationError` (hence also a ``ValueError``), so callers can
-    catch every bad-input error of tidings in one place.
-    """
 
 
 class NonexistentPolicy(StrEnum):

@@ -50,7 +50,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import orjson
 
 from .broker import TRANSIENT, text
-from .errors import BrokerUnavailableError, TidingsError, ValidationError
+from .errors import (
+    BrokerUnavailableError,
+    ScheduleExistsError,
+    ScheduleNotFoundError,
+    TidingsError,
+    ValidationError,
+)
 from .message import Priority, from_ms, new_message_id, validate_headers
 from .recurrence import (
     AmbiguousPolicy,
@@ -89,18 +95,6 @@ _DEFINITION = ("queue", "cron", "every", "timezone", "start", "end", "max_count"
                "priority", "headers", "nonexistent", "ambiguous", "missed", "grace")
 _SAVE_RETRIES = 20
 E = TypeVar("E", bound=StrEnum)
-
-
-class ScheduleNotFoundError(TidingsError, LookupError):
-    """No schedule with that id."""
-
-    def __init__(self, schedule_id: str) -> None:
-        self.schedule_id = schedule_id
-        super().__init__(f"no schedule {schedule_id!r}")
-
-
-class ScheduleExistsError(ValidationError):
-    """``add`` was given an id that is taken (pass ``replace=True`` to redefine it)."""
 
 
 def _enum(enum: type[E], value: object, name: str) -> E:

@@ -174,14 +174,17 @@ class QueueRunner:
     async def _wait_for_work(self, last: list[bytes], timeout_ms: int) -> None:
         """Block until an entry newer than ``last`` lands in a lane or the wake stream.
 
-        Returns early when the worker stops. The blocked read is then abandoned rather than
-        awaited: cancelling it does not interrupt a read already on the wire.
+        Returns early when the worker stops or the timeout passes. The blocked read is then
+        abandoned rather than awaited: cancelling it does not interrupt a read on the wire.
         """
         k = self.keys
         streams = {k[0]: last[0], k[1]: last[1], k[2]: last[2], k[9]: last[3]}
         read = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
         stop = asyncio.ensure_future(self.worker.stopped.wait())
-        await asyncio.wait([read, stop], return_when=asyncio.FIRST_COMPLETED)
+        # Our own timer too: the server fires block timeouts only on its cron tick (every
+        # 100 ms at the default hz 10), which would make delayed messages that late.
+        await asyncio.wait([read, stop], timeout=timeout_ms / 1000,
+                           return_when=asyncio.FIRST_COMPLETED)
         stop.cancel()
         if not read.done():
             read.cancel()

@@ -14,16 +14,19 @@ local capacity, promote_limit, on_expire = tonumber(ARGV[6]), tonumber(ARGV[7]),
 local now = now_ms()
 
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, promote_limit)
-for _, msg_id in ipairs(due) do
-  local body = redis.call('HGET', BODIES, msg_id)
-  if body then
-    local p1 = string.find(body, '|', 1, true)
-    local p2 = string.find(body, '|', p1 + 1, true)
-    add_to_lane(tonumber(string.sub(body, 1, p1 - 1)), msg_id, string.sub(body, p2 + 1),
-      string.sub(body, p1 + 1, p2 - 1))
-    redis.call('HDEL', BODIES, msg_id)
+if #due > 0 then
+  local bodies = redis.call('HMGET', BODIES, unpack(due))
+  for i, msg_id in ipairs(due) do
+    local body = bodies[i]
+    if body then
+      local p1 = string.find(body, '|', 1, true)
+      local p2 = string.find(body, '|', p1 + 1, true)
+      add_to_lane(tonumber(string.sub(body, 1, p1 - 1)), msg_id, string.sub(body, p2 + 1),
+        string.sub(body, p1 + 1, p2 - 1))
+    end
   end
-  redis.call('ZREM', DELAYED, msg_id)
+  redis.call('HDEL', BODIES, unpack(due))
+  redis.call('ZREM', DELAYED, unpack(due))
 end
 if #due > 0 then redis.call('HINCRBY', STATS, 'promoted', #due) end
 

@@ -15,8 +15,8 @@ for i = 2, #ARGV, 7 do
   local expires, due_at, delay, idem = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
   local existing = false
   if idem > 0 then
-    existing = redis.call('GET', KEYS[idem])
-    if not existing then redis.call('SET', KEYS[idem], msg_id, 'PX', dedupe_ms) end
+    -- One call: set the key if absent, and get the id already there if not.
+    existing = redis.call('SET', KEYS[idem], msg_id, 'PX', dedupe_ms, 'NX', 'GET')
   end
   if existing then
     out[#out + 1] = {existing, 0}
