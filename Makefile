@@ -42,8 +42,12 @@ test: venv lint typecheck
 			$(BIN)/pytest -q -m "not embedded_only and not slow"; \
 	fi
 
+# Core (tidings vs raw redis-py), scheduling and flow-control figures; each prints JSON and
+# writes bench/results/<name>.json.
 bench: venv
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.scheduling
+	$(BIN)/python -m bench.flow
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

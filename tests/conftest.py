@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from tidings import Event, EventKind, Middleware, Tidings
 
@@ -74,13 +75,16 @@ def new_prefix() -> str:
     return f"t{uuid.uuid4().hex[:12]}"
 
 
-async def drop_prefix(app: Tidings) -> None:
-    if not app.broker.connected:
-        return
-    client = app.broker.client
-    keys = [k async for k in client.scan_iter(match=f"{app.settings.key_prefix}:*", count=1000)]
+async def drop_keys(client: Redis, prefix: str) -> None:
+    """Delete every key under ``prefix``."""
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
     for i in range(0, len(keys), 500):
         await client.delete(*keys[i:i + 500])
+
+
+async def drop_prefix(app: Tidings) -> None:
+    if app.broker.connected:
+        await drop_keys(app.broker.client, app.settings.key_prefix)
 
 
 @pytest.fixture
@@ -112,3 +116,30 @@ def recorder() -> Recorder:
 @pytest.fixture
 def app(make_app: Callable[..., Tidings], recorder: Recorder) -> Tidings:
     return make_app(middleware=[recorder])
+
+
+# -- raw clients, for the flow primitives that take a redis-py client ----------------------
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[Redis]:
+    """A redis-py client of the session's server."""
+    redis = Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def client2(redis_url: str) -> AsyncIterator[Redis]:
+    """A second connection, standing for another process."""
+    redis = Redis.from_url(redis_url)
+    yield redis
+    await redis.aclose()
+
+
+@pytest.fixture
+async def prefix(client: Redis) -> AsyncIterator[str]:
+    """A fresh key prefix for ``client``; its keys are deleted after the test."""
+    prefix = new_prefix()
+    yield prefix
+    await drop_keys(client, prefix)

@@ -1,8 +1,10 @@
-"""Helpers shared by the flow-control tests: a fake clock, polling, worker subprocesses."""
+"""Helpers shared by the flow-control tests: a fake clock, polling, worker subprocesses,
+and child processes that compete through one Redis server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,3 +81,47 @@ def workers(app_spec: str, env: dict[str, str], count: int, *args: str
     finally:
         for proc in procs:
             stop_worker(proc)
+
+
+# -- child processes running a Python snippet ----------------------------------------------
+#
+# A child connects, prints a line starting with "ready", waits for a line on stdin, does its
+# work, and prints one JSON document as its last output.
+
+
+async def start_child(source: str, *args: str) -> asyncio.subprocess.Process:
+    """``python -c source args...`` with stdin, stdout and stderr piped."""
+    pipe = asyncio.subprocess.PIPE
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-c", source, *args, stdin=pipe, stdout=pipe, stderr=pipe
+    )
+
+
+async def child_ready(proc: asyncio.subprocess.Process) -> bytes:
+    """The child's "ready" line, once it printed it."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 10)
+    assert line.startswith(b"ready"), (line, await proc.wait())
+    return line
+
+
+async def kill_children(procs: list[asyncio.subprocess.Process]) -> None:
+    for proc in procs:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def race_children(procs: list[asyncio.subprocess.Process]) -> list[Any]:
+    """Start the children's work at once; returns the JSON result of each (in order)."""
+    try:
+        await asyncio.gather(*map(child_ready, procs))
+        # All are connected before any starts, so they compete for the whole run.
+        outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
+    finally:
+        await kill_children(procs)
+    results = []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()
+        results.append(json.loads(out))
+    return results

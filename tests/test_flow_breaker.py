@@ -3,54 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-from collections.abc import AsyncIterator
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
 
+from flow_helpers import FakeClock
 from tidings.errors import ValidationError
 from tidings.flow import CircuitBreaker, CircuitState, Transition
 
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_700_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    redis = Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def client2() -> AsyncIterator[Redis]:
-    redis = Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def prefix(client: Redis) -> AsyncIterator[str]:
-    prefix = f"test:{uuid4().hex}"
-    yield prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
 
 
 @pytest.fixture

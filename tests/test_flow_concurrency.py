@@ -3,36 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 import time
-from collections.abc import AsyncIterator
-from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
 
+from flow_helpers import child_ready, kill_children, race_children, start_child
 from tidings.errors import ValidationError
 from tidings.flow import ConcurrencyLimit
-
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    redis = Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def prefix(client: Redis) -> AsyncIterator[str]:
-    prefix = f"test:{uuid4().hex}"
-    yield prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
 
 
 async def test_invalid_arguments(client: Redis, prefix: str) -> None:
@@ -145,41 +123,12 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]),
 """
 
 
-async def _start(*args: str) -> asyncio.subprocess.Process:
-    pipe = asyncio.subprocess.PIPE
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-c", *args, stdin=pipe, stdout=pipe, stderr=pipe
-    )
-
-
-async def _ready(proc: asyncio.subprocess.Process) -> bytes:
-    """The child's "ready" line, once it printed it."""
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 10)
-    assert line.startswith(b"ready"), (line, await proc.wait())
-    return line
-
-
-async def _kill(procs: list[asyncio.subprocess.Process]) -> None:
-    for proc in procs:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-
-
-async def test_cap_never_exceeded_across_processes(client: Redis, prefix: str) -> None:
+async def test_cap_never_exceeded_across_processes(client: Redis, redis_url: str,
+                                                   prefix: str) -> None:
     limit = 3
-    procs = [await _start(_WORKER, REDIS_URL, prefix, str(limit), "6", "1.2") for _ in range(2)]
-    try:
-        await asyncio.gather(*map(_ready, procs))
-        # Both are connected before either starts, so they compete for the whole run.
-        outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
-    finally:
-        await _kill(procs)
-    results = []
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err.decode()
-        results.append(json.loads(out))
+    procs = [await start_child(_WORKER, redis_url, prefix, str(limit), "6", "1.2")
+             for _ in range(2)]
+    results = await race_children(procs)
     assert max(peak for peak, _ in results) == limit  # reached, never exceeded
     assert all(done > 20 for _, done in results)  # both processes really worked
     assert await client.get(f"{prefix}:running") == b"0"
@@ -200,18 +149,19 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3])))
 """
 
 
-async def test_killed_holders_slots_come_back_after_the_lease(client: Redis, prefix: str) -> None:
+async def test_killed_holders_slots_come_back_after_the_lease(client: Redis, redis_url: str,
+                                                             prefix: str) -> None:
     lease = 0.5
     cap = ConcurrencyLimit(client, 3, lease=lease, prefix=prefix)
     # A live holder with a long lease: the dead one's slots must be purged, not just expire
     # with the whole key.
     assert len(await ConcurrencyLimit(client, 3, lease=60, prefix=prefix).acquire("p")) == 1
-    proc = await _start(_HOLDER, REDIS_URL, prefix, str(lease))
+    proc = await start_child(_HOLDER, redis_url, prefix, str(lease))
     try:
-        line = await _ready(proc)
+        line = await child_ready(proc)
         held_at = time.monotonic()
     finally:
-        await _kill([proc])
+        await kill_children([proc])
     assert line == b"ready 2\n"
     assert await cap.acquire("p") == []  # the dead worker still holds both slots
 

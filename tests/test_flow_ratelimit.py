@@ -4,45 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import math
-import os
-import sys
 import time
-from collections.abc import AsyncIterator
 from uuid import uuid4
 
 import pytest
 from redis.asyncio import Redis
 
+from flow_helpers import race_children, start_child
 from tidings.errors import ValidationError
 from tidings.flow import RateLimit
-from tidings.flow._scripts import Script
-
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-@pytest.fixture
-async def client() -> AsyncIterator[Redis]:
-    redis = Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def client2() -> AsyncIterator[Redis]:
-    redis = Redis.from_url(REDIS_URL)
-    yield redis
-    await redis.aclose()
-
-
-@pytest.fixture
-async def prefix(client: Redis) -> AsyncIterator[str]:
-    prefix = f"test:{uuid4().hex}"
-    yield prefix
-    keys = [key async for key in client.scan_iter(match=f"{prefix}:*")]
-    if keys:
-        await client.delete(*keys)
+from tidings.scripts import Script
 
 
 @pytest.mark.parametrize(
@@ -160,7 +132,6 @@ _CHILD = """
 import asyncio, json, sys, time
 from redis.asyncio import Redis
 from tidings.flow import RateLimit
-from tidings.flow._scripts import Script
 
 async def main(url, prefix, rate, burst, duration):
     client = Redis.from_url(url)
@@ -184,32 +155,10 @@ asyncio.run(main(sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]),
 """
 
 
-async def test_accuracy_two_processes(prefix: str) -> None:
+async def test_accuracy_two_processes(redis_url: str, prefix: str) -> None:
     rate, burst, duration = 200.0, 20, 2.0
-    args = (_CHILD, REDIS_URL, prefix, str(rate), str(burst), str(duration))
-    pipe = asyncio.subprocess.PIPE
-    procs = [
-        await asyncio.create_subprocess_exec(
-            sys.executable, "-c", *args, stdin=pipe, stdout=pipe, stderr=pipe
-        )
-        for _ in range(2)
-    ]
-    try:
-        for proc in procs:
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), 10)
-            assert line == b"ready\n", line
-        # Both are connected before either starts, so they compete for the whole run.
-        outputs = await asyncio.gather(*(proc.communicate(b"go\n") for proc in procs))
-    finally:
-        for proc in procs:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-    results = []
-    for proc, (out, err) in zip(procs, outputs, strict=True):
-        assert proc.returncode == 0, err.decode()
-        results.append(json.loads(out))
+    args = (redis_url, prefix, str(rate), str(burst), str(duration))
+    results = await race_children([await start_child(_CHILD, *args) for _ in range(2)])
     elapsed = max(r[2] for r in results) - min(r[1] for r in results)
     total = sum(r[0] for r in results)
     assert all(r[0] > 0 for r in results)

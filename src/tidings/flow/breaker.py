@@ -21,8 +21,10 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from ..broker import text
 from ..errors import ValidationError
-from ._scripts import Script, hash_tagged, text
+from ..scripts import Script
+from ._keys import hash_tagged
 
 _ALLOW = Script("breaker_allow")
 _RECORD = Script("breaker_record")

@@ -14,8 +14,10 @@ from uuid import uuid4
 
 from redis.asyncio import Redis
 
+from ..broker import text
 from ..errors import ValidationError
-from ._scripts import Script, hash_tagged, text
+from ..scripts import Script
+from ._keys import hash_tagged
 
 _ACQUIRE = Script("concurrency_acquire")
 _RENEW = Script("concurrency_renew")

@@ -27,6 +27,7 @@ from ..broker import TRANSIENT
 from ..errors import Snooze, ValidationError
 from ..message import Message
 from ..queue import GROUP
+from ..scripts import Script
 from ._guard import (
     GATE_CONCURRENCY,
     GATE_RATE,
@@ -40,7 +41,6 @@ from ._guard import (
     key_of,
     sleep_for,
 )
-from ._scripts import Script
 from .concurrency import ConcurrencyLimit
 from .ratelimit import RateLimit
 

@@ -28,16 +28,15 @@ from typing import TYPE_CHECKING, Any
 from ..broker import text
 from ..errors import Snooze
 from ..message import Message
-from ..scripts import Script as QueueScript
+from ..scripts import Script
 from ._guard import GATE_PAUSE, WRAP_PAUSE, Call, Guard, KeyFn, key_of, sleep_for
-from ._scripts import Script
 
 if TYPE_CHECKING:
     from ..queue import Queue
     from .control import FlowControl
 
 _PARK = Script("key_park")
-_RESUME = QueueScript("key_resume")
+_RESUME = Script("key_resume")
 PAUSED_FIELD = "paused"
 
 

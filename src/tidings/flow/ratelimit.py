@@ -11,8 +11,10 @@ import re
 
 from redis.asyncio import Redis
 
+from ..broker import text
 from ..errors import ValidationError
-from ._scripts import Script, hash_tagged, text
+from ..scripts import Script
+from ._keys import hash_tagged
 
 _ACQUIRE = Script("rate_limit_acquire")
 
