@@ -21,8 +21,7 @@ async def test_paused_queue_keeps_its_messages_on_every_worker(
     apps = [make_app(middleware=[r]) for r in recorders]
     handled: list[int] = []
     for app in apps:
-        q = app.queue("email")
-        app.flow  # noqa: B018 - gates every declared queue, pause included
+        q = app.queue("email")  # no app.flow: every worker obeys a pause anyway
 
         @q.handler
         async def handle(msg: Message) -> None:
@@ -42,6 +41,30 @@ async def test_paused_queue_keeps_its_messages_on_every_worker(
         await wait_until(lambda: len(handled) == 10, timeout=5)
     assert sorted(handled) == list(range(10))
     assert sum(r.counts[EventKind.SNOOZED] + r.counts[EventKind.RETRIED] for r in recorders) == 0
+
+
+async def test_paused_queue_does_not_reclaim_a_dead_consumers_messages(
+        make_app: Callable[..., Tidings], recorder: Recorder) -> None:
+    app = make_app(middleware=[recorder])
+    q = app.queue("email", visibility_timeout=0.3)
+    handled: list[int] = []
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        handled.append(msg.payload)
+
+    await q.publish_many(range(3))
+    await app.connect()
+    # A consumer that read the messages and then died without a word.
+    await app.broker.client.xreadgroup("tidings", "ghost", {q.keys[1]: ">"}, count=3)
+    await pause_queue(q)
+    async with app.worker():
+        await asyncio.sleep(1.0)  # several reclaim rounds (every 0.15 s) have passed
+        assert handled == []
+        assert (await q.stats()).in_flight == 3
+        await resume_queue(q)
+        await recorder.wait_count(EventKind.ACKED, 3)
+    assert sorted(handled) == [0, 1, 2]
 
 
 async def test_pause_lets_running_handlers_finish(app: Tidings, recorder: Recorder) -> None:

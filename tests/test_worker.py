@@ -426,3 +426,31 @@ async def test_dead_letter_error_json_is_json(app: Tidings, recorder: Recorder) 
     entries = await app.broker.client.xrange(q.keys[5])
     error = orjson.loads(entries[0][1][b"error"])
     assert error["type"] == "KeyError"
+
+
+async def test_worker_stops_even_if_a_service_swallows_its_cancellation(
+        app: Tidings, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
+    import tidings.worker
+
+    monkeypatch.setattr(tidings.worker, "BACKGROUND_STOP_GRACE", 0.2)
+    q = app.queue("email")
+    cancelled, finished = asyncio.Event(), asyncio.Event()
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        pass
+
+    async def stubborn(worker: object) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancelled.set()  # and carry on for a while: the bug the worker must survive
+            await asyncio.sleep(5.0)
+            finished.set()
+
+    app.add_worker_service(stubborn)
+    await q.publish("x")
+    async with app.worker():
+        await recorder.wait_count(EventKind.ACKED, 1)
+    # The worker asked it to stop and returned without waiting for it to give way.
+    assert cancelled.is_set() and not finished.is_set()

@@ -41,6 +41,7 @@ log = logging.getLogger("tidings.worker")
 PROMOTE_LIMIT = 1000
 GATE_RECHECK = 0.05  # seconds before asking a gate again that admitted nothing
 MAX_IDLE_BLOCK_MS = 5000
+BACKGROUND_STOP_GRACE = 5.0  # seconds a cancelled heartbeat or service task gets to end
 
 
 class FetchGate(Protocol):
@@ -147,8 +148,7 @@ class QueueRunner:
                 self.capacity.clear()
                 await self.capacity.wait()
                 continue
-            for gate in self.queue.gates:
-                free = min(free, await gate.admit(self.queue, free))
+            free = await self._admitted(free)
             if free <= 0:
                 await asyncio.sleep(GATE_RECHECK)
                 continue
@@ -170,6 +170,14 @@ class QueueRunner:
             if last and not self.worker.stopping:
                 timeout = MAX_IDLE_BLOCK_MS if next_due < 0 else min(MAX_IDLE_BLOCK_MS, next_due)
                 await self._wait_for_work(last, max(1, timeout))
+
+    async def _admitted(self, free: int) -> int:
+        """How many of ``free`` messages flow control (pause, limits ...) lets us take now."""
+        for gate in self.queue.gates:
+            free = min(free, await gate.admit(self.queue, free))
+            if free <= 0:
+                return 0
+        return free
 
     async def _wait_for_work(self, last: list[bytes], timeout_ms: int) -> None:
         """Block until an entry newer than ``last`` lands in a lane or the wake stream.
@@ -460,6 +468,11 @@ class QueueRunner:
         free = self.free()
         if free <= 0 or self.worker.stopping:
             return
+        # Reclaimed messages are deliveries too: a paused or rate-limited queue must not
+        # take them behind its gates' back.
+        free = await self._admitted(free)
+        if free <= 0:
+            return
         vt_ms = int(self.config.visibility_timeout * 1000)
         delivered, dropped, removed = await SCRIPTS.reclaim(
             self.client, self.keys,
@@ -577,6 +590,7 @@ class Worker:
         for runner in self.runners:
             await self.app.broker.ensure_groups(runner.queue)
             await runner.heartbeat()
+        self.app.flow  # noqa: B018 - installs the pause gate, so every worker obeys a pause
         # Services (the schedule ticker, flow control) live and die with the worker; they
         # start first so the gates they install apply from the first fetch.
         services = [loop.create_task(service(self)) for service in self.app.worker_services]
@@ -634,7 +648,15 @@ class Worker:
             runner.close()
         for task in heartbeats:
             task.cancel()
-        await asyncio.gather(*heartbeats, return_exceptions=True)
+        if heartbeats:
+            # Bounded: a task that swallows its cancellation (a service's bug, a client
+            # call that does not give way) must not keep the process from exiting.
+            _done, stuck = await asyncio.wait(heartbeats, timeout=BACKGROUND_STOP_GRACE)
+            if stuck:
+                log.error("%d background tasks did not stop within %.0fs; abandoning them",
+                          len(stuck), BACKGROUND_STOP_GRACE)
+                for task in stuck:
+                    task.add_done_callback(_consume)
 
     async def __aenter__(self) -> Worker:
         self._task = asyncio.get_running_loop().create_task(self.run())

@@ -70,7 +70,7 @@ class FlowControl:
         self.middleware = FlowMiddleware()
         self.pause_guard = PauseGuard(self)
         self._gates: dict[int, FlowGate] = {}  # id(queue) -> its gate
-        app.add_middleware(self.middleware)
+        self._middleware_added = False  # added with the first wrapper: it costs every call
         app.add_worker_service(self._on_worker_start)
         for queue in app.queues.values():
             self._gate(queue)
@@ -183,6 +183,9 @@ class FlowControl:
                 self._gate(queue).add(guard)
             if guard.wrap_stage is not None:
                 self.middleware.add(queue.name, guard)
+                if not self._middleware_added:
+                    self.app.add_middleware(self.middleware)
+                    self._middleware_added = True
             names.append(queue.name)
         return names
 
