@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,21 @@ async def rate_limit(url: str, quick: bool) -> dict[str, Any]:
 # -- ordering --------------------------------------------------------------------------
 
 
+def _count_to(n: int) -> tuple[Callable[[Message], Awaitable[None]], asyncio.Event]:
+    """A no-op handler and an event it sets at the ``n``-th message: both queues in a
+    comparison get the very same per-message work."""
+    done = asyncio.Event()
+    seen = 0
+
+    async def handle(msg: Message) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == n:
+            done.set()
+
+    return handle, done
+
+
 async def ordering(url: str, quick: bool) -> dict[str, Any]:
     n, keys, partitions, concurrency = (5_000 if quick else 30_000), 1000, 16, 64
     items = [(f"key-{i % keys}", {"i": i}) for i in range(n)]
@@ -155,16 +171,8 @@ async def ordering(url: str, quick: bool) -> dict[str, Any]:
 
     app = _fresh(url)
     plain = app.queue("plain")
-    done = asyncio.Event()
-    seen = 0
-
-    @plain.handler(concurrency=concurrency)
-    async def handle_plain(msg: Message) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == n:
-            done.set()
-
+    handle, done = _count_to(n)
+    plain.handler(concurrency=concurrency)(handle)
     await plain.publish_many([p for _, p in items])
     started = time.perf_counter()
     async with app.worker():
@@ -175,15 +183,8 @@ async def ordering(url: str, quick: bool) -> dict[str, Any]:
 
     app = _fresh(url)
     ordered = OrderedQueue(app, "ordered", partitions=partitions)
-    done, seen = asyncio.Event(), 0
-
-    @ordered.handler(concurrency=concurrency)
-    async def handle_ordered(msg: Message) -> None:
-        nonlocal seen
-        seen += 1
-        if seen == n:
-            done.set()
-
+    handle, done = _count_to(n)
+    ordered.handler(concurrency=concurrency)(handle)
     for i in range(0, n, 1000):
         await ordered.publish_many(items[i:i + 1000])
     started = time.perf_counter()

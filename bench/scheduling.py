@@ -26,7 +26,8 @@ import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
@@ -77,6 +78,20 @@ async def _drop(client: Redis, prefix: str) -> None:
         await client.unlink(*batch)
 
 
+@asynccontextmanager
+async def _session(url: str, prefix: str) -> AsyncIterator[tuple[Tidings, Redis]]:
+    """A connected app and a raw client under ``prefix``; every key under it is dropped after."""
+    app = Tidings(url, key_prefix=prefix)
+    raw = Redis.from_url(url)
+    try:
+        await app.connect()
+        yield app, raw
+    finally:
+        await _drop(raw, prefix)
+        await app.close()
+        await raw.aclose()
+
+
 def _payload(i: int) -> dict[str, Any]:
     return {"to": f"user{i}@example.com", "template": "reminder", "vars": {"n": i}}
 
@@ -92,10 +107,7 @@ async def _fill_delayed(app: Tidings, queue: str, n: int, due: datetime) -> floa
 
 async def delayed_lateness(url: str, prefix: str, sizes: Sizes = Sizes()) -> dict[str, Any]:
     """p50/p99/max lateness of delayed messages with ``sizes.pending`` others waiting."""
-    app = Tidings(url, key_prefix=prefix)
-    raw = Redis.from_url(url)
-    try:
-        await app.connect()
+    async with _session(url, prefix) as (app, raw):
         before = await _used_memory(raw)
         fill_s = await _fill_delayed(app, "parked", sizes.pending,
                                      datetime.now(UTC) + timedelta(days=1))
@@ -130,19 +142,12 @@ async def delayed_lateness(url: str, prefix: str, sizes: Sizes = Sizes()) -> dic
             "fill_msg_per_s": round(sizes.pending / fill_s),
             "memory_bytes_per_delayed_message": round(per_message),
         }
-    finally:
-        await _drop(raw, prefix)
-        await app.close()
-        await raw.aclose()
 
 
 async def promotion_throughput(url: str, prefix: str, sizes: Sizes = Sizes()) -> dict[str, Any]:
     """How fast ``sizes.promotion_n`` messages falling due at once are released."""
     n = sizes.promotion_n
-    app = Tidings(url, key_prefix=prefix)
-    raw = Redis.from_url(url)
-    try:
-        await app.connect()
+    async with _session(url, prefix) as (app, raw):
         out: dict[str, Any] = {"messages": n}
 
         async def park_then_make_due(queue: str, lead_s: float) -> float:
@@ -199,19 +204,12 @@ async def promotion_throughput(url: str, prefix: str, sizes: Sizes = Sizes()) ->
                     "(worker.PROMOTE_LIMIT), and a worker fetches as handlers free capacity",
         })
         return out
-    finally:
-        await _drop(raw, prefix)
-        await app.close()
-        await raw.aclose()
 
 
 async def campaign_enqueue(url: str, prefix: str, sizes: Sizes = Sizes()) -> dict[str, Any]:
     """Campaigns.schedule rate for ``sizes.campaign_n`` recipients, memory and cancel rate."""
     n = sizes.campaign_n
-    app = Tidings(url, key_prefix=prefix)
-    raw = Redis.from_url(url)
-    try:
-        await app.connect()
+    async with _session(url, prefix) as (app, raw):
         campaigns = Campaigns.of(app)
         day = date(datetime.now(UTC).year + 1, 1, 12)
         recipients = (Recipient(f"user-{i}", _payload(i), ZONES[i % len(ZONES)])
@@ -234,10 +232,6 @@ async def campaign_enqueue(url: str, prefix: str, sizes: Sizes = Sizes()) -> dic
             "memory_bytes_per_campaign_message": round(per_message),
             "cancel_s": round(cancel_s, 2), "cancel_msg_per_s": round(n / cancel_s),
         }
-    finally:
-        await _drop(raw, prefix)
-        await app.close()
-        await raw.aclose()
 
 
 Measurement = Callable[[Any], Awaitable[dict[str, Any]]]

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from conftest import Recorder
-from tidings import EventKind, Message, Queue, Retry, Tidings, ValidationError
+from tidings import EventKind, Message, Queue, Retry, Tidings, ValidationError, campaign_progress
 from tidings import campaign as campaign_module
 from tidings.campaign import (
     CampaignConflictError,
@@ -253,7 +253,7 @@ async def test_cancel_interleaved_with_promotion_counts_each_message_once(
     at = datetime.now(UTC) + timedelta(milliseconds=300)
     await campaigns.schedule("race", q, people(3000), at=at)
     await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.02)
-    monkeypatch.setattr(campaign_module, "_SWEEP_BATCH", 250)
+    monkeypatch.setattr(campaign_progress, "SWEEP_BATCH", 250)
     real_call = app.broker.call
     promoted: list[int] = []
 
@@ -279,7 +279,7 @@ async def test_cancel_while_a_worker_releases(app: Tidings, recorder: Recorder,
                                               campaigns: Campaigns,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Real time: a worker drains while cancel runs; every message ends exactly one way."""
-    monkeypatch.setattr(campaign_module, "_SWEEP_BATCH", 100)
+    monkeypatch.setattr(campaign_progress, "SWEEP_BATCH", 100)
     q = app.queue("push")
     handled: list[str] = []
 

@@ -20,6 +20,7 @@ from conftest import Recorder
 from tidings import EventKind, Message, Queue, Tidings, ValidationError
 from tidings import scheduler as scheduler_module
 from tidings.recurrence import ScheduleError
+from tidings.schedule import build_schedule
 from tidings.scheduler import (
     Schedule,
     ScheduleExistsError,
@@ -189,6 +190,7 @@ async def test_three_tickers_racing_fire_exactly_one_message_per_occurrence(
 async def test_ticker_that_stalls_past_its_lease_cannot_duplicate_an_occurrence(
         make_app: Callable[..., Tidings], monkeypatch: pytest.MonkeyPatch) -> None:
     stalled, rescuer = make_app(), make_app()
+    stalled.schedules.clock = rescuer.schedules.clock = Clock(T0)
     await stalled.schedules.add("s", queue="email", every=3600, start=T0)
     real_commit = scheduler_module._SCRIPTS.commit
 
@@ -208,6 +210,22 @@ async def test_ticker_that_stalls_past_its_lease_cannot_duplicate_an_occurrence(
     assert again.message_id == msg.id and again.occurrence == T0
     state = await rescuer.schedules.get("s")
     assert state.fired_count == 1 and state.next_fire == T0 + HOUR
+
+
+async def test_a_start_long_past_fires_no_backlog(app: Tidings, clock: Clock) -> None:
+    clock.now = T0 + 48 * HOUR
+    created = await app.schedules.add("s", queue="email", every=3600, start=T0, missed="all")
+    assert created.next_fire == T0 + 49 * HOUR  # anchored at start, but after creation
+    assert await app.schedules.tick(T0 + 48 * HOUR + timedelta(seconds=1)) == []
+    assert await messages(app.queue("email")) == []
+    [fired] = await app.schedules.tick(T0 + 49 * HOUR)
+    assert fired.occurrence == T0 + 49 * HOUR
+
+
+async def test_a_start_just_past_fires_at_once(app: Tidings, clock: Clock) -> None:
+    clock.now = T0 + timedelta(seconds=2)  # start=now, read a moment before add() ran
+    created = await app.schedules.add("s", queue="email", every=3600, start=T0)
+    assert created.next_fire == T0
 
 
 @pytest.mark.parametrize(
@@ -439,9 +457,9 @@ async def test_delayed_messages_are_promoted_on_time_by_a_running_worker(
 
 
 def test_schedule_round_trips_through_its_stored_form() -> None:
-    s = scheduler_module._build("x", "email", cron="0 9 * * *", timezone="Asia/Tokyo",
-                                start=T0, end=T0 + 10 * HOUR, max_count=5, payload=[1, "a"],
-                                headers={"h": "v"}, ambiguous="both", missed="all", grace=5)
+    s = build_schedule("x", "email", cron="0 9 * * *", timezone="Asia/Tokyo", start=T0,
+                       end=T0 + 10 * HOUR, max_count=5, payload=[1, "a"], headers={"h": "v"},
+                       ambiguous="both", missed="all", grace=5)
     raw = {b"id": b"x", b"def": s._definition_json(), b"version": b"3", b"paused": b"0",
            b"next_fire": b"", b"fired_count": b"2"}
     back = Schedule._from_hash(raw)

@@ -26,7 +26,9 @@ within the queue's dedupe window.
 Counters (see :class:`CampaignProgress`): ``scheduled`` messages published; ``released``
 ones that left the delayed set for a lane (counted when ``progress``/``cancel`` run and by
 workers as they go); ``processed`` (acked) and ``failed`` (dead-lettered or expired), counted
-by the :class:`CampaignCounter` middleware in the workers; ``cancelled``.
+by the :class:`CampaignCounter` middleware in the workers; ``cancelled``. How they are kept
+is in :mod:`tidings.campaign_progress`; due times and the throttle in
+:mod:`tidings.campaign_plan`.
 
 Throttle: ``throttle_per_minute=N`` spreads the due times at enqueue so that no more than N
 messages fall due in any minute: each recipient takes the first minute, at or after its own
@@ -46,27 +48,30 @@ Redis layout, under the queue's hash tag (so the scripts touch one slot)::
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
-import logging
-import os
 import re
-import time as _time
 import weakref
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
 
 import msgpack
 import orjson
 from redis.exceptions import NoScriptError
-from ulid import ULID
 
+from . import campaign_progress
 from .broker import text
-from .config import Durability
+from .campaign_plan import Plan, Throttle
+from .campaign_progress import (
+    SWEEP,
+    CampaignCounter,
+    CampaignProgress,
+    campaign_keys,
+    counter_of,
+    read_progress,
+)
+from .config import RECORD_ID_PATTERN, Durability
 from .errors import (
     CampaignConflictError,
     CampaignNotFoundError,
@@ -74,24 +79,27 @@ from .errors import (
     PayloadError,
     ValidationError,
 )
-from .events import Event, EventKind, Middleware
 from .message import (
     Message,
     Priority,
     duration_ms,
     encode,
-    from_ms,
+    new_message_ids_at,
     now_ms,
     validate_headers,
 )
 from .queue import Outgoing, Queue, queue_keys
-from .recurrence import AmbiguousPolicy, NonexistentPolicy, ScheduleError, resolve_local_time
-from .scheduler import _enum
+from .recurrence import (
+    AmbiguousPolicy,
+    NonexistentPolicy,
+    epoch_ms,
+    parse_policy,
+    resolve_local_time,
+)
 from .scripts import Script
 
 if TYPE_CHECKING:
     from .app import Tidings
-    from .worker import Worker
 
 __all__ = [
     "CampaignConflictError",
@@ -103,11 +111,7 @@ __all__ = [
     "campaigns",
 ]
 
-log = logging.getLogger("tidings.campaign")
-
-_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_MINUTE_MS = 60_000
-_SWEEP_BATCH = 10_000
+_ID = re.compile(RECORD_ID_PATTERN)
 _PIPELINE_CHUNKS = 2  # chunks per round trip; the next ones are built while it is out
 
 
@@ -120,205 +124,22 @@ class Recipient:
     zone: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CampaignProgress:
-    """A campaign's record and counters.
-
-    ``pending`` messages wait in the delayed set; ``released`` left it for a lane (sent
-    right away when already due at publish); ``processed`` + ``failed`` were settled;
-    ``duplicates`` recipients were already published (a re-run, or an id given twice);
-    ``skipped`` recipients had no valid time (past with ``if_past='skip'``, or a time the
-    ``skip`` DST policy dropped). At any moment ``scheduled == pending + released +
-    cancelled``. ``cursor`` counts the recipients consumed so far.
-    """
-
-    id: str
-    queue: str
-    status: str  # scheduling | scheduled | cancelled
-    created_at: datetime | None
-    scheduled: int
-    pending: int
-    released: int
-    processed: int
-    failed: int
-    cancelled: int
-    duplicates: int
-    skipped: int
-    cursor: int
-    finished_at: datetime | None = None
-    cancelled_at: datetime | None = None
-
-    @property
-    def settled(self) -> int:
-        return self.processed + self.failed
-
-    @property
-    def done(self) -> bool:
-        """Nothing more will happen: fully scheduled (or cancelled) and all released settled."""
-        return (self.status != "scheduling" and self.pending == 0
-                and self.settled >= self.released)
-
-    def as_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {}
-        for f in fields(self):
-            value = getattr(self, f.name)
-            data[f.name] = value.isoformat() if isinstance(value, datetime) else value
-        data["settled"] = self.settled
-        data["done"] = self.done
-        return data
-
-    @classmethod
-    def _from_hash(cls, raw: Mapping[Any, Any], pending: int) -> CampaignProgress:
-        h = {text(k): text(v) for k, v in raw.items()}
-
-        def count(name: str) -> int:
-            return int(h.get(name) or 0)
-
-        def when(name: str) -> datetime | None:
-            value = h.get(name)
-            return from_ms(int(value)) if value else None
-
-        return cls(h["id"], h["queue"], h["status"], when("created_at"), count("scheduled"),
-                   pending, count("released"), count("processed"), count("failed"),
-                   count("cancelled"), count("duplicates"), count("skipped"), count("cursor"),
-                   when("finished_at"), when("cancelled_at"))
-
-
 class _Scripts:
     def __init__(self) -> None:
         self.create = Script("campaign_create")
         self.publish = Script("campaign_publish")
-        self.sweep = Script("campaign_sweep")
+        self.sweep = SWEEP  # campaign_progress calls it; loaded here with the rest
         self.cancel = Script("campaign_cancel")
         self.finish = Script("campaign_finish")
 
 
 _SCRIPTS = _Scripts()
-
-
-def _keys(prefix: str, queue: str, campaign_id: str) -> tuple[str, str, str]:
-    base = f"{prefix}:{{{queue}}}:campaign:{campaign_id}"
-    return base, f"{base}:pending", f"{base}:slots"
-
-
-# -- counting settled messages in the workers ------------------------------------------------
-
-_SETTLED = {EventKind.ACKED: "processed", EventKind.DEAD_LETTERED: "failed",
-            EventKind.EXPIRED: "failed"}
-
-
-class CampaignCounter(Middleware):
-    """Counts processed / failed campaign messages from lifecycle events (one per app).
-
-    Events of messages with a ``campaign_id`` header are tallied in memory and added to the
-    campaign record with HINCRBY shortly after (one transaction per queue and flush), and
-    on worker shutdown. Counts tallied by a process that dies before its flush are lost, so
-    the counters can fall short after a crash; they never count a message twice, except
-    when a flush's reply is lost to a connection failure after the server applied it.
-    """
-
-    def __init__(self, app: Tidings, flush_delay: float = 0.1) -> None:
-        self.app = app
-        self.flush_delay = flush_delay
-        self.counts: Counter[tuple[str, str, str]] = Counter()
-        self._task: asyncio.Task[None] | None = None
-        self._swept: dict[tuple[str, str], float] = {}
-
-    def on_event(self, event: Event) -> None:
-        field = _SETTLED.get(event.kind)
-        if field is None or event.message is None:
-            return
-        campaign_id = event.message.headers.get("campaign_id")
-        if not campaign_id:
-            return
-        self.counts[(event.queue, campaign_id, field)] += 1
-        if self._task is None or self._task.done():
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # no loop (a sync caller): the next flush() takes it
-                return
-            self._task = loop.create_task(self._flush_later())
-
-    async def _flush_later(self) -> None:
-        await asyncio.sleep(self.flush_delay)
-        try:
-            await self.flush()
-        except Exception as exc:
-            log.warning("campaign counters not flushed (%s); retrying with the next event",
-                        exc)
-
-    async def flush(self) -> None:
-        """Add the tallied counts to the campaign records now."""
-        counts, self.counts = self.counts, Counter()
-        if not counts or not self.app.broker.connected:
-            self.counts.update(counts)
-            return
-        prefix = self.app.settings.key_prefix
-        by_queue: dict[str, list[tuple[str, str, int]]] = {}
-        for (queue, campaign_id, field), n in counts.items():
-            by_queue.setdefault(queue, []).append((campaign_id, field, n))
-        client = self.app.broker.client
-        done: set[str] = set()
-        try:
-            for queue, items in by_queue.items():
-                pipe = client.pipeline(transaction=True)  # all or nothing per queue
-                for campaign_id, field, n in items:
-                    pipe.hincrby(_keys(prefix, queue, campaign_id)[0], field, n)
-                await pipe.execute()
-                done.add(queue)
-        except BaseException:
-            for (queue, campaign_id, field), n in counts.items():
-                if queue not in done:
-                    self.counts[(queue, campaign_id, field)] += n
-            raise
-        await self._sweep_now_and_then(counts)
-
-    async def _sweep_now_and_then(self, counts: Counter[tuple[str, str, str]]) -> None:
-        """Keep ``released`` current and the pending sets small while a campaign runs."""
-        now = _time.monotonic()
-        for queue, campaign_id, _ in counts:
-            if now - self._swept.get((queue, campaign_id), 0.0) >= 1.0:
-                self._swept[(queue, campaign_id)] = now
-                await _sweep(self.app, queue, campaign_id, _SWEEP_BATCH)
-
-    async def flush_on_stop(self, worker: Worker) -> None:
-        """Worker service: idle until the worker stops, then flush what is left."""
-        try:
-            await asyncio.Event().wait()
-        finally:
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
-            try:
-                await self.flush()
-            except Exception as exc:
-                log.warning("campaign counters lost at shutdown: %s", exc)
-
-
-_COUNTERS: weakref.WeakKeyDictionary[Tidings, CampaignCounter] = weakref.WeakKeyDictionary()
 _INSTANCES: weakref.WeakKeyDictionary[Tidings, Campaigns] = weakref.WeakKeyDictionary()
-
-
-def _counter(app: Tidings) -> CampaignCounter:
-    found = _COUNTERS.get(app)
-    if found is None:
-        found = _COUNTERS[app] = CampaignCounter(app)
-        app.add_middleware(found)
-        app.add_worker_service(found.flush_on_stop)
-    return found
 
 
 def campaigns(app: Tidings) -> Campaigns:
     """The app's :class:`Campaigns` (created on first use; the same object afterwards)."""
     return Campaigns.of(app)
-
-
-async def _sweep(app: Tidings, queue: str, campaign_id: str,
-                 limit: int) -> tuple[int, list[Any], int]:
-    """One sweep batch; returns (more to sweep, flat campaign hash, pending left)."""
-    prefix = app.settings.key_prefix
-    keys = [*queue_keys(prefix, queue), *_keys(prefix, queue, campaign_id)[:2]]
-    _, more, pending, flat = await app.broker.call(_SCRIPTS.sweep, keys, [limit])
-    return int(more), flat, int(pending)
 
 
 # -- the campaign API ----------------------------------------------------------------------
@@ -333,39 +154,6 @@ class _Chunk:
     end: int
 
 
-class _Throttle:
-    """Assigns due times so no more than ``per_minute`` fall in any 60 s window."""
-
-    def __init__(self, per_minute: int, used: dict[int, int]) -> None:
-        self.per_minute = per_minute
-        self.used = used  # minute index -> slots taken
-        self.step_ms = _MINUTE_MS / per_minute
-        self._skip: dict[int, int] = {}  # full minute -> a later minute worth trying
-        self.touched: set[int] = set()
-
-    def place(self, due_ms: int) -> int:
-        minute = -(-due_ms // _MINUTE_MS)  # the first minute boundary not before due
-        path = []
-        while self.used.get(minute, 0) >= self.per_minute:
-            path.append(minute)
-            minute = self._skip.get(minute, minute + 1)
-        for full in path:  # path compression: a million recipients at 09:00 stay linear
-            self._skip[full] = minute
-        slot = self.used.get(minute, 0)
-        self.used[minute] = slot + 1
-        self.touched.add(minute)
-        # Even spacing within the minute: slot k of every minute sits at the same offset,
-        # so a window straddling two minutes holds at most per_minute slots too.
-        return minute * _MINUTE_MS + int(slot * self.step_ms)
-
-    def take_touched(self) -> list[Any]:
-        pairs: list[Any] = []
-        for minute in sorted(self.touched):
-            pairs += (minute, self.used[minute])
-        self.touched.clear()
-        return pairs
-
-
 class Campaigns:
     """Bulk campaigns of one app; get it with :meth:`of` (or :func:`campaigns`).
 
@@ -377,7 +165,7 @@ class Campaigns:
     def __init__(self, app: Tidings, *, clock: Callable[[], datetime] | None = None) -> None:
         self.app = app
         self.clock = clock or (lambda: datetime.now(UTC))
-        self.counter = _counter(app)
+        self.counter = counter_of(app)
         self._registry = f"{app.settings.key_prefix}:campaigns"
         _INSTANCES.setdefault(app, self)
 
@@ -443,12 +231,12 @@ class Campaigns:
         if registered is not None and text(registered) != q.name:
             raise ValidationError("campaign_id", f"campaign {campaign_id!r} belongs to queue "
                                   f"{text(registered)!r}")
-        campaign_key, pending_key, slots_key = _keys(self.app.settings.key_prefix, q.name,
-                                                     campaign_id)
+        campaign_key, pending_key, slots_key = campaign_keys(self.app.settings.key_prefix,
+                                                             q.name, campaign_id)
         spec_json = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
         # The reference instant is fixed at creation, so a resumed run computes the very
         # same due times ("the next 09:00" and throttle slots included).
-        ref_ms = _ms(self.clock())
+        ref_ms = epoch_ms(self.clock())
         created = await self.app.broker.call(
             _SCRIPTS.create, [campaign_key], [campaign_id, q.name, spec_json, ref_ms, now_ms()])
         await client.hset(self._registry, campaign_id, q.name)
@@ -466,8 +254,8 @@ class Campaigns:
         throttle = None
         if throttle_per_minute is not None:
             used = {int(k): int(v) for k, v in (await client.hgetall(slots_key)).items()}
-            throttle = _Throttle(throttle_per_minute, used)
-        plan = _Plan(spec, ref_ms, throttle)
+            throttle = Throttle(throttle_per_minute, used)
+        plan = Plan(spec, ref_ms, throttle)
         chunks = self._chunks(q, campaign_id, recipients, plan, cursor, cursor_id, chunk_size,
                               [campaign_key, pending_key, slots_key])
         await self._send_all(q, chunks)
@@ -503,7 +291,7 @@ class Campaigns:
             raise ValidationError("chunk_size", "must be an integer within 1..10000")
         if if_past not in ("send", "skip"):
             raise ValidationError("if_past", "must be 'send' or 'skip'")
-        fold = _enum(AmbiguousPolicy, ambiguous, "ambiguous")
+        fold = parse_policy(AmbiguousPolicy, ambiguous, "ambiguous")
         if fold is AmbiguousPolicy.BOTH:
             raise ValidationError("ambiguous", "'both' would send twice; choose 'first' or "
                                   "'second'")
@@ -514,19 +302,19 @@ class Campaigns:
         return {
             "queue": queue.name if isinstance(queue, Queue) else queue,
             "local_time": None if local_time is None else local_time.isoformat(),
-            "at": None if at is None else _ms(at),
+            "at": None if at is None else epoch_ms(at),
             "date": None if day is None else day.isoformat(),
             "default_zone": default_zone, "throttle_per_minute": throttle,
             "priority": Priority.parse(priority).label,
             "headers": validate_headers(headers),
             "expires_in": None if expires_in is None else duration_ms(expires_in, "expires_in"),
-            "nonexistent": _enum(NonexistentPolicy, nonexistent, "nonexistent").value,
+            "nonexistent": parse_policy(NonexistentPolicy, nonexistent, "nonexistent").value,
             "ambiguous": fold.value, "if_past": if_past,
         }
 
     def _chunks(self, q: Queue, campaign_id: str, recipients: Iterable[Recipient],
-                plan: _Plan, cursor: int, cursor_id: str, chunk_size: int,
-                campaign_keys: builtins.list[str]) -> Iterator[_Chunk]:
+                plan: Plan, cursor: int, cursor_id: str, chunk_size: int,
+                record_keys: builtins.list[str]) -> Iterator[_Chunk]:
         """Build the publish calls, chunk by chunk, resuming after ``cursor`` recipients."""
         spec = plan.spec
         priority = Priority.parse(spec["priority"])
@@ -552,18 +340,18 @@ class Campaigns:
             batch.append(recipient)
             if len(batch) >= chunk_size:
                 yield self._chunk(q, campaign_id, batch, position, plan, priority,
-                                  base_headers, expires_in, dedupe_ms, campaign_keys)
+                                  base_headers, expires_in, dedupe_ms, record_keys)
                 position += len(batch)
                 batch = []
         if batch:
             yield self._chunk(q, campaign_id, batch, position, plan, priority, base_headers,
-                              expires_in, dedupe_ms, campaign_keys)
+                              expires_in, dedupe_ms, record_keys)
 
     def _chunk(self, q: Queue, campaign_id: str, batch: builtins.list[Recipient],
-               start: int, plan: _Plan, priority: Priority, base_headers: dict[str, str],
+               start: int, plan: Plan, priority: Priority, base_headers: dict[str, str],
                expires_in: float | None, dedupe_ms: int,
-               campaign_keys: builtins.list[str]) -> _Chunk:
-        keys = [*q.keys, *campaign_keys]
+               record_keys: builtins.list[str]) -> _Chunk:
+        keys = [*q.keys, *record_keys]
         packed: builtins.list[Any] = []
         ids: builtins.list[str] = []
         items: builtins.list[Outgoing] = []
@@ -572,12 +360,12 @@ class Campaigns:
         ttl_ms = None if expires_in is None else int(expires_in * 1000)
         limit = q.config.max_payload_bytes
         idem_prefix = f"{q._idem_prefix}campaign:{campaign_id}:"
-        new_ids = _ulids(len(batch), created)
+        new_ids = new_message_ids_at(created, len(batch))
         last_id = ""
         for offset, recipient in enumerate(batch):
             rid = _recipient_id(recipient, start + offset)
             last_id = rid
-            due = plan.due_ms(recipient, rid)
+            due = plan.due_ms(recipient.zone, rid)
             if due is None:
                 skipped += 1
                 continue
@@ -692,15 +480,7 @@ class Campaigns:
 
     async def progress(self, campaign_id: str) -> CampaignProgress:
         """The campaign's counters (counting the messages released since the last look)."""
-        queue = await self._queue_of(campaign_id)
-        while True:
-            more, flat, pending = await _sweep(self.app, queue, campaign_id, _SWEEP_BATCH)
-            if not more:
-                break
-        if not flat:
-            raise CampaignNotFoundError(campaign_id)
-        return CampaignProgress._from_hash(dict(zip(flat[::2], flat[1::2], strict=True)),
-                                           pending)
+        return await read_progress(self.app, await self._queue_of(campaign_id), campaign_id)
 
     async def list(self) -> builtins.list[CampaignProgress]:
         """Every campaign, newest first."""
@@ -724,69 +504,16 @@ class Campaigns:
         """
         queue = await self._queue_of(campaign_id)
         prefix = self.app.settings.key_prefix
-        keys = [*queue_keys(prefix, queue), *_keys(prefix, queue, campaign_id)]
+        keys = [*queue_keys(prefix, queue), *campaign_keys(prefix, queue, campaign_id)]
         while True:
             cancelled, _, left = await self.app.broker.call(
-                _SCRIPTS.cancel, keys, [_SWEEP_BATCH, _ms(self.clock())])
+                _SCRIPTS.cancel, keys, [campaign_progress.SWEEP_BATCH, epoch_ms(self.clock())])
             if cancelled == -1:
                 raise CampaignNotFoundError(campaign_id)
             if left == 0:
                 break
         await self.counter.flush()
         return await self.progress(campaign_id)
-
-
-@dataclass(slots=True)
-class _Plan:
-    """When each recipient's message is due (deterministic, so a resumed run agrees)."""
-
-    spec: dict[str, Any]
-    ref_ms: int
-    throttle: _Throttle | None
-    _by_zone: dict[str, int | None] | None = None
-
-    def due_ms(self, recipient: Recipient, rid: str) -> int | None:
-        spec = self.spec
-        if spec["at"] is not None:
-            natural: int | None = spec["at"]
-        else:
-            zone = recipient.zone or spec["default_zone"]
-            if self._by_zone is None:
-                self._by_zone = {}
-            if zone not in self._by_zone:
-                self._by_zone[zone] = self._local_due(zone, rid)
-            natural = self._by_zone[zone]
-        if natural is None:
-            return None
-        if natural < self.ref_ms:
-            if spec["if_past"] == "skip":
-                return None
-            if self.throttle is not None:
-                natural = self.ref_ms
-        return natural if self.throttle is None else self.throttle.place(natural)
-
-    def _local_due(self, zone: str, rid: str) -> int | None:
-        spec = self.spec
-        wall = time.fromisoformat(spec["local_time"])
-        gap = NonexistentPolicy(spec["nonexistent"])
-        fold = AmbiguousPolicy(spec["ambiguous"])
-        try:
-            tz = ZoneInfo(zone)
-        except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
-            raise ScheduleError("zone", f"recipient {rid!r}: unknown time zone {zone!r}") \
-                from None
-        if spec["date"] is not None:
-            found = resolve_local_time((date.fromisoformat(spec["date"]), wall), zone,
-                                       nonexistent=gap, ambiguous=fold)
-            return _ms(found[0]) if found else None
-        ref = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=self.ref_ms)
-        day = ref.astimezone(tz).date()
-        for offset in range(3):  # today, else tomorrow (a skipped DST gap may cost a day)
-            found = resolve_local_time((day + timedelta(days=offset), wall), zone,
-                                       nonexistent=gap, ambiguous=fold)
-            if found and found[0] >= ref:
-                return _ms(found[0])
-        return None
 
 
 def _recipient_id(recipient: Recipient, position: int) -> str:
@@ -799,30 +526,8 @@ def _recipient_id(recipient: Recipient, position: int) -> str:
     return rid
 
 
-_CROCKFORD = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567",
-                              b"0123456789ABCDEFGHJKMNPQRSTVWXYZ")
-
-
-def _ulids(n: int, created_ms: int) -> Iterator[str]:
-    """``n`` ULIDs for one instant, made in bulk (the per-id library call costs more than
-    anything else per recipient): the 80 random bits of each are exactly 16 base32 digits,
-    which b32encode produces in C and translate maps onto ULID's Crockford alphabet."""
-    stamp = new_message_id_at(created_ms)
-    digits = base64.b32encode(os.urandom(10 * n)).translate(_CROCKFORD).decode()
-    for i in range(0, 16 * n, 16):
-        yield stamp + digits[i:i + 16]
-
-
-def new_message_id_at(created_ms: int) -> str:
-    """The 10-digit timestamp part of a ULID for ``created_ms``."""
-    return str(ULID.from_timestamp(created_ms / 1000))[:10]
-
-
 def _pack(values: builtins.list[Any]) -> bytes:
     # Redis' Lua cmsgpack reads only the old "raw" string type, not bin: no use_bin_type.
     packed: bytes = msgpack.packb(values, use_bin_type=False)
     return packed
 
-
-def _ms(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)

@@ -1,4 +1,4 @@
-"""Per-queue configuration and the retry policy."""
+"""Per-queue configuration, the retry policy, and the naming rules of queues and stored ids."""
 
 from __future__ import annotations
 
@@ -26,6 +26,11 @@ class OnExpire(StrEnum):
 
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+
+# Names callers choose that become parts of Redis keys. Schedules check a queue name before
+# the queue is declared, and schedule and campaign ids follow one rule, hence shared here.
+QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
+RECORD_ID_PATTERN = r"^[A-Za-z0-9_.:\-]{1,128}$"
 
 
 class RetryPolicy(BaseModel):
@@ -58,7 +63,7 @@ class QueueConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")
+    name: str = Field(pattern=QUEUE_NAME_PATTERN)
     retry: RetryPolicy = RetryPolicy()
     visibility_timeout: PositiveSeconds = 30.0
     handler_timeout: PositiveSeconds | None = None

@@ -7,9 +7,11 @@ without breaking consumers that are already running.
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -73,6 +75,25 @@ def new_message_id() -> str:
     pairs = _PAIRS
     out = [pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)]
     return "".join(out)
+
+
+# base64.b32encode's alphabet, mapped onto Crockford's by bytes.translate.
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+
+
+def new_message_ids_at(created_ms: int, n: int) -> Iterator[str]:
+    """``n`` ULIDs for one instant ``created_ms``, made in bulk.
+
+    For producers that stamp a whole batch with one creation time (campaign chunks), where
+    :func:`new_message_id` per id would cost more than anything else per message: the 80
+    random bits of each id are exactly 16 base32 digits, which ``b32encode`` produces in C.
+    Unlike :func:`new_message_id`, ids of one batch are not ordered among themselves.
+    """
+    # The 48-bit timestamp is the first 10 digits: five 10-bit pairs.
+    stamp = "".join(_PAIRS[(created_ms >> shift) & 1023] for shift in range(40, -1, -10))
+    digits = base64.b32encode(os.urandom(10 * n)).translate(_FROM_RFC4648).decode()
+    for i in range(0, 16 * n, 16):
+        yield stamp + digits[i:i + 16]
 
 
 def to_ms(value: datetime, field_name: str) -> int:

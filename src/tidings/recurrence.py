@@ -42,7 +42,9 @@ __all__ = [
     "ScheduleError",
     "at_local",
     "due_occurrences",
+    "epoch_ms",
     "occurrence_key",
+    "parse_policy",
     "resolve_local_time",
 ]
 
@@ -92,6 +94,12 @@ def _require_aware(value: object, field: str) -> datetime:
     return value
 
 
+def epoch_ms(value: datetime) -> int:
+    """Milliseconds since the Unix epoch of an aware ``value``, floored, in integer
+    arithmetic (no float round trip), for the due and fire times stored in Redis."""
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
 def _conversions(wall: datetime, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """The UTC instants of ``wall`` read with fold=0 and fold=1 (equal unless near a shift)."""
     return (
@@ -111,7 +119,9 @@ def _shift_near(moment: datetime, zone: ZoneInfo) -> timedelta:
     return max(offsets) - min(offsets)
 
 
-def _policy(enum: type[_P], value: object, field: str) -> _P:
+def parse_policy(enum: type[_P], value: object, field: str) -> _P:
+    """``value`` (a member or its string) as a member of ``enum``; ScheduleError naming
+    ``field`` and the allowed values otherwise."""
     try:
         return enum(str(value))
     except ValueError:
@@ -152,8 +162,8 @@ def resolve_local_time(
     return _resolve(
         _local_input(local),
         _zone(zone, "zone"),
-        _policy(NonexistentPolicy, nonexistent, "nonexistent"),
-        _policy(AmbiguousPolicy, ambiguous, "ambiguous"),
+        parse_policy(NonexistentPolicy, nonexistent, "nonexistent"),
+        parse_policy(AmbiguousPolicy, ambiguous, "ambiguous"),
     )
 
 
@@ -197,7 +207,7 @@ class Recurrence:
     def __post_init__(self) -> None:
         # Accepting the plain strings lets a schedule round-trip through JSON.
         for name, enum in (("nonexistent", NonexistentPolicy), ("ambiguous", AmbiguousPolicy)):
-            object.__setattr__(self, name, _policy(enum, getattr(self, name), name))
+            object.__setattr__(self, name, parse_policy(enum, getattr(self, name), name))
         self.validate()
 
     @classmethod
@@ -385,7 +395,7 @@ def due_occurrences(
     drops them. Without ``last_fired`` history starts at ``start``, or at ``now - grace``.
     """
     _require_aware(now, "now")
-    policy = _policy(MissedPolicy, policy, "policy")
+    policy = parse_policy(MissedPolicy, policy, "policy")
     if last_fired is not None:
         after = _require_aware(last_fired, "last_fired")
     elif rec.start is not None:

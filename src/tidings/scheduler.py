@@ -13,7 +13,9 @@ Every worker of an app whose ``app.schedules`` was touched runs the ticker (ther
 special scheduler process): each tick claims the due schedules in one atomic script, so two
 tickers never fire the same occurrence, and publishes each occurrence with the idempotency
 key :func:`~tidings.recurrence.occurrence_key`, so even a ticker that lost its claim half-way
-(it stalled past the lease) cannot make a second message for the same occurrence.
+(it stalled past the lease) cannot make a second message for the same occurrence. The
+:class:`~tidings.schedule.Schedule` record itself (validation, payload templates, stored
+form) is in :mod:`tidings.schedule`.
 
 Redis layout under prefix ``tidings`` (one hash tag, one cluster slot)::
 
@@ -38,16 +40,12 @@ import asyncio
 import builtins
 import logging
 import random
-import re
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from dataclasses import replace as _replace
 from datetime import UTC, date, datetime, time, timedelta
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import orjson
+from typing import TYPE_CHECKING, Any
 
 from .broker import TRANSIENT, text
 from .errors import (
@@ -57,17 +55,19 @@ from .errors import (
     TidingsError,
     ValidationError,
 )
-from .message import Priority, from_ms, new_message_id, validate_headers
+from .message import Priority, new_message_id
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,
     NonexistentPolicy,
-    Recurrence,
     ScheduleError,
     at_local,
     due_occurrences,
+    epoch_ms,
     occurrence_key,
+    parse_policy,
 )
+from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, render, state_of
 from .scripts import Script
 
 if TYPE_CHECKING:
@@ -87,195 +87,11 @@ __all__ = [
 
 log = logging.getLogger("tidings.scheduler")
 
-_ID = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
-_QUEUE = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")  # QueueConfig.name's pattern
-_PLACEHOLDER = re.compile(r"\{(schedule_id|occurrence|occurrence_local|occurrence_ts)\}")
-# Fields update() may change; the rest of a Schedule is identity or state.
-_DEFINITION = ("queue", "cron", "every", "timezone", "start", "end", "max_count", "payload",
-               "priority", "headers", "nonexistent", "ambiguous", "missed", "grace")
 _SAVE_RETRIES = 20
-E = TypeVar("E", bound=StrEnum)
-
-
-def _enum(enum: type[E], value: object, name: str) -> E:
-    try:
-        return enum(str(value))
-    except ValueError:
-        raise ScheduleError(name, f"must be one of {', '.join(enum)}") from None
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _ms(value: datetime) -> int:
-    return (value - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
-
-
-def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | None:
-    if value is None or isinstance(value, timedelta):
-        return value
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ScheduleError(name, "must be a timedelta or a number of seconds")
-    return timedelta(seconds=value)
-
-
-@dataclass(frozen=True, slots=True)
-class Schedule:
-    """A recurring schedule: its definition and (read-only) firing state.
-
-    ``payload`` is a JSON-compatible template: in its string values ``{schedule_id}``,
-    ``{occurrence}`` (ISO 8601, UTC), ``{occurrence_local}`` (ISO 8601 in ``timezone``)
-    and ``{occurrence_ts}`` (Unix seconds) are replaced per occurrence; other braces are
-    left alone. Each message also carries the headers ``schedule_id`` and ``occurrence``.
-    ``grace``: an occurrence at most this old when a ticker sees it is on time; an older
-    one was *missed* (every worker was down) and follows ``missed``.
-    """
-
-    id: str
-    queue: str
-    cron: str | None = None
-    every: timedelta | None = None
-    timezone: str = "UTC"
-    start: datetime | None = None
-    end: datetime | None = None
-    max_count: int | None = None
-    payload: Any = None
-    priority: Priority = Priority.NORMAL
-    headers: dict[str, str] = field(default_factory=dict)
-    nonexistent: NonexistentPolicy = NonexistentPolicy.NEXT_VALID
-    ambiguous: AmbiguousPolicy = AmbiguousPolicy.FIRST
-    missed: MissedPolicy = MissedPolicy.ONCE
-    grace: timedelta = timedelta(seconds=60)
-    paused: bool = False
-    # State, maintained by the tickers.
-    next_fire: datetime | None = None
-    last_fired: datetime | None = None
-    fired_count: int = 0
-    checked_until: datetime | None = None
-    version: int = 0
-    created_at: datetime | None = None
-    last_error: str | None = None
-
-    @property
-    def recurrence(self) -> Recurrence:
-        return Recurrence(self.cron, self.every, self.timezone, self.start, self.end,
-                          self.max_count, self.nonexistent, self.ambiguous)
-
-    @property
-    def state(self) -> str:
-        """``active``, ``paused`` or ``finished`` (end passed or max_count reached)."""
-        if self.paused:
-            return "paused"
-        return "active" if self.next_fire is not None else "finished"
-
-    def as_dict(self) -> dict[str, Any]:
-        """A JSON-compatible view (what ``tidings schedules show --json`` prints)."""
-        def out(value: Any) -> Any:
-            if isinstance(value, datetime):
-                return value.isoformat()
-            if isinstance(value, timedelta):
-                return value.total_seconds()
-            if isinstance(value, Priority):
-                return value.label
-            return value
-
-        data = {f.name: out(getattr(self, f.name)) for f in fields(self)}
-        data["state"] = self.state
-        return data
-
-    # -- storage -----------------------------------------------------------------------
-
-    def _definition_json(self) -> bytes:
-        return orjson.dumps({
-            "queue": self.queue, "cron": self.cron,
-            "every": None if self.every is None else self.every.total_seconds(),
-            "timezone": self.timezone,
-            "start": None if self.start is None else self.start.isoformat(),
-            "end": None if self.end is None else self.end.isoformat(),
-            "max_count": self.max_count, "payload": self.payload,
-            "priority": self.priority.label, "headers": self.headers,
-            "nonexistent": self.nonexistent.value, "ambiguous": self.ambiguous.value,
-            "missed": self.missed.value, "grace": self.grace.total_seconds(),
-        })
-
-    @classmethod
-    def _from_hash(cls, raw: Mapping[Any, Any]) -> Schedule:
-        h = {text(k): text(v) for k, v in raw.items()}
-        d = orjson.loads(h["def"])
-
-        def when(name: str) -> datetime | None:
-            value = h.get(name) or ""
-            return from_ms(int(value)) if value else None
-
-        def iso(value: str | None) -> datetime | None:
-            return None if value is None else datetime.fromisoformat(value)
-
-        return cls(
-            id=h["id"], queue=d["queue"], cron=d["cron"],
-            every=None if d["every"] is None else timedelta(seconds=d["every"]),
-            timezone=d["timezone"], start=iso(d["start"]), end=iso(d["end"]),
-            max_count=d["max_count"], payload=d["payload"], priority=Priority.parse(d["priority"]),
-            headers=d["headers"], nonexistent=NonexistentPolicy(d["nonexistent"]),
-            ambiguous=AmbiguousPolicy(d["ambiguous"]), missed=MissedPolicy(d["missed"]),
-            grace=timedelta(seconds=d["grace"]), paused=h.get("paused") == "1",
-            next_fire=when("next_fire"), last_fired=when("last_fired"),
-            fired_count=int(h.get("fired_count") or 0), checked_until=when("checked_until"),
-            version=int(h.get("version") or 0), created_at=when("created_at"),
-            last_error=h.get("last_error") or None,
-        )
-
-
-def _build(schedule_id: str, queue: str, **options: Any) -> Schedule:
-    """Validate everything a caller may pass and return a Schedule (state left default)."""
-    if not isinstance(schedule_id, str) or not _ID.match(schedule_id):
-        raise ScheduleError("schedule_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : -")
-    if not isinstance(queue, str) or not _QUEUE.match(queue):
-        raise ScheduleError("queue", "must be a queue name: 1-64 characters of A-Z a-z 0-9 _ . -")
-    opts = dict(options)
-    opts["every"] = _seconds(opts.get("every"), "every")
-    grace = _seconds(opts.get("grace", timedelta(seconds=60)), "grace")
-    if grace is None or grace < timedelta(0):
-        raise ScheduleError("grace", "must not be negative")
-    opts["grace"] = grace
-    opts["priority"] = Priority.parse(opts.get("priority", Priority.NORMAL))
-    try:
-        opts["headers"] = validate_headers(opts.get("headers"))
-    except ValidationError as exc:
-        raise ScheduleError("headers", exc.reason) from None
-    opts["nonexistent"] = _enum(NonexistentPolicy, opts.get("nonexistent", "next_valid"),
-                                "nonexistent")
-    opts["ambiguous"] = _enum(AmbiguousPolicy, opts.get("ambiguous", "first"), "ambiguous")
-    opts["missed"] = _enum(MissedPolicy, opts.get("missed", "once"), "missed")
-    try:
-        orjson.dumps(opts.get("payload"))
-    except TypeError as exc:
-        raise ScheduleError("payload", f"must be JSON-compatible: {exc}") from None
-    schedule = Schedule(schedule_id, queue, **opts)
-    schedule.recurrence  # noqa: B018 - validates cron/every/timezone/start/end/max_count
-    return schedule
-
-
-def render(template: Any, schedule: Schedule, occurrence: datetime) -> Any:
-    """The payload of one occurrence: placeholders replaced in every string value."""
-    values = {
-        "schedule_id": schedule.id,
-        "occurrence": occurrence.astimezone(UTC).isoformat(),
-        "occurrence_local": occurrence.astimezone(schedule.recurrence.zone).isoformat(),
-        "occurrence_ts": str(_ms(occurrence) // 1000),
-    }
-
-    def walk(value: Any) -> Any:
-        if isinstance(value, str):
-            return _PLACEHOLDER.sub(lambda m: values[m.group(1)], value) if "{" in value \
-                else value
-        if isinstance(value, list):
-            return [walk(v) for v in value]
-        if isinstance(value, dict):
-            return {k: walk(v) for k, v in value.items()}
-        return value
-
-    return walk(template)
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,9 +206,10 @@ class Schedules:
                                     timezone="America/New_York", replace=True)
 
         History starts when the schedule is created: occurrences before that never fire
-        (``start`` may be in the past to anchor an ``every`` interval).
+        (``start`` may be in the past to anchor an ``every`` interval; one within ``grace``
+        of now fires at once, so ``start=now`` works).
         """
-        schedule = _build(
+        schedule = build_schedule(
             schedule_id or new_message_id(), queue, cron=cron, every=every, timezone=timezone,
             start=start, end=end, max_count=max_count, payload=payload, priority=priority,
             headers=headers, nonexistent=nonexistent, ambiguous=ambiguous, missed=missed,
@@ -406,11 +223,14 @@ class Schedules:
                 # ``missed`` after a redeploy, and the pause an operator may have set.
                 return await self._save_change(
                     schedule.id, lambda current: _replace(
-                        schedule, paused=current.paused, **_state_of(current)))
+                        schedule, paused=current.paused, **state_of(current)))
         now = self._now()
-        # Nothing before a schedule existed counts as missed: history starts at creation
-        # (or just before ``start`` when that is now, so ``start=now`` fires at once).
-        origin = now if start is None else min(now, start - timedelta(microseconds=1))
+        # Nothing before a schedule existed counts as missed: history starts at creation,
+        # or just before ``start`` when that is recent enough to be on time (within
+        # ``grace``), so ``start=now`` fires at once but a start days ago fires no backlog.
+        origin = now
+        if schedule.start is not None and schedule.start >= now - schedule.grace:
+            origin = min(now, schedule.start - timedelta(microseconds=1))
         nxt = None if paused else self._next(schedule, origin, 0)
         version = await self._save(schedule, "create", None, nxt, origin, now)
         if version == 0:
@@ -458,21 +278,21 @@ class Schedules:
 
             await app.schedules.update("digest", cron="0 8 * * *", payload={"v": 2})
         """
-        unknown = sorted(set(changes) - set(_DEFINITION))
+        unknown = sorted(set(changes) - set(DEFINITION_FIELDS))
         if unknown:
             raise ScheduleError(unknown[0], f"cannot be updated; updatable fields: "
-                                f"{', '.join(_DEFINITION)}")
+                                f"{', '.join(DEFINITION_FIELDS)}")
         if "every" in changes and "cron" not in changes:
             changes["cron"] = None
         if "cron" in changes and "every" not in changes:
             changes["every"] = None
 
         def change(current: Schedule) -> Schedule:
-            merged = {name: getattr(current, name) for name in _DEFINITION}
+            merged = {name: getattr(current, name) for name in DEFINITION_FIELDS}
             merged.update(changes)
             queue = merged.pop("queue")
-            return _replace(_build(current.id, queue, paused=current.paused, **merged),
-                            **_state_of(current))
+            return _replace(build_schedule(current.id, queue, paused=current.paused, **merged),
+                            **state_of(current))
 
         return await self._save_change(schedule_id, change, from_now=True)
 
@@ -499,8 +319,8 @@ class Schedules:
             _SCRIPTS.save, client, [self._due_key, self._ids_key, self._hash(schedule.id)],
             [schedule.id, mode, "" if expected is None else expected,
              schedule._definition_json(), "1" if schedule.paused else "0",
-             "" if nxt is None else _ms(nxt), "" if checked is None else _ms(checked),
-             _ms(now)])
+             "" if nxt is None else epoch_ms(nxt), "" if checked is None else epoch_ms(checked),
+             epoch_ms(now)])
         return result
 
     async def _save_change(self, schedule_id: str, change: Callable[[Schedule], Schedule],
@@ -560,13 +380,13 @@ class Schedules:
 
     async def _claim(self, now: datetime, horizon: datetime) -> builtins.list[tuple[Schedule, str]]:
         client = await self._client()
-        bound = _ms(horizon)
+        bound = epoch_ms(horizon)
         ids = [text(i) for i in await client.zrangebyscore(
             self._due_key, "-inf", bound, start=0, num=self.batch)]
         if not ids:
             return []
         token = new_message_id()
-        lease_end = _ms(now) + int(self.lease * 1000)
+        lease_end = epoch_ms(now) + int(self.lease * 1000)
         rows = await self.app.broker.retrying(
             _SCRIPTS.claim, client, [self._due_key, *(self._hash(i) for i in ids)],
             [bound, lease_end, token, *ids])
@@ -611,9 +431,9 @@ class Schedules:
         client = await self._client()
         committed = await self.app.broker.retrying(
             _SCRIPTS.commit, client, [self._due_key, self._hash(schedule.id)],
-            [schedule.id, token, schedule.version, _ms(checked),
-             _ms(occurrences[-1]) if occurrences else "", len(occurrences),
-             "" if nxt is None else _ms(nxt), error])
+            [schedule.id, token, schedule.version, epoch_ms(checked),
+             epoch_ms(occurrences[-1]) if occurrences else "", len(occurrences),
+             "" if nxt is None else epoch_ms(nxt), error])
         if not committed:
             log.info("schedule %s: claim lost before commit (deleted, or re-claimed after the "
                      "lease); its occurrences were deduplicated by their keys", schedule.id)
@@ -637,12 +457,6 @@ class Schedules:
                 pause = self.interval
             # Jitter keeps the tickers of many workers from hitting the server in lockstep.
             await asyncio.sleep(pause * (0.9 + 0.2 * random.random()))
-
-
-def _state_of(schedule: Schedule) -> dict[str, Any]:
-    names = ("next_fire", "last_fired", "fired_count", "checked_until", "version",
-             "created_at", "last_error")
-    return {name: getattr(schedule, name) for name in names}
 
 
 async def publish_local(
@@ -693,8 +507,8 @@ def local_instant(
                             "absolute instant use publish(send_at=...))")
     if not isinstance(at, datetime | tuple):
         raise ScheduleError("at", "must be a naive datetime or a (date, time) pair")
-    gap = _enum(NonexistentPolicy, nonexistent, "nonexistent")
-    fold = _enum(AmbiguousPolicy, ambiguous, "ambiguous")
+    gap = parse_policy(NonexistentPolicy, nonexistent, "nonexistent")
+    fold = parse_policy(AmbiguousPolicy, ambiguous, "ambiguous")
     if fold is AmbiguousPolicy.BOTH:
         raise ScheduleError("ambiguous", "'both' would send twice; choose 'first' or 'second'")
     try:

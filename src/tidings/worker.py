@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -465,15 +465,17 @@ class QueueRunner:
         self.allocator.set_weights(weights or self.config.weights)
 
     async def reclaim(self) -> None:
-        free = self.free()
-        if free <= 0 or self.worker.stopping:
-            return
-        # Reclaimed messages are deliveries too: a paused or rate-limited queue must not
-        # take them behind its gates' back.
-        free = await self._admitted(free)
-        if free <= 0:
+        if self.worker.stopping:
             return
         vt_ms = int(self.config.visibility_timeout * 1000)
+        free = max(0, self.free())
+        if free and self.queue.gates:
+            # Reclaimed messages are deliveries too: a paused or rate-limited queue must
+            # not take them behind its gates' back. Gates may spend (rate tokens), so ask
+            # them only for what a reclaim can take now.
+            reclaimable = await self._reclaimable(free, vt_ms)
+            free = await self._admitted(reclaimable) if reclaimable else 0
+        # Even with nothing to take, the script still removes dead consumers.
         delivered, dropped, removed = await SCRIPTS.reclaim(
             self.client, self.keys,
             [GROUP, self.worker.consumer, vt_ms, free, self.config.max_deliveries,
@@ -486,23 +488,35 @@ class QueueRunner:
         for name in removed:
             log.info("removed dead consumer %s from %s", text(name), self.queue.name)
 
+    async def _reclaimable(self, limit: int, vt_ms: int) -> int:
+        """How many (up to ``limit``) entries have gone unrenewed past the lease."""
+        pipe = self.client.pipeline(transaction=False)
+        for lane_key in self.keys[:3]:
+            pipe.xpending_range(lane_key, GROUP, "-", "+", limit, idle=vt_ms)
+        return sum(len(found) for found in await pipe.execute())
+
     async def heartbeat_loop(self) -> None:
-        interval = min(10.0, self.config.visibility_timeout / 3)
-        reclaim_every = self.config.visibility_timeout / 2
-        last_reclaim = 0.0
+        await self._every(min(10.0, self.config.visibility_timeout / 3),
+                          lambda: self.heartbeat(), "heartbeat")
+
+    async def reclaim_loop(self) -> None:
+        # Apart from the heartbeat: reclaiming passes the fetch gates, which may wait (a
+        # pause, a rate limit), and a late heartbeat would cost this worker its leases.
+        await self._every(self.config.visibility_timeout / 2, lambda: self.reclaim(),
+                          "reclaim")
+
+    async def _every(self, interval: float, step: Callable[[], Awaitable[None]],
+                     what: str) -> None:
         backoff = Backoff()
         while True:
             try:
-                await self.heartbeat()
-                if time.monotonic() - last_reclaim >= reclaim_every:
-                    last_reclaim = time.monotonic()
-                    await self.reclaim()
+                await step()
                 backoff.reset()
             except TRANSIENT as exc:
-                await backoff.wait(f"heartbeat on {self.queue.name}", exc)
+                await backoff.wait(f"{what} on {self.queue.name}", exc)
                 continue
             except ResponseError as exc:
-                await self._refused(f"heartbeat on {self.queue.name}", exc, backoff)
+                await self._refused(f"{what} on {self.queue.name}", exc, backoff)
                 continue
             await asyncio.sleep(interval)
 
@@ -596,7 +610,8 @@ class Worker:
         services = [loop.create_task(service(self)) for service in self.app.worker_services]
         await asyncio.sleep(0)
         fetchers = [loop.create_task(r.fetch_loop()) for r in self.runners]
-        heartbeats = [loop.create_task(r.heartbeat_loop()) for r in self.runners] + services
+        heartbeats = [loop.create_task(job()) for r in self.runners
+                      for job in (r.heartbeat_loop, r.reclaim_loop)] + services
         log.info("worker %s consuming %s", self.consumer, ", ".join(q.name for q in self.queues))
         self._started.set()
         waiter = loop.create_task(self.stopped.wait())

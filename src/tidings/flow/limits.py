@@ -74,10 +74,10 @@ class _Protecting(Guard):
 class QueueRateLimit(_Protecting):
     """A token bucket shared by its queues and all workers; the fetch takes only tokens held.
 
-    Before fetching, the gate counts the queue's ready backlog (undelivered entries plus
-    due delayed messages) and asks for at most that many tokens, so an idle queue does not
-    burn tokens on empty fetches. Messages that bypass fetching (reclaimed from a dead
-    worker) are not counted against the limit.
+    Before fetching, the gate counts the queue's ready backlog (undelivered entries, due
+    delayed messages, and entries held by consumers that stopped heartbeating, which the
+    workers reclaim through the same gate) and asks for at most that many tokens, so an
+    idle queue does not burn tokens on empty fetches.
     """
 
     gate_stage = GATE_RATE
@@ -109,21 +109,32 @@ class QueueRateLimit(_Protecting):
 
 
 async def _backlog(client: Any, queue: Queue) -> int:
-    """Messages a fetch could take now: undelivered lane entries plus due delayed ones."""
+    """Messages a fetch or a reclaim could take now.
+
+    Undelivered lane entries, due delayed messages, and entries held by consumers whose
+    last heartbeat is older than the visibility timeout (a reclaim takes those).
+    """
     k = queue.keys
+    now_ms = int(time.time() * 1000)
     pipe = client.pipeline(transaction=False)
     for lane in k[:3]:
         pipe.xlen(lane)
         pipe.xpending(lane, GROUP)
-    pipe.zcount(k[3], "-inf", int(time.time() * 1000))
+    pipe.zcount(k[3], "-inf", now_ms)
+    pipe.zrangebyscore(k[10], now_ms - int(queue.config.visibility_timeout * 1000), "+inf")
     try:
         res = await pipe.execute()
     except ResponseError as exc:
         if "NOGROUP" in str(exc):
             return 1  # let the fetch run: it recreates the group
         raise
-    ready = sum(int(res[i]) - int((res[i + 1] or {}).get("pending", 0)) for i in (0, 2, 4))
-    return ready + int(res[6])
+    summaries = [res[i] or {} for i in (1, 3, 5)]
+    ready = sum(int(res[i]) - int(summary.get("pending", 0))
+                for i, summary in zip((0, 2, 4), summaries, strict=True))
+    live = set(res[7])
+    stale = sum(int(c["pending"]) for summary in summaries
+                for c in summary.get("consumers") or () if c["name"] not in live)
+    return ready + int(res[6]) + stale
 
 
 async def _wait_for_entries(client: Any, queue: Queue) -> None:
