@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from .core import MEASUREMENTS, Bench, Plan, evaluate_targets, log
+from .stats import RESULTS
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

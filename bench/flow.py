@@ -33,7 +33,7 @@ from tidings.flow import FairMessage
 from tidings.ordering import OrderedQueue
 from tidings.ordering_worker import OrderedWorker
 
-from .stats import latency_summary, rounded
+from .stats import RESULTS, latency_summary, rounded
 
 ROOT = Path(__file__).resolve().parent.parent
 _APP: Tidings | None = None
@@ -267,11 +267,16 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                                                               "redis://127.0.0.1:6379/0"))
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument("--only", choices=list(MEASUREMENTS), action="append")
+    parser.add_argument("--output", type=Path, default=RESULTS / "flow.json",
+                        help="where to write the JSON (default: %(default)s)")
     args = parser.parse_args(argv)
     out: dict[str, Any] = {"redis_url": args.redis_url, "quick": args.quick}
     for name in args.only or list(MEASUREMENTS):
         print(f"running {name} ...", file=sys.stderr)
         out[name] = await MEASUREMENTS[name](args.redis_url, args.quick)
+    text = json.dumps(out, indent=2)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
     return out
 
 

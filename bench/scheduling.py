@@ -31,6 +31,7 @@ from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as wall_time
+from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
@@ -39,7 +40,7 @@ from tidings import Message, Outgoing, Tidings
 from tidings.campaign import Campaigns, Recipient
 from tidings.scripts import SCRIPTS
 
-from .stats import latency_summary
+from .stats import RESULTS, latency_summary
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 ZONES = ["Asia/Tokyo", "America/New_York", "Europe/Berlin", "America/Sao_Paulo", None]
@@ -278,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", action="append", default=[],
                         choices=["delayed_lateness", "promotion_throughput",
                                  "campaign_enqueue"])
+    parser.add_argument("--output", type=Path, default=RESULTS / "scheduling.json",
+                        help="where to write the JSON (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         import uvloop
@@ -287,7 +290,10 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.Runner()
     with runner:
         report = runner.run(run_all(args.redis_url, args.quick, args.only))
-    print(json.dumps(report, indent=2))
+    text = json.dumps(report, indent=2)
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text + "\n")
     return 0
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"  # where each benchmark writes its JSON
 
 
 def median(values: Sequence[float]) -> float:
