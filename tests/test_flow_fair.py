@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from conftest import Recorder
 from flow_helpers import wait_until
-from tidings import EventKind, Message, Tidings
+from tidings import DurabilityError, EventKind, Message, Tidings
 from tidings.flow import FairMessage
 
 
@@ -68,3 +70,15 @@ async def test_lanes_and_other_gates_still_apply(app: Tidings, recorder: Recorde
         await recorder.wait_count(EventKind.ACKED, 6)
         await recorder.wait_count(EventKind.EXPIRED, 1)
     assert seen[0] == "urgent" and len(seen) == 6
+
+
+async def test_fair_publish_has_the_queue_durability_and_events(
+        app: Tidings, recorder: Recorder) -> None:
+    otp = app.queue("otp", durability="replicated", durability_timeout=0.05)
+    fair = app.flow.fair(otp)
+    with pytest.raises(DurabilityError) as info:  # no replica confirms the write
+        await fair.publish("123456", tenant="acme")
+    assert len(info.value.message_ids) == 1 and await fair.held() == 1
+    email = app.queue("email")
+    ids = await app.flow.fair(email).publish_many([FairMessage(i, "acme") for i in range(3)])
+    assert [e.message_id for e in recorder.of(EventKind.PUBLISHED)] == ids

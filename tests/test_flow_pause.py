@@ -13,6 +13,7 @@ from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
 from tidings.cli import cli
 from tidings.flow import pause_queue, resume_queue
+from tidings.ordering import meta_key
 
 
 async def test_paused_queue_keeps_its_messages_on_every_worker(
@@ -154,6 +155,16 @@ def test_cli_pause_and_resume(redis_url: str) -> None:
     assert "0 parked" in invoke("resume", "email", "--key", "acme")
     assert orjson.loads(invoke("paused", "email", "--json"))["paused"] is False
     assert "running" in invoke("paused", "email")
+    keyed = runner.invoke(cli, ["pause", "email", "--key", "acme"], env=env)
+    assert "app.flow.pausable('email'" in keyed.stderr  # only those workers obey it
+
+    async def declare_ordered() -> None:
+        async with Tidings(redis_url, key_prefix=prefix) as app:
+            await app.broker.client.hset(meta_key(prefix, "orders"), "partitions", 4)
+
+    asyncio.run(declare_ordered())
+    refused = runner.invoke(cli, ["pause", "orders"], env=env)
+    assert refused.exit_code == 2 and "ordered queue" in refused.output
 
     async def cleanup() -> None:
         async with Tidings(redis_url, key_prefix=prefix) as app:

@@ -186,16 +186,22 @@ class Broker:
             await asyncio.sleep(self.settings.connect_backoff)
             return await self.retrying(script, self.client, keys, args, already_failed=1)
 
-    async def publish(self, queue: Queue, keys: list[str], args: list[Any]) -> Any:
+    async def publish(self, queue: Queue, keys: list[str], args: list[Any],
+                      script: Script | None = None, ids: list[str] | None = None) -> Any:
+        """Run a publishing script (by default publish.lua) with the queue's durability.
+
+        ``ids``: the ids the script writes, for a DurabilityError (publish.lua returns them).
+        """
+        script = script or SCRIPTS.publish
         durability = queue.config.durability
         if durability is Durability.MEMORY or (
                 durability is Durability.DISK and not self.has_waitaof):
-            return await self.call(SCRIPTS.publish, keys, args)
-        return await self.retrying(self._publish_durable, queue, keys, args)
+            return await self.call(script, keys, args)
+        return await self.retrying(self._publish_durable, queue, script, keys, args, ids)
 
-    async def _publish_durable(self, queue: Queue, keys: list[str], args: list[Any]) -> Any:
+    async def _publish_durable(self, queue: Queue, script: Script, keys: list[str],
+                               args: list[Any], ids: list[str] | None) -> Any:
         timeout_ms = int(queue.config.durability_timeout * 1000)
-        script = SCRIPTS.publish
         for _ in range(2):
             pipe = self.client.pipeline(transaction=False)
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
@@ -211,7 +217,7 @@ class Broker:
             ok = (confirmed[0] >= 1 if queue.config.durability is Durability.DISK
                   else confirmed >= 1)
             if not ok:
-                ids = [text(r[0]) for r in result]
+                ids = ids if ids is not None else [text(r[0]) for r in result]
                 raise DurabilityError(
                     f"{queue.config.durability.value} durability not confirmed within "
                     f"{queue.config.durability_timeout}s (confirmation: {confirmed}); the "

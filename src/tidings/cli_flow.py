@@ -14,6 +14,8 @@ import typer
 from rich.table import Table
 
 from .cli import AppOption, JsonOption, console, emit_json, load_app, queue_of, run
+from .errors import ValidationError
+from .ordering import meta_key
 
 flow_cli = typer.Typer(help="Flow control: circuit breakers, pausing queues and keys.")
 
@@ -62,8 +64,19 @@ def pause(queue: str, key: KeyOption = None, app_spec: AppOption = None) -> None
     """Stop every worker from taking QUEUE's messages (or one key's); they stay queued."""
     app = load_app(app_spec)
     q = queue_of(app, queue)
-    run(app, lambda: app.flow.pause(q, key))
+
+    async def pause_it() -> None:
+        # A pause is a flag only plain-queue workers read: refuse rather than "succeed".
+        if await app.broker.client.exists(meta_key(app.settings.key_prefix, queue)):
+            raise ValidationError("queue", f"{queue!r} is an ordered queue; pause does not "
+                                  "apply to ordered queues")
+        await app.flow.pause(q, key)
+
+    run(app, pause_it)
     typer.echo(f"paused {queue}" + (f" key {key}" if key is not None else ""))
+    if key is not None:
+        typer.echo(f"note: only workers whose app declares app.flow.pausable({queue!r}, "
+                   "key=...) hold back a paused key", err=True)
 
 
 @flow_cli.command()

@@ -113,7 +113,12 @@ class FairQueue(Guard):
             args += (keys.index(line) + 1, item.tenant, int(lane),
                      "" if expires is None else expires, msg_id.encode() + b"|" + raw)
             ids.append(msg_id)
-        await app.broker.call(_PUBLISH, keys, args)
+        await app.broker.publish(self.queue, keys, args, script=_PUBLISH, ids=ids)
+        bus = app.events
+        if bus.active:
+            for msg_id, item in zip(ids, items, strict=True):
+                bus.emit_published(self.queue.name, msg_id, Priority.parse(item.priority),
+                                   item.headers)
         return ids
 
     async def admit(self, queue: Queue, free: int) -> int:
