@@ -180,6 +180,33 @@ async def test_dead_letter_policy_moves_on(app: Tidings, recorder: Recorder) -> 
     assert recorder.counts[EventKind.DEAD_LETTERED] == 1
 
 
+async def test_dead_letters_replay_to_the_end_of_their_key_and_purge(
+        app: Tidings, recorder: Recorder) -> None:
+    q = OrderedQueue(app, "orders", partitions=2, max_attempts=1, on_failure="dead_letter")
+    healed = False
+    seen: list[tuple[str, int]] = []
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        if msg.payload == 1 and not healed:
+            raise RuntimeError("provider down")
+        seen.append((msg.headers["ordering_key"], msg.payload))
+
+    await q.publish_many([("a", 0), ("a", 1), ("a", 2), ("b", 1)])
+    async with OrderedWorker(app, [q]):
+        await recorder.wait_count(EventKind.DEAD_LETTERED, 2)
+        await recorder.wait_count(EventKind.ACKED, 2)
+        healed = True
+        assert await q.replay_dead_letters(key="a") == 1
+        assert await q.replay_dead_letters(key="a") == 0  # never enqueued twice
+        await recorder.wait_count(EventKind.ACKED, 3)
+    assert seen == [("a", 0), ("a", 2), ("a", 1)]  # after the key's later message
+    [left] = await q.dead_letters()
+    assert left["key"] == "b"
+    assert await q.purge_dead_letters() == 1
+    assert await q.dead_letters() == [] and await q.pending("b") == 0
+
+
 async def test_snooze_waits_without_spending_an_attempt(app: Tidings) -> None:
     q = OrderedQueue(app, "orders", partitions=1, lease=2.0)
     seen: list[tuple[int, int]] = []
@@ -301,6 +328,12 @@ def test_cli_shows_and_unblocks_keys(redis_url: str) -> None:
     assert "skipped" in invoke("skip", "ledger", "acct-1")
     assert runner.invoke(cli, ["ordered", "retry", "ledger", "acct-1"], env=env).exit_code == 1
     assert orjson.loads(invoke("blocked", "ledger", "--json")) == []
+    [dead] = orjson.loads(invoke("dlq", "ledger", "--json"))
+    assert (dead["key"], dead["attempts"]) == ("acct-1", 1)
+    assert "acct-1" in invoke("dlq", "ledger")
+    assert invoke("replay", "ledger", "--key", "acct-2").strip() == "replayed 0 messages"
+    assert invoke("purge", "ledger", "--yes").strip() == "purged 1 messages"
+    assert orjson.loads(invoke("dlq", "ledger", "--json")) == []
 
     async def finish() -> None:
         async with app:

@@ -117,3 +117,53 @@ def skip(name: str, key: str, app_spec: AppOption = None) -> None:
         console.print(f"[red]{key} is not blocked[/red]")
         raise typer.Exit(1)
     typer.echo(f"skipped the head of {key}")
+
+
+KeyFilter = Annotated[str | None, typer.Option("--key", help="Only this key's dead letters")]
+
+
+@ordered_cli.command("dlq")
+def dlq(name: str, limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+        app_spec: AppOption = None, json: JsonOption = False) -> None:
+    """List dead-lettered messages: key, id, reason, error."""
+    app = load_app(app_spec)
+
+    async def body() -> list[dict[str, Any]]:
+        return await (await _queue(app, name)).dead_letters(limit)
+
+    rows = [{"key": d["key"], "id": d["message"].id, "partition": d["partition"],
+             "reason": d["reason"], "error": d["error"], "dead_at": d["dead_at"],
+             "attempts": d["message"].attempts} for d in run(app, body)]
+    if json:
+        emit_json(rows)
+        return
+    table = Table("key", "message", "reason", "attempts", "error")
+    for row in rows:
+        table.add_row(row["key"], row["id"], row["reason"], str(row["attempts"]),
+                      row["error"][:80])
+    console.print(table)
+
+
+@ordered_cli.command("replay")
+def replay(name: str, key: KeyFilter = None, app_spec: AppOption = None) -> None:
+    """Put dead letters back at the end of their keys' lines, with fresh attempts."""
+    app = load_app(app_spec)
+
+    async def body() -> int:
+        return await (await _queue(app, name)).replay_dead_letters(key)
+
+    typer.echo(f"replayed {run(app, body)} messages")
+
+
+@ordered_cli.command("purge")
+def purge(name: str, key: KeyFilter = None, app_spec: AppOption = None,
+          yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
+    """Delete dead letters for good."""
+    if not yes:
+        typer.confirm(f"purge dead letters of ordered queue {name}?", abort=True)
+    app = load_app(app_spec)
+
+    async def body() -> int:
+        return await (await _queue(app, name)).purge_dead_letters(key)
+
+    typer.echo(f"purged {run(app, body)} messages")

@@ -72,7 +72,7 @@ def ordered_queues(app: Tidings) -> dict[str, OrderedQueue]:
 class OrderedScripts:
     def __init__(self) -> None:
         for name in ("publish", "take", "ack", "fail", "claim", "release", "members",
-                     "unblock"):
+                     "unblock", "replay"):
             setattr(self, name, Script(f"ordered_{name}"))
 
     publish: Script
@@ -83,6 +83,7 @@ class OrderedScripts:
     release: Script
     members: Script
     unblock: Script
+    replay: Script
 
     def all(self) -> list[Script]:
         return [s for s in vars(self).values() if isinstance(s, Script)]
@@ -370,6 +371,50 @@ class OrderedQueue:
                             "message": decode(f["m"]), "reason": text(f["reason"]),
                             "error": text(f["error"]), "dead_at": int(text(f["dead_at"]))})
         return sorted(out, key=lambda d: d["dead_at"])[:limit]
+
+    async def replay_dead_letters(self, key: str | None = None) -> int:
+        """Put dead-lettered messages (of every key, or of ``key``) back, attempts reset.
+
+        Each goes to the end of its key's line: after the key's messages published since
+        it was dead-lettered (those could not wait for it). Returns how many were replayed.
+        """
+        return await self._dead_letter_action("replay", key)
+
+    async def purge_dead_letters(self, key: str | None = None) -> int:
+        """Delete dead-lettered messages (of every key, or of ``key``); returns how many."""
+        return await self._dead_letter_action("purge", key)
+
+    async def _dead_letter_action(self, action: str, key: str | None, chunk: int = 500) -> int:
+        await self.ensure_ready()
+        client = self.app.broker.client
+        parts = self.parts if key is None else [self.partition_of(key)]
+        done = 0
+        for part in parts:
+            start = "-"
+            while True:
+                entries = await client.xrange(part.keys[6], min=start, count=chunk)
+                if not entries:
+                    break
+                keys, args = list(part.keys), list[Any]([action])
+                for entry_id, fields in entries:
+                    entry_key = text(fields[b"key"])
+                    if key is not None and entry_key != key:
+                        continue
+                    msg = decode(fields[b"m"])
+                    msg.attempts = 0
+                    list_key = part.list_key(entry_key)
+                    if list_key not in keys:
+                        keys.append(list_key)
+                    args += (entry_id, keys.index(list_key) + 1, entry_key,
+                             fields[b"i"] + b"|" + encode(msg))
+                if len(args) > 1:
+                    done += int(await SCRIPTS.replay(client, keys, args))
+                if len(entries) < chunk:
+                    break
+                start = "(" + text(entries[-1][0])
+        if action == "replay" and done:
+            await client.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+        return done
 
     async def stats(self) -> OrderedStats:
         await self.ensure_ready()

@@ -5,14 +5,7 @@
 -- @include ordered
 local n = 0
 for i = 1, #ARGV, 3 do
-  local list, key = KEYS[tonumber(ARGV[i])], ARGV[i + 1]
-  -- A list that was empty belonged to a key that was nowhere: it joins the line now.
-  if redis.call('RPUSH', list, ARGV[i + 2]) == 1
-      and redis.call('HEXISTS', ACTIVE, key) == 0
-      and not redis.call('ZSCORE', WAITING, key)
-      and redis.call('HEXISTS', BLOCKED, key) == 0 then
-    redis.call('RPUSH', READY, key)
-  end
+  append(KEYS[tonumber(ARGV[i])], ARGV[i + 1], ARGV[i + 2])
   n = n + 1
 end
 redis.call('HINCRBY', STATS, 'published', n)

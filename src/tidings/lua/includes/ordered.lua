@@ -32,6 +32,17 @@ local function id_of(item)
   return string.sub(item, 1, bar - 1)
 end
 
+-- Append an item to its key's list. A list that was empty belonged to a key that was
+-- nowhere: it joins the line now.
+local function append(list, key, item)
+  if redis.call('RPUSH', list, item) == 1
+      and redis.call('HEXISTS', ACTIVE, key) == 0
+      and not redis.call('ZSCORE', WAITING, key)
+      and redis.call('HEXISTS', BLOCKED, key) == 0 then
+    redis.call('RPUSH', READY, key)
+  end
+end
+
 -- After a key's head settled: back at the end of the line if it has more messages.
 local function requeue(key, list)
   if redis.call('LLEN', list) > 0 then redis.call('RPUSH', READY, key) end
