@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from tidings import Event, EventKind, Middleware, Tidings
+from tidings import Event, EventKind, Message, Middleware, Queue, Tidings
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +69,25 @@ class Recorder(Middleware):
 
     async def wait_count(self, kind: EventKind, count: int, timeout: float = 20.0) -> None:
         await self.wait_for(lambda: self.counts[kind] >= count, timeout)
+
+
+def collect_payloads(queue: Queue) -> list[Any]:
+    """Register a handler on ``queue`` that records each payload; returns the record."""
+    handled: list[Any] = []
+
+    @queue.handler
+    async def handle(msg: Message) -> None:
+        handled.append(msg.payload)
+
+    return handled
+
+
+async def held_by_dead_consumer(queue: Queue, count: int) -> None:
+    """Publish payloads ``0..count-1`` that a consumer read and then died holding."""
+    await queue.publish_many(range(count))
+    await queue.app.connect()
+    await queue.app.broker.client.xreadgroup("tidings", "ghost", {queue.keys[1]: ">"},
+                                             count=count)
 
 
 def new_prefix() -> str:

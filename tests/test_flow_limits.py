@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import Recorder
+from conftest import Recorder, collect_payloads, held_by_dead_consumer
 from flow_helpers import stop_worker, workers
 from tidings import EventKind, Message, Tidings
 
@@ -155,16 +155,8 @@ async def test_rate_limited_queue_reclaims_a_dead_consumers_messages(
         app: Tidings, recorder: Recorder) -> None:
     q = app.queue("digest", visibility_timeout=0.3)
     app.flow.rate_limit("digest", "100/s").protect(q)
-    handled: list[int] = []
-
-    @q.handler
-    async def handle(msg: Message) -> None:
-        handled.append(msg.payload)
-
-    await q.publish_many(range(3))
-    await app.connect()
-    # A consumer that read the messages and then died without a word; nothing else waits.
-    await app.broker.client.xreadgroup("tidings", "ghost", {q.keys[1]: ">"}, count=3)
+    handled = collect_payloads(q)
+    await held_by_dead_consumer(q, 3)  # and nothing else waits
     async with app.worker():
         await recorder.wait_count(EventKind.ACKED, 3, timeout=10)
     assert sorted(handled) == [0, 1, 2]

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import orjson
 from typer.testing import CliRunner
 
-from conftest import Recorder, new_prefix
+from conftest import Recorder, collect_payloads, held_by_dead_consumer, new_prefix
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
 from tidings.cli import cli
@@ -48,16 +48,8 @@ async def test_paused_queue_does_not_reclaim_a_dead_consumers_messages(
         make_app: Callable[..., Tidings], recorder: Recorder) -> None:
     app = make_app(middleware=[recorder])
     q = app.queue("email", visibility_timeout=0.3)
-    handled: list[int] = []
-
-    @q.handler
-    async def handle(msg: Message) -> None:
-        handled.append(msg.payload)
-
-    await q.publish_many(range(3))
-    await app.connect()
-    # A consumer that read the messages and then died without a word.
-    await app.broker.client.xreadgroup("tidings", "ghost", {q.keys[1]: ">"}, count=3)
+    handled = collect_payloads(q)
+    await held_by_dead_consumer(q, 3)
     await pause_queue(q)
     async with app.worker():
         await asyncio.sleep(1.0)  # several reclaim rounds (every 0.15 s) have passed

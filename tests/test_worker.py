@@ -12,7 +12,7 @@ import msgpack
 import orjson
 import pytest
 
-from conftest import Recorder
+from conftest import Recorder, collect_payloads, held_by_dead_consumer
 from tidings import DeadLetter, EventKind, Message, Outgoing, Retry, Snooze, Tidings
 
 
@@ -323,20 +323,12 @@ async def test_messages_of_a_dead_consumer_are_reclaimed(make_app: Callable[...,
                                                          recorder: Recorder) -> None:
     app = make_app(middleware=[recorder])
     q = app.queue("email", visibility_timeout=0.3)
-    handled: list[object] = []
-
-    @q.handler
-    async def handle(msg: Message) -> None:
-        handled.append(msg.payload)
-
-    await q.publish_many(range(5))
-    await app.connect()
-    # A consumer that read the messages and then died without a word.
-    await app.broker.client.xreadgroup("tidings", "ghost", {q.keys[1]: ">"}, count=5)
+    handled = collect_payloads(q)
+    await held_by_dead_consumer(q, 5)
     assert (await q.stats()).in_flight == 5
     async with app.worker():
         await recorder.wait_count(EventKind.ACKED, 5)
-    assert sorted(handled) == [0, 1, 2, 3, 4]  # type: ignore[type-var]
+    assert sorted(handled) == [0, 1, 2, 3, 4]
 
 
 async def test_high_lane_is_served_first_and_shares_follow_weights(
