@@ -51,8 +51,17 @@ async def test_paused_queue_does_not_reclaim_a_dead_consumers_messages(
     handled = collect_payloads(q)
     await held_by_dead_consumer(q, 3)
     await pause_queue(q)
-    async with app.worker():
-        await asyncio.sleep(1.0)  # several reclaim rounds (every 0.15 s) have passed
+    async with app.worker() as worker:
+        runner, rounds = worker.runners[0], 0
+        reclaim = runner.reclaim
+
+        async def counted() -> None:
+            nonlocal rounds
+            await reclaim()
+            rounds += 1
+
+        runner.reclaim = counted  # type: ignore[method-assign]
+        await wait_until(lambda: rounds >= 3)  # three reclaim rounds met the paused gate
         assert handled == []
         assert (await q.stats()).in_flight == 3
         await resume_queue(q)

@@ -426,7 +426,7 @@ async def test_worker_stops_even_if_a_service_swallows_its_cancellation(
 
     monkeypatch.setattr(tidings.worker, "BACKGROUND_STOP_GRACE", 0.2)
     q = app.queue("email")
-    cancelled, finished = asyncio.Event(), asyncio.Event()
+    cancelled, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
     @q.handler
     async def handle(msg: Message) -> None:
@@ -434,10 +434,10 @@ async def test_worker_stops_even_if_a_service_swallows_its_cancellation(
 
     async def stubborn(worker: object) -> None:
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # until cancelled
         except asyncio.CancelledError:
-            cancelled.set()  # and carry on for a while: the bug the worker must survive
-            await asyncio.sleep(5.0)
+            cancelled.set()  # and carry on: the bug the worker must survive
+            await release.wait()
             finished.set()
 
     app.add_worker_service(stubborn)
@@ -446,3 +446,4 @@ async def test_worker_stops_even_if_a_service_swallows_its_cancellation(
         await recorder.wait_count(EventKind.ACKED, 1)
     # The worker asked it to stop and returned without waiting for it to give way.
     assert cancelled.is_set() and not finished.is_set()
+    release.set()

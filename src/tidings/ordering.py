@@ -400,6 +400,9 @@ class OrderedQueue:
                     entry_key = text(fields[b"key"])
                     if key is not None and entry_key != key:
                         continue
+                    if action == "purge":  # only the entry id matters
+                        args += (entry_id, 0, entry_key, "")
+                        continue
                     msg = decode(fields[b"m"])
                     msg.attempts = 0
                     list_key = part.list_key(entry_key)

@@ -495,6 +495,7 @@ class QueueRunner:
             pipe.xpending_range(lane_key, GROUP, "-", "+", limit, idle=vt_ms)
         return sum(len(found) for found in await pipe.execute())
 
+    # The steps are looked up on each call (not bound once), so a replaced method applies.
     async def heartbeat_loop(self) -> None:
         await self._every(min(10.0, self.config.visibility_timeout / 3),
                           lambda: self.heartbeat(), "heartbeat")

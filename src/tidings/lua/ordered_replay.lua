@@ -2,7 +2,8 @@
 -- keys' lines (after the messages of the key published since), or drop them (purge).
 -- KEYS[1..8]: the partition keys (see includes/ordered.lua); KEYS[9..]: key lists.
 -- ARGV: action ('replay' or 'purge'), then per entry 4 values: dead-letter entry id,
---       KEYS index of its key's list, key, item ("id|envelope", attempts reset).
+--       KEYS index of its key's list, key, item ("id|envelope", attempts reset); a purge
+--       uses only the entry id (the rest may be 0 or empty).
 -- An entry already gone (replayed or purged by someone else) is skipped, so a replay
 -- never enqueues a message twice. Returns the number of entries handled.
 -- @include ordered
