@@ -5,6 +5,8 @@ from .campaign import CampaignProgress, Campaigns, Recipient
 from .config import Durability, OnExpire, QueueConfig, RetryPolicy
 from .dlq import DeadLetter as DeadLetterEntry
 from .errors import (
+    AccessDeniedError,
+    AuthenticationFailedError,
     BrokerUnavailableError,
     CampaignConflictError,
     CampaignNotFoundError,
@@ -12,9 +14,12 @@ from .errors import (
     DeadLetter,
     DurabilityError,
     EmbeddedServerError,
+    EnvelopeError,
+    HandlerTimeoutError,
     LeaseLostError,
     MessageNotFoundError,
     PayloadError,
+    PermissionDeniedError,
     Retry,
     ScheduleError,
     ScheduleExistsError,
@@ -36,7 +41,9 @@ from .settings import Settings
 from .worker import Worker
 
 __all__ = [
+    "AccessDeniedError",
     "AmbiguousPolicy",
+    "AuthenticationFailedError",
     "BrokerUnavailableError",
     "CampaignConflictError",
     "CampaignNotFoundError",
@@ -48,8 +55,10 @@ __all__ = [
     "Durability",
     "DurabilityError",
     "EmbeddedServerError",
+    "EnvelopeError",
     "Event",
     "EventKind",
+    "HandlerTimeoutError",
     "JsonLogMiddleware",
     "LeaseLostError",
     "Message",
@@ -62,6 +71,7 @@ __all__ = [
     "OrderedQueue",
     "Outgoing",
     "PayloadError",
+    "PermissionDeniedError",
     "Priority",
     "Queue",
     "QueueConfig",

@@ -46,6 +46,26 @@ class BrokerUnavailableError(TidingsError):
     """The server could not be reached after the bounded retries."""
 
 
+class AccessDeniedError(TidingsError):
+    """The server refused our credentials or a command: not transient, never retried.
+
+    ``user`` is the server user tidings connected as; ``detail`` is the server's reply.
+    """
+
+    def __init__(self, user: str, detail: str) -> None:
+        self.user = user
+        self.detail = detail
+        super().__init__(f"server refused user {user!r}: {detail}")
+
+
+class AuthenticationFailedError(AccessDeniedError):
+    """Wrong or missing password (WRONGPASS, NOAUTH)."""
+
+
+class PermissionDeniedError(AccessDeniedError):
+    """The user may not run a command or touch a key (NOPERM)."""
+
+
 class DurabilityError(TidingsError):
     """The write happened but the requested durability was not confirmed in time.
 
@@ -59,6 +79,21 @@ class DurabilityError(TidingsError):
 
 class LeaseLostError(TidingsError):
     """A settle (ack, retry, dead-letter) was refused because the lease had moved on."""
+
+
+class EnvelopeError(ValidationError):
+    """A stored entry that is not a valid tidings envelope (``field`` names what is wrong).
+
+    A ``ValueError`` too: every decoder failure is one.
+    """
+
+
+class HandlerTimeoutError(TidingsError):
+    """A handler ran past its queue's ``handler_timeout`` and was cancelled."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"handler ran past handler_timeout ({timeout:g} s)")
 
 
 class MessageNotFoundError(TidingsError):
