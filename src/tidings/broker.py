@@ -37,12 +37,14 @@ from .errors import (
     ServerConfigError,
     UntrustedCertificateError,
 )
-from .message import Priority, decode, from_ms, now_ms
+from .message import Priority, now_ms
 from .scripts import SCRIPTS, Script
 from .settings import Settings
+from .stored import text as text  # re-exported: the loops read stored ids with it
 
 if TYPE_CHECKING:
-    from .queue import MessageInfo, Queue, QueueStats
+    from .inspection import InspectedMessage
+    from .queue import Queue, QueueStats
 
 log = logging.getLogger("tidings.broker")
 T = TypeVar("T")
@@ -157,10 +159,6 @@ def _with_fast_packing(connection_class: type) -> type:
             f"Packed{connection_class.__name__}",
             (_HiredisPacking, _RefusalsAreFinal, connection_class), {})
     return _packed_classes[connection_class]
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Broker:
@@ -377,41 +375,16 @@ class Broker:
         age = None if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
         return QueueStats(queue.name, lanes, in_flight, res[9], res[10], age, res[11], counters)
 
-    async def inspect(self, queue: Queue, message_id: str) -> MessageInfo | None:
-        from .queue import GROUP, LANE_NAMES, MessageInfo
+    async def inspect(self, queue: Queue, message_id: str) -> InspectedMessage | None:
+        """Where ``message_id`` is and what it holds; None if the queue does not know it.
 
-        k = queue.keys
-        where = await self.client.hget(k[7], message_id)
-        if where is None:
-            return None
-        where = text(where)
-        if where == "d":
-            body, due = await asyncio.gather(self.client.hget(k[4], message_id),
-                                             self.client.zscore(k[3], message_id))
-            if body is None:
-                return None
-            lane, _, raw = body.split(b"|", 2)
-            return MessageInfo(message_id, "delayed", decode(raw), LANE_NAMES[int(lane)],
-                               from_ms(int(due)) if due is not None else None)
-        if where.startswith("x:"):
-            entries = await self.client.xrange(k[5], where[2:], where[2:])
-            if not entries:
-                return None
-            fields = {text(key): v for key, v in entries[0][1].items()}
-            dead = {key: text(v) for key, v in fields.items() if key not in ("m", "i")}
-            return MessageInfo(message_id, "dead", decode(fields["m"]),
-                               LANE_NAMES[int(dead.get("lane", 1))], dead_letter=dead)
-        lane_text, sid = where.split(":", 1)
-        lane = int(lane_text)
-        entries = await self.client.xrange(k[lane], sid, sid)
-        if not entries:
-            return None
-        pending = await self.client.xpending_range(k[lane], GROUP, sid, sid, 1)
-        deliveries = await self.client.hget(k[6], f"{lane}{sid}")
-        message = decode(entries[0][1][b"m"])
-        message.entry_id, message.lane = sid, lane
-        return MessageInfo(message_id, "in_flight" if pending else "queued", message,
-                           LANE_NAMES[lane], deliveries=int(deliveries or 0))
+        Never raises on malformed stored data: what cannot be read is reported in the
+        result (``fields`` as text, ``decode_error``), with ``state`` "unknown" when even
+        the location is unreadable.
+        """
+        from .inspection import inspect_message
+
+        return await self.retrying(inspect_message, self, queue, message_id)
 
 
 def _what(op: Any) -> str:
