@@ -57,6 +57,8 @@ def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
 
 def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
     async def setup(app: Tidings) -> None:
+        app.queue("email")
+        app.queue("sms")
         await app.schedules.add("digest", queue="email", cron="0 9 * * *",
                                 timezone="Europe/Paris", payload={"t": "digest"})
         await app.schedules.add("beat", queue="sms", every=60)
@@ -91,6 +93,7 @@ def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
 def test_campaigns_list_show_cancel(env: dict[str, str]) -> None:
     async def setup(app: Tidings) -> Any:
         recipients = [Recipient(f"u{i}", {"i": i}, "Asia/Tokyo") for i in range(300)]
+        app.queue("push")
         return await Campaigns.of(app).schedule(
             "promo", "push", recipients, local_time=time(9), date=date(NEXT_YEAR, 2, 2))
 
