@@ -7,6 +7,7 @@ certificate.
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import uuid
@@ -197,3 +198,29 @@ async def test_untrusted_tls_certificate_is_a_distinct_error_not_retried(
         trusted = Tidings(f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}")
         await trusted.connect()  # the same server, its CA given: the error was the trust
         await trusted.close()
+
+
+async def test_a_worker_whose_permissions_are_revoked_stops_with_a_typed_error(
+        redis_url: str, client: Redis, acl_user: Callable[..., Any],
+        make_app: Callable[..., Tidings]) -> None:
+    probe = make_app()
+    prefix = probe.settings.key_prefix
+    user = await acl_user(*prefix_rules(prefix))
+    app = Tidings(with_credentials(redis_url, user, "right-password"), key_prefix=prefix)
+    q = app.queue("email", visibility_timeout=0.6)
+
+    @q.handler
+    async def handle(msg: Any) -> None:
+        return None
+
+    worker = app.worker()
+    try:
+        async with app:
+            task = asyncio.ensure_future(worker.run())
+            await worker.started()
+            await client.execute_command("ACL", "SETUSER", user, "-evalsha")
+            with pytest.raises(PermissionDeniedError) as info:
+                await asyncio.wait_for(task, 20)  # not retried for ever as an outage
+    finally:
+        await app.close()
+    assert info.value.user == user and "evalsha" in info.value.detail.lower()
