@@ -68,8 +68,8 @@ def test_dlq_list_replay_purge(env: dict[str, str], redis_url: str) -> None:
 
         async def park() -> None:
             # Dead-letter the three through the real script path: deliver, then settle.
-            from tidings.queue import GROUP
-            from tidings.scripts import SCRIPTS
+            from tidings.engine.scripts import SCRIPTS
+            from tidings.queues.queue import GROUP
 
             c = app.broker.client
             await app.broker.ensure_groups(q)

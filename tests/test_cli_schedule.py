@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tidings import Tidings
-from tidings.campaign import Campaigns, Recipient
 from tidings.cli import cli
+from tidings.scheduling.campaigns import Campaigns, Recipient
 
 runner = CliRunner()
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from conftest import Recorder
 from tidings import EventKind, JsonLogMiddleware, Message, Middleware, Tidings
-from tidings.log import configure_logging
+from tidings.observability.logs import configure_logging
 
 
 async def test_json_log_lines_carry_message_id_queue_and_correlation_id(

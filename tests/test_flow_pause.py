@@ -13,7 +13,7 @@ from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
 from tidings.cli import cli
 from tidings.flow import pause_queue, resume_queue
-from tidings.ordering import meta_key
+from tidings.ordering.queue import meta_key
 
 
 async def test_paused_queue_keeps_its_messages_on_every_worker(

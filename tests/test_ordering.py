@@ -14,9 +14,9 @@ import pytest
 from conftest import Recorder
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Retry, Snooze, Tidings
-from tidings.errors import ConfigError, ValidationError
-from tidings.ordering import OrderedQueue
-from tidings.ordering_worker import OrderedWorker, assign
+from tidings.core.errors import ConfigError, ValidationError
+from tidings.ordering.assignment import OrderedWorker, assign
+from tidings.ordering.queue import OrderedQueue
 
 
 class Log:

@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .broker import Broker
-from .config import build_queue_config
-from .errors import UnknownQueueError, ValidationError
-from .events import EventBus, Middleware
-from .queue import Queue
-from .settings import Settings, load_settings
+from .core.config import build_queue_config
+from .core.errors import UnknownQueueError, ValidationError
+from .core.events import EventBus, Middleware
+from .core.settings import Settings, load_settings
+from .engine.broker import Broker
+from .queues.queue import Queue
 
 if TYPE_CHECKING:
     from .flow.control import FlowControl
-    from .scheduler import Schedules
+    from .scheduling.schedules import Schedules
     from .sync import SyncTidings
     from .worker import Worker, WorkerService
 
@@ -95,7 +95,7 @@ class Tidings:
     @property
     def schedules(self) -> Schedules:
         """Recurring schedules (one per app); workers of the app then run the ticker."""
-        from .scheduler import schedules
+        from .scheduling.schedules import schedules
 
         return schedules(self)
 

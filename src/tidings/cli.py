@@ -17,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 
 from .app import Tidings
-from .dlq import make_filter
-from .errors import TidingsError
-from .message import Priority
+from .core.errors import TidingsError
+from .core.message import Priority
+from .queues.dead_letters import make_filter
 
 T = TypeVar("T")
 cli = typer.Typer(help="tidings: a reliable, fast message queue on Redis Streams.",
@@ -81,8 +81,8 @@ def worker(
     grace: Annotated[float | None, typer.Option(help="Shutdown grace seconds")] = None,
 ) -> None:
     """Run a worker process for the app's handlers until SIGTERM/SIGINT."""
-    from .campaign import Campaigns
-    from .log import JsonLogMiddleware, configure_logging
+    from .observability.logs import JsonLogMiddleware, configure_logging
+    from .scheduling.campaigns import Campaigns
 
     app = load_app(app_spec)
     configure_logging(app.settings.log_level, app.settings.log_json)
@@ -278,8 +278,8 @@ def weights(queue: str, high: int, normal: int, low: int, app_spec: AppOption = 
 @server_cli.command("status")
 def server_status(json: JsonOption = False) -> None:
     """Show the embedded server of this directory."""
-    from .embedded import server_status as status
-    from .settings import load_settings
+    from .core.settings import load_settings
+    from .engine.embedded import server_status as status
 
     data = status(load_settings().data_dir.resolve())
     if json:
@@ -292,8 +292,8 @@ def server_status(json: JsonOption = False) -> None:
 @server_cli.command("stop")
 def server_stop() -> None:
     """Stop the embedded server of this directory (its data stays in the AOF)."""
-    from .embedded import stop_server
-    from .settings import load_settings
+    from .core.settings import load_settings
+    from .engine.embedded import stop_server
 
     typer.echo("stopped" if stop_server(load_settings().data_dir.resolve()) else "not running")
 

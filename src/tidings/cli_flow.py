@@ -14,8 +14,8 @@ import typer
 from rich.table import Table
 
 from .cli import AppOption, JsonOption, console, emit_json, load_app, queue_of, run
-from .errors import ValidationError
-from .ordering import meta_key
+from .core.errors import ValidationError
+from .ordering.queue import meta_key
 
 flow_cli = typer.Typer(help="Flow control: circuit breakers, pausing queues and keys.")
 

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from .app import Tidings
 from .cli import AppOption, JsonOption, console, emit_json, load_app, run
-from .ordering import OrderedQueue, meta_key, ordered_queues
+from .ordering.queue import OrderedQueue, meta_key, ordered_queues
 
 ordered_cli = typer.Typer(help="Ordered queues: per-key order over partitions.",
                           no_args_is_help=True)
@@ -37,8 +37,8 @@ def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP")],
            grace: Annotated[float | None, typer.Option(help="Shutdown grace seconds")] = None
            ) -> None:
     """Run the app's ordered queues (only) until SIGTERM/SIGINT."""
-    from .log import configure_logging
-    from .ordering_worker import OrderedWorker
+    from .observability.logs import configure_logging
+    from .ordering.assignment import OrderedWorker
 
     app = load_app(app_spec)
     configure_logging(app.settings.log_level, app.settings.log_json)

@@ -115,8 +115,8 @@ def campaigns_list(app_spec: AppOption = None, json: JsonOption = False) -> None
     """Every campaign with its counters, newest first."""
     from rich.table import Table
 
-    from .campaign import Campaigns
     from .cli import console, emit_json, load_app, run
+    from .scheduling.campaigns import Campaigns
 
     app = load_app(app_spec)
     found = run(app, Campaigns.of(app).list)
@@ -136,8 +136,8 @@ def campaigns_list(app_spec: AppOption = None, json: JsonOption = False) -> None
 def campaigns_show(campaign_id: str, app_spec: AppOption = None,
                    json: JsonOption = False) -> None:
     """One campaign's progress."""
-    from .campaign import Campaigns
     from .cli import load_app, run
+    from .scheduling.campaigns import Campaigns
 
     app = load_app(app_spec)
     _show(run(app, lambda: Campaigns.of(app).progress(campaign_id)).as_dict(), json)
@@ -147,8 +147,8 @@ def campaigns_show(campaign_id: str, app_spec: AppOption = None,
 def campaigns_cancel(campaign_id: str, yes: YesOption = False,
                      app_spec: AppOption = None) -> None:
     """Cancel every message of the campaign that was not released yet."""
-    from .campaign import Campaigns
     from .cli import load_app, run
+    from .scheduling.campaigns import Campaigns
 
     if not yes:
         typer.confirm(f"cancel campaign {campaign_id}?", abort=True)
