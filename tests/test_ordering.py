@@ -368,8 +368,9 @@ def test_cli_shows_and_unblocks_keys(redis_url: str) -> None:
     [dead] = orjson.loads(invoke("dlq", "ledger", "--json"))
     assert (dead["key"], dead["attempts"]) == ("acct-1", 1)
     assert "acct-1" in invoke("dlq", "ledger")
-    assert invoke("replay", "ledger", "--key", "acct-2").strip() == "replayed 0 messages"
-    assert invoke("purge", "ledger", "--yes").strip() == "purged 1 messages"
+    nothing = runner.invoke(cli, ["ordered", "replay", "ledger", "--key", "acct-2"], env=env)
+    assert (nothing.exit_code, nothing.stdout.strip()) == (1, "replayed 0")  # nothing done
+    assert invoke("purge", "ledger", "--yes").strip() == "purged 1"
     assert orjson.loads(invoke("dlq", "ledger", "--json")) == []
 
     async def finish() -> None:
