@@ -183,6 +183,17 @@ def cli_env(redis_url: str) -> Iterator[dict[str, str]]:
     with_app(env, drop)
 
 
+@pytest.fixture
+def known_env(cli_env: dict[str, str]) -> dict[str, str]:
+    """:func:`cli_env` where an app declaring the queues ``email`` and ``sms`` connected,
+    so the CLI knows them."""
+    async def connected(app: Tidings) -> None:
+        return None
+
+    with_app(cli_env, connected, "email", "sms")
+    return cli_env
+
+
 def with_app(env: dict[str, str], body: Callable[[Tidings], Awaitable[T]],
              *queues: str) -> T:
     """Run ``body(app)`` on a connected app of ``env`` that declares ``queues`` (outside an

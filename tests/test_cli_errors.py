@@ -21,12 +21,8 @@ from tidings.errors import (
 
 
 @pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    async def connected(app: Tidings) -> None:
-        return None
-
-    with_app(cli_env, connected, "email")
-    return cli_env
+def env(known_env: dict[str, str]) -> dict[str, str]:
+    return known_env
 
 
 def one_line(result: Any) -> str:

@@ -25,12 +25,8 @@ COMMANDS = [
 
 
 @pytest.fixture
-def env(cli_env: dict[str, str]) -> dict[str, str]:
-    async def connected(app: Tidings) -> None:
-        return None
-
-    with_app(cli_env, connected, "email", "sms")
-    return cli_env
+def env(known_env: dict[str, str]) -> dict[str, str]:
+    return known_env
 
 
 async def _keys(app: Tidings) -> set[bytes]:

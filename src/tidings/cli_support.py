@@ -131,41 +131,31 @@ def _handled(call: Callable[[], T]) -> T:
         fail(exc)
 
 
-class _HelpWithoutFlagTypes:
-    """Help that shows no ``<bool>`` type next to flags (they take no value)."""
+class _Behaviour:
+    """What tidings commands and groups add: one error line and an exit code instead of a
+    traceback, and help without a ``<bool>`` type next to flags (they take no value)."""
 
-    def _hide_flag_types(self, ctx: Any) -> None:
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        parse = super().parse_args  # type: ignore[misc]
+        return _handled(lambda: parse(ctx, args))
+
+    def invoke(self, ctx: Any) -> Any:
+        invoke = super().invoke  # type: ignore[misc]
+        return _handled(lambda: invoke(ctx))
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
         for param in self.get_params(ctx):  # type: ignore[attr-defined]
             if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
                 param.metavar = ""
+        super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
-class Command(_HelpWithoutFlagTypes, TyperCommand):
-    """A tidings command: one error line and an exit code instead of a traceback."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _handled(lambda: super(Command, self).parse_args(ctx, args))
-
-    def invoke(self, ctx: Any) -> Any:
-        return _handled(lambda: super(Command, self).invoke(ctx))
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._hide_flag_types(ctx)
-        super().format_help(ctx, formatter)
+class Command(_Behaviour, TyperCommand):
+    """A tidings command (see :class:`_Behaviour`)."""
 
 
-class Group(_HelpWithoutFlagTypes, TyperGroup):
-    """A tidings command group, with the same error handling as :class:`Command`."""
-
-    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        return _handled(lambda: super(Group, self).parse_args(ctx, args))
-
-    def invoke(self, ctx: Any) -> Any:
-        return _handled(lambda: super(Group, self).invoke(ctx))
-
-    def format_help(self, ctx: Any, formatter: Any) -> None:
-        self._hide_flag_types(ctx)
-        super().format_help(ctx, formatter)
+class Group(_Behaviour, TyperGroup):
+    """A tidings command group (see :class:`_Behaviour`)."""
 
 
 class Cli(typer.Typer):
