@@ -19,6 +19,8 @@ from redis.asyncio import Redis
 
 from tidings import Event, EventKind, Message, Middleware, Queue, Tidings
 
+pytest_plugins = ["fault_helpers"]  # real worker processes: the workers/fault_app fixtures
+
 
 @pytest.fixture(scope="session")
 def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:

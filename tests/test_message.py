@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from datetime import datetime
 
@@ -11,7 +12,8 @@ import pytest
 from tidings import ConfigError, Priority, RetryPolicy, ValidationError
 from tidings.allocation import LaneAllocator, parse_weights
 from tidings.config import build_queue_config
-from tidings.message import Message, decode, encode
+from tidings.errors import EnvelopeError, PayloadError, UnsupportedEnvelopeError
+from tidings.message import MAX_PAYLOAD_DEPTH, Message, check_payload, decode, encode
 
 
 def test_envelope_round_trip_keeps_every_field() -> None:
@@ -31,21 +33,90 @@ def test_bytes_payload_survives() -> None:
 
 
 def test_decoder_ignores_fields_added_by_a_newer_producer() -> None:
-    raw = msgpack.packb({"v": 2, "id": "x", "q": "email", "p": 1, "new_field": {"a": 1}})
+    # Adding a field is backward compatible and keeps the version; only an incompatible
+    # change bumps it.
+    raw = msgpack.packb({"v": 1, "id": "x", "q": "email", "p": 1, "new_field": {"a": 1}})
     msg = decode(raw)
     assert (msg.id, msg.payload, msg.priority, msg.attempts) == ("x", 1, Priority.NORMAL, 0)
 
 
-@pytest.mark.parametrize("raw", [b"\xc1garbage", msgpack.packb([1, 2]), msgpack.packb({"id": 1})])
-def test_decoder_rejects_what_is_not_an_envelope(raw: bytes) -> None:
-    with pytest.raises(ValueError, match="undecodable"):
+@pytest.mark.parametrize("version", [2, 99])
+def test_a_newer_envelope_version_is_refused_not_read_as_v1(version: int) -> None:
+    raw = msgpack.packb({"v": version, "id": "x", "q": "email", "p": 1})
+    with pytest.raises(UnsupportedEnvelopeError) as info:
         decode(raw)
+    assert info.value.field == "v" and "upgrade the workers" in info.value.reason
+
+
+@pytest.mark.parametrize("raw", [b"\xc1garbage", msgpack.packb([1, 2]), msgpack.packb({"id": 1}),
+                                 msgpack.packb({"v": "x", "id": "a", "q": "q"}),
+                                 msgpack.packb({"id": "a", "q": "q"})])
+def test_decoder_rejects_what_is_not_an_envelope(raw: bytes) -> None:
+    with pytest.raises(EnvelopeError):
+        decode(raw)
+
+
+GOOD = {"v": 1, "id": "01J", "q": "email", "p": {"to": "a"}, "pr": 1, "a": 0,
+        "c": 1_700_000_000_000}
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("id", None), ("id", {}), ("id", [1]), ("id", ""), ("id", 5),
+    ("q", None), ("q", 3),
+    ("h", 1), ("h", "abc"), ("h", [["a", "b"]]), ("h", {"a": 1}), ("h", {1: "a"}),
+    ("pr", 3), ("pr", -1), ("pr", "high"), ("pr", 1.0), ("pr", True),
+    ("k", 5), ("k", ""),
+    ("a", ""), ("a", -1), ("a", 1.5), ("a", "0"), ("a", True),
+    ("c", ""), ("c", math.nan), ("c", math.inf), ("c", -5), ("c", 2**60),
+    ("nb", "soon"), ("nb", math.inf), ("x", ""), ("x", -1), ("ma", 0), ("ma", "3"),
+    ("v", True), ("v", 1.0),
+])
+def test_every_envelope_field_is_checked_for_type_and_range(field: str, value: object) -> None:
+    with pytest.raises(EnvelopeError) as info:
+        decode(msgpack.packb({**GOOD, field: value}))
+    assert info.value.field == field
+
+
+def test_a_valid_envelope_with_optional_fields_decodes() -> None:
+    msg = decode(msgpack.packb({**GOOD, "h": {"a": "b"}, "k": "key", "nb": 1, "x": 2,
+                                "ma": 3}))
+    assert (msg.headers, msg.idempotency_key, msg.not_before_ms, msg.expires_at_ms,
+            msg.max_attempts) == ({"a": "b"}, "key", 1, 2, 3)
+
+
+@pytest.mark.parametrize(("payload", "path"), [
+    ({"x": math.nan}, "payload.x"), (math.inf, "payload"), ([1, -math.inf], "payload[1]"),
+    ({(1, 2): "x"}, "payload"), ({1: "x"}, "payload"), ({"a": {"b c": [b"raw"]}},
+                                                          "payload.a['b c'][0]"),
+    ({"when": {1, 2}}, "payload.when"), (2**64, "payload"), ({"n": -(2**63) - 1}, "payload.n"),
+])
+def test_payloads_that_are_not_json_compatible_are_refused_naming_the_path(
+        payload: object, path: str) -> None:
+    with pytest.raises(PayloadError) as info:
+        check_payload(payload)
+    assert info.value.field == path
+
+
+def test_payload_nesting_is_bounded() -> None:
+    deep: object = "leaf"
+    for _ in range(MAX_PAYLOAD_DEPTH + 1):
+        deep = [deep]
+    with pytest.raises(PayloadError, match="deeper"):
+        check_payload(deep)
+
+
+@pytest.mark.parametrize("payload", [
+    None, True, 0, -(2**63), 2**64 - 1, 1.5, "text", b"raw bytes", [1, "a", None],
+    (1, 2), {"a": {"b": [1.0, {"c": None}]}},
+])
+def test_json_compatible_payloads_and_bytes_are_accepted(payload: object) -> None:
+    check_payload(payload)
 
 
 def test_unserializable_payload_names_the_field() -> None:
     with pytest.raises(ValidationError) as info:
         encode(Message("1", "q", {"when": datetime(2026, 1, 1)}))
-    assert info.value.field == "payload"
+    assert info.value.field == "payload.when"
 
 
 @pytest.mark.parametrize("value", ["urgent", 5, -1, None, True])

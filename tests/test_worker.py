@@ -109,7 +109,7 @@ async def test_handler_timeout_counts_as_a_failure(app: Tidings, recorder: Recor
     async with app.worker():
         await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
     [dead] = await q.dlq.list()
-    assert dead.error["type"] == "TimeoutError"
+    assert dead.error["type"] == "HandlerTimeoutError"
 
 
 async def test_sync_handlers_run_in_threads_concurrently(app: Tidings, recorder: Recorder) -> None:
@@ -422,9 +422,9 @@ async def test_dead_letter_error_json_is_json(app: Tidings, recorder: Recorder) 
 
 async def test_worker_stops_even_if_a_service_swallows_its_cancellation(
         app: Tidings, recorder: Recorder, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tidings.worker
+    import tidings.worker.worker
 
-    monkeypatch.setattr(tidings.worker, "BACKGROUND_STOP_GRACE", 0.2)
+    monkeypatch.setattr(tidings.worker.worker, "BACKGROUND_STOP_GRACE", 0.2)
     q = app.queue("email")
     cancelled, release, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 

@@ -88,7 +88,11 @@ class EnvelopeError(ValidationError):
     """
 
 
-class HandlerTimeoutError(TidingsError):
+class UnsupportedEnvelopeError(EnvelopeError):
+    """An envelope of a newer version than this tidings reads (upgrade the workers)."""
+
+
+class HandlerTimeoutError(TidingsError, TimeoutError):
     """A handler ran past its queue's ``handler_timeout`` and was cancelled."""
 
     def __init__(self, timeout: float) -> None:

@@ -8,10 +8,11 @@ without breaking consumers that are already running.
 from __future__ import annotations
 
 import base64
+import math
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import IntEnum
@@ -19,11 +20,11 @@ from typing import Any
 
 import msgpack
 
-from .errors import PayloadError, ValidationError
+from .errors import EnvelopeError, PayloadError, UnsupportedEnvelopeError, ValidationError
 
 ENVELOPE_VERSION = 1
 
-Payload = Any  # JSON-compatible value or bytes
+Payload = Any  # JSON-compatible value or bytes (see check_payload)
 
 
 class Priority(IntEnum):
@@ -96,10 +97,24 @@ def new_message_ids_at(created_ms: int, n: int) -> Iterator[str]:
         yield stamp + digits[i:i + 16]
 
 
+# Bounds of what an envelope may hold. Times are Unix milliseconds from 1970 up to the end
+# of year 9999 (what datetime can show; far below 2**53, so Lua's doubles hold them
+# exactly); durations at most 100 years; attempts as many as a retry policy allows.
+MAX_TIME_MS = 253_402_300_799_999
+MAX_DURATION_S = 100 * 365.25 * 86_400
+MAX_ATTEMPTS = 1000
+MAX_PAYLOAD_DEPTH = 64
+_MSGPACK_INT = (-(2**63), 2**64 - 1)  # what msgpack can carry
+
+
 def to_ms(value: datetime, field_name: str) -> int:
+    """An aware datetime as Unix ms; a time before 1970 is as past as 1970 itself."""
+    if not isinstance(value, datetime):
+        raise ValidationError(field_name, "must be a timezone-aware datetime, got "
+                              f"{type(value).__name__}")
     if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
         raise ValidationError(field_name, "must be a timezone-aware datetime, got a naive one")
-    return int(value.timestamp() * 1000)
+    return min(MAX_TIME_MS, max(0, int(value.timestamp() * 1000)))
 
 
 def from_ms(value: int | None) -> datetime | None:
@@ -107,10 +122,30 @@ def from_ms(value: int | None) -> datetime | None:
 
 
 def duration_ms(value: timedelta | float | int, field_name: str) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds < 0:
-        raise ValidationError(field_name, f"must not be negative, got {seconds} s")
+    """A duration (seconds or a timedelta) as whole ms; refuses what is not one."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    else:
+        raise ValidationError(field_name, "must be seconds (int or float) or a timedelta, "
+                              f"got {type(value).__name__}")
+    if not math.isfinite(seconds):
+        raise ValidationError(field_name, f"must be a finite number of seconds, got {value!r:.40}")
+    if not 0 <= seconds <= MAX_DURATION_S:
+        raise ValidationError(field_name, f"must be between 0 and {MAX_DURATION_S:.0f} s "
+                              f"(100 years), got {seconds:g} s")
     return int(seconds * 1000)
+
+
+def check_attempts(value: Any, field_name: str = "max_attempts") -> int:
+    if type(value) is not int or not 1 <= value <= MAX_ATTEMPTS:
+        raise ValidationError(field_name, f"must be an int from 1 to {MAX_ATTEMPTS}, got "
+                              f"{value!r}")
+    return value
 
 
 @dataclass(slots=True)
@@ -176,7 +211,14 @@ class Message:
         self.outcome = error
 
 
-def encode(message: Message) -> bytes:
+def encode(message: Message, *, check: bool = True) -> bytes:
+    """The envelope of ``message``; ``check`` refuses a payload that is not JSON-compatible.
+
+    Producers check; the worker re-encodes what it read back (a retry) without checking, so
+    a payload a foreign producer wrote still moves on instead of failing its settle.
+    """
+    if check:
+        check_payload(message.payload)
     doc: dict[str, Any] = {
         "v": ENVELOPE_VERSION,
         "id": message.id,
@@ -202,36 +244,164 @@ def encode(message: Message) -> bytes:
         raise PayloadError("payload", f"not serializable: {exc}") from None
 
 
+_PRIORITIES = (Priority.HIGH, Priority.NORMAL, Priority.LOW)
+
+
+def _int_field(doc: dict[Any, Any], key: str, low: int, high: int) -> int | None:
+    value = doc.get(key)
+    if value is None:
+        return None
+    if type(value) is not int or not low <= value <= high:
+        raise EnvelopeError(key, f"must be an int from {low} to {high}, got {value!r}")
+    return value
+
+
+def _text_field(doc: dict[Any, Any], key: str, optional: bool = False) -> Any:
+    value = doc.get(key)
+    if type(value) is str and value:
+        return value
+    if optional and value is None:
+        return None
+    raise EnvelopeError(key, f"must be a non-empty string, got {value!r}")
+
+
 def decode(raw: bytes) -> Message:
-    """Decode an envelope; raises ValueError for anything that is not one."""
+    """Decode and validate an envelope: types and ranges of every field it carries.
+
+    Raises :class:`EnvelopeError` (a ``ValueError``) naming the field for anything that is
+    not a valid envelope of this version, and :class:`UnsupportedEnvelopeError` for an
+    envelope of a newer version, which this decoder must not guess at.
+    """
     try:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as exc:
-        raise ValueError(f"undecodable envelope: {exc}") from None
-    if not isinstance(doc, dict) or "id" not in doc or "q" not in doc:
-        raise ValueError("undecodable envelope: not a tidings envelope")
+        raise EnvelopeError("envelope", f"not msgpack: {exc}") from None
+    if type(doc) is not dict:
+        raise EnvelopeError("envelope", f"not a tidings envelope (a {type(doc).__name__})")
+    version = doc.get("v")
+    if type(version) is not int or version != ENVELOPE_VERSION:
+        if type(version) is int and version > ENVELOPE_VERSION:
+            raise UnsupportedEnvelopeError(
+                "v", f"envelope version {version} is newer than this tidings reads "
+                f"({ENVELOPE_VERSION}); upgrade the workers")
+        raise EnvelopeError("v", f"must be {ENVELOPE_VERSION}, got {version!r}")
+    headers = doc.get("h")
+    if headers is None:
+        headers = {}
+    elif type(headers) is not dict or not all(
+            type(k) is str and type(v) is str for k, v in headers.items()):
+        raise EnvelopeError("h", f"headers must map str to str, got {headers!r:.100}")
+    lane = doc.get("pr", 1)
+    if type(lane) is not int or not 0 <= lane <= 2:
+        raise EnvelopeError("pr", f"must be 0, 1 or 2, got {lane!r}")
     return Message(
-        id=doc["id"],
-        queue=doc["q"],
+        id=_text_field(doc, "id"),
+        queue=_text_field(doc, "q"),
         payload=doc.get("p"),
-        headers=doc.get("h") or {},
-        priority=Priority(doc.get("pr", 1)),
-        idempotency_key=doc.get("k"),
-        attempts=doc.get("a", 0),
-        created_at_ms=doc.get("c", 0),
-        not_before_ms=doc.get("nb"),
-        expires_at_ms=doc.get("x"),
-        max_attempts=doc.get("ma"),
+        headers=headers,
+        priority=_PRIORITIES[lane],
+        idempotency_key=_text_field(doc, "k", optional=True),
+        attempts=_int_field(doc, "a", 0, 1_000_000) or 0,
+        created_at_ms=_int_field(doc, "c", 0, MAX_TIME_MS) or 0,
+        not_before_ms=_int_field(doc, "nb", 0, MAX_TIME_MS),
+        expires_at_ms=_int_field(doc, "x", 0, MAX_TIME_MS),
+        max_attempts=_int_field(doc, "ma", 1, 1_000_000),
     )
 
 
-def validate_headers(headers: dict[str, str] | None) -> dict[str, str]:
-    if not headers:
+def validate_headers(headers: Any) -> dict[str, str]:
+    """A copy of ``headers`` if it maps str to str; ValidationError naming ``headers``."""
+    if headers is None:
         return {}
+    if not isinstance(headers, Mapping):
+        raise ValidationError("headers", "must be a mapping of str to str, got "
+                              f"{type(headers).__name__}")
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValidationError("headers", f"must map str to str; bad entry {key!r}: {value!r}")
     return dict(headers)
+
+
+# -- payloads ------------------------------------------------------------------------------
+
+
+def check_payload(payload: Any) -> None:
+    """Refuse a payload that is not JSON-compatible (bytes are allowed as the whole payload).
+
+    JSON-compatible: None, bool, int (as msgpack carries it), finite float, str, and lists,
+    tuples (delivered as lists) and dicts with str keys of those, at most
+    :data:`MAX_PAYLOAD_DEPTH` levels deep. Raises :class:`PayloadError` naming the path of
+    the first offending value, e.g. ``payload.user.scores[2]``.
+    """
+    if type(payload) is bytes or _plain_ok(payload, 0):
+        return
+    problem = _find_problem(payload, "payload", 0)
+    if problem is not None:
+        raise PayloadError(*problem)
+
+
+def _plain_ok(value: Any, depth: int) -> bool:
+    """The fast check: exact built-in types only; anything else goes to _find_problem."""
+    kind = type(value)
+    if kind is str or value is None or kind is bool:
+        return True
+    if kind is int:
+        return bool(_MSGPACK_INT[0] <= value <= _MSGPACK_INT[1])
+    if kind is float:
+        return bool(value - value == 0.0)  # false for NaN and both infinities
+    if depth >= MAX_PAYLOAD_DEPTH:
+        return False
+    # Loops rather than all(...): this runs for every published message.
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind is not str and not _plain_ok(item, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for item in value:
+            kind = type(item)
+            if kind is not str and not _plain_ok(item, depth + 1):
+                return False
+        return True
+    return False
+
+
+def _child(path: str, key: str) -> str:
+    return f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"
+
+
+def _find_problem(value: Any, path: str, depth: int) -> tuple[str, str] | None:
+    """(path, reason) of the first value msgpack would not carry as JSON, or None."""
+    if isinstance(value, (str, bool)) or value is None:
+        return None
+    if isinstance(value, int):
+        if _MSGPACK_INT[0] <= value <= _MSGPACK_INT[1]:
+            return None
+        return path, "int out of range: -2**63 to 2**64-1"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path, f"{value!r} is not JSON-compatible")
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return path, "bytes are allowed only as the whole payload"
+    if depth >= MAX_PAYLOAD_DEPTH:
+        return path, f"nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return path, f"dict keys must be strings, got {key!r}"
+            found = _find_problem(item, _child(path, key), depth + 1)
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _find_problem(item, f"{path}[{index}]", depth + 1)
+            if found is not None:
+                return found
+        return None
+    return path, f"{type(value).__name__} is not JSON-compatible"
 
 
 def now_ms() -> int:

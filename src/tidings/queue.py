@@ -24,6 +24,7 @@ from .errors import PayloadError, ValidationError
 from .message import (
     Message,
     Priority,
+    check_attempts,
     decode,
     duration_ms,
     encode,
@@ -37,11 +38,16 @@ from .scripts import SCRIPTS
 
 if TYPE_CHECKING:
     from .app import Tidings
-    from .worker import FetchGate, HandlerSpec
+    from .worker.spec import FetchGate, HandlerSpec
 
 GROUP = "tidings"
 LANE_NAMES = ("high", "normal", "low")
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_message_id(message_id: Any) -> None:
+    if not isinstance(message_id, str) or not message_id:
+        raise ValidationError("message_id", f"must be a non-empty string, got {message_id!r}")
 
 
 def queue_keys(prefix: str, name: str) -> list[str]:
@@ -150,7 +156,7 @@ class Queue:
             async def send(msg: Message) -> None:
                 await smtp.send(**msg.payload)
         """
-        from .worker import HandlerSpec
+        from .worker.spec import HandlerSpec
 
         def register(func: F) -> F:
             self.handler_spec = HandlerSpec.build(func, concurrency, batch_size, batch_wait)
@@ -176,8 +182,8 @@ class Queue:
             expires = created + int(self.config.default_ttl * 1000)
         due_at = None if item.send_at is None else to_ms(item.send_at, "send_at")
         delay = None if item.delay is None else duration_ms(item.delay, "delay")
-        if item.max_attempts is not None and item.max_attempts < 1:
-            raise ValidationError("max_attempts", "must be >= 1")
+        if item.max_attempts is not None:
+            check_attempts(item.max_attempts)
         key = item.idempotency_key
         if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 512):
             raise ValidationError("idempotency_key", "must be a non-empty string of <= 512 chars")
@@ -220,7 +226,10 @@ class Queue:
         the queue's dedupe window enqueues nothing.
         """
         if correlation_id is not None:
-            headers = {**(headers or {}), "correlation_id": correlation_id}
+            if not isinstance(correlation_id, str) or not correlation_id:
+                raise ValidationError("correlation_id", "must be a non-empty string, got "
+                                      f"{correlation_id!r}")
+            headers = {**validate_headers(headers), "correlation_id": correlation_id}
         item = Outgoing(payload, priority, idempotency_key, headers, delay, send_at, expires_in,
                         expires_at, max_attempts)
         return (await self._publish([item]))[0]
@@ -234,6 +243,9 @@ class Queue:
         Each chunk is atomic; if a later chunk fails, earlier chunks stay published, so
         use idempotency keys to make a re-run safe.
         """
+        if type(chunk_size) is not int or not 1 <= chunk_size <= 10_000:
+            raise ValidationError("chunk_size", f"must be an int from 1 to 10000, got "
+                                  f"{chunk_size!r}")
         ids: list[str] = []
         chunk: list[Outgoing] = []
         for item in items:
@@ -267,6 +279,7 @@ class Queue:
 
     async def cancel(self, message_id: str) -> bool:
         """Cancel a message waiting in the delayed set; False if it is not waiting there."""
+        _check_message_id(message_id)
         return bool(await self.app.broker.call(SCRIPTS.cancel_delayed, self.keys, [message_id]))
 
     async def reschedule(
@@ -276,6 +289,7 @@ class Queue:
         """Move a delayed message to a new due time; raises MessageNotFoundError if absent."""
         from .errors import MessageNotFoundError
 
+        _check_message_id(message_id)
         if (delay is None) == (send_at is None):
             raise ValidationError("delay", "give exactly one of delay or send_at")
         args = ["" if send_at is None else to_ms(send_at, "send_at"),

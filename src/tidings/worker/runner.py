@@ -1,0 +1,455 @@
+"""One queue inside a worker: the fetch loop and the handler calls.
+
+The fetch loop takes only as many messages as there are free handler slots (weighted over
+the lanes), blocks on the lanes when they run dry, and starts reclaimed messages before it
+fetches new ones. Every message handed to a handler ends settled (see settle.py), whatever
+raises on the way: a slot is never leaked and a message never stays leased by a live
+worker for ever. Handlers that run past the queue's ``handler_timeout`` are cancelled by a
+watchdog and count as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+
+from ..allocation import LaneAllocator
+from ..broker import TRANSIENT, text
+from ..errors import EnvelopeError, HandlerTimeoutError, UnsupportedEnvelopeError
+from ..events import EventKind
+from ..message import Message, decode
+from ..queue import GROUP, Queue
+from ..scripts import SCRIPTS
+from .backoff import Backoff, consume
+from .leases import Leases
+from .settle import Settler
+
+if TYPE_CHECKING:
+    from .worker import Worker
+
+log = logging.getLogger("tidings.worker")
+PROMOTE_LIMIT = 1000
+GATE_RECHECK = 0.05  # seconds before asking a gate again that admitted nothing
+MAX_IDLE_BLOCK_MS = 5000
+
+
+class QueueRunner:
+    """Consumes one queue inside a worker."""
+
+    def __init__(self, worker: Worker, queue: Queue) -> None:
+        assert queue.handler_spec is not None
+        self.worker = worker
+        self.queue = queue
+        self.spec = queue.handler_spec
+        self.config = queue.config
+        self.keys = queue.keys
+        self.bus = queue.app.events
+        self.allocator = LaneAllocator(queue.config.weights)
+        self.limit = self.spec.concurrency * (self.spec.batch_size or 1)
+        self.running = 0  # messages handed to the handler and not yet finished
+        self.in_flight: dict[str, Message] = {}  # leases held: lane+entry id -> message
+        self.settling: set[str] = set()  # leases whose settle is on its way to the server
+        self.lost: set[tuple[str, int]] = set()  # (key, delivery) reported lost, unsettled
+        self.reclaimed: deque[Message] = deque()  # leased, waiting for a slot: they go first
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.capacity = asyncio.Event()
+        self.nudge = asyncio.Event()  # wakes a fetch loop blocked on the lanes
+        self.timeout = queue.config.handler_timeout
+        self.deadlines: dict[asyncio.Task[Any], tuple[float, Message | list[Message]]] = {}
+        self.timed_out: set[asyncio.Task[Any]] = set()
+        self.settler = Settler(self)
+        self.leases = Leases(self)
+        self._batch: list[Message] = []
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._backoff = Backoff()
+        # The common case (async handler, no around_handler middleware) skips two coroutine
+        # layers per message.
+        self._direct = self.spec.is_async and not self.bus.wraps_handlers
+        self._executor = (None if self.spec.is_async else
+                          ThreadPoolExecutor(min(self.spec.concurrency, 256),
+                                             thread_name_prefix=f"tidings-{queue.name}"))
+
+    @property
+    def client(self) -> Any:
+        return self.queue.app.broker.client
+
+    def free(self) -> int:
+        if self.worker.isolation.active:
+            return 0
+        return min(self.limit - self.running, self.worker.limit - self.worker.running)
+
+    async def _wait_capacity(self) -> None:
+        self.capacity.clear()
+        await self.capacity.wait()
+
+    # -- fetching ----------------------------------------------------------------------
+
+    async def fetch_loop(self) -> None:
+        args_tail = [PROMOTE_LIMIT, self.config.on_expire.value]
+        isolation = self.worker.isolation
+        while not self.worker.stopping:
+            if isolation.wanted_by is self:
+                await self._run_suspect()
+                continue
+            if self.reclaimed and self._start_reclaimed():
+                continue
+            free = self.free()
+            if free <= 0 or isolation.holding_back:
+                await self._wait_capacity()
+                continue
+            free = await self.admitted(free)
+            if free <= 0:
+                await asyncio.sleep(GATE_RECHECK)
+                continue
+            try:
+                delivered, dropped, next_due, last = await SCRIPTS.fetch(
+                    self.client, self.keys,
+                    [GROUP, self.worker.consumer, *self.allocator.split(free), free, *args_tail])
+            except TRANSIENT as exc:
+                await self._backoff.wait(f"fetch from {self.queue.name}", exc)
+                continue
+            except ResponseError as exc:
+                await self.refused(f"fetch from {self.queue.name}", exc, self._backoff)
+                continue
+            self._backoff.reset()
+            if dropped:
+                self.report_dropped(dropped)
+            for msg in self._take(delivered):
+                self._start(msg)
+            if last and not self.worker.stopping and not self.reclaimed:
+                timeout = MAX_IDLE_BLOCK_MS if next_due < 0 else min(MAX_IDLE_BLOCK_MS, next_due)
+                await self._wait_for_work(last, max(1, timeout))
+
+    async def admitted(self, free: int) -> int:
+        """How many of ``free`` messages flow control (pause, limits ...) lets us take now."""
+        for gate in self.queue.gates:
+            free = min(free, await gate.admit(self.queue, free))
+            if free <= 0:
+                return 0
+        return free
+
+    async def _wait_for_work(self, last: list[bytes], timeout_ms: int) -> None:
+        """Block until an entry newer than ``last`` lands in a lane or the wake stream.
+
+        Returns early when the worker stops, a reclaim hands over messages, or the timeout
+        passes. The blocked read is then abandoned rather than awaited: cancelling it does
+        not interrupt a read on the wire.
+        """
+        k = self.keys
+        streams = {k[0]: last[0], k[1]: last[1], k[2]: last[2], k[9]: last[3]}
+        self.nudge.clear()
+        read = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
+        stop = asyncio.ensure_future(self.worker.stopped.wait())
+        nudge = asyncio.ensure_future(self.nudge.wait())
+        # Our own timer too: the server fires block timeouts only on its cron tick (every
+        # 100 ms at the default hz 10), which would make delayed messages that late.
+        await asyncio.wait([read, stop, nudge], timeout=timeout_ms / 1000,
+                           return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        nudge.cancel()
+        if not read.done():
+            read.cancel()
+            read.add_done_callback(consume)
+            return
+        error = None if read.cancelled() else read.exception()
+        if isinstance(error, TRANSIENT):
+            await self._backoff.wait(f"wait on {self.queue.name}", error)
+        elif error is not None:
+            raise error
+
+    def interrupt(self) -> None:
+        """Stop fetching: a blocked wait returns; a fetch in flight completes and dispatches."""
+        self.capacity.set()
+        self.nudge.set()
+        self._launch_batch()
+
+    def _take(self, delivered: list[list[Any]]) -> list[Message]:
+        """Decode and validate delivered entries and lease them; park what is not valid."""
+        taken: list[Message] = []
+        for lane, sid, token, raw, msg_id in delivered:
+            entry_id = text(sid)
+            try:
+                msg = decode(raw)
+                if msg_id and msg.id != text(msg_id):
+                    raise EnvelopeError("id", f"{msg.id!r} differs from the entry's id "
+                                        f"{text(msg_id)!r}")
+            except Exception as exc:  # any failure to read an entry is the entry's fault
+                reason = ("unsupported_version" if isinstance(exc, UnsupportedEnvelopeError)
+                          else "undecodable")
+                self._spawn(self.settler.dead_letter_entry(lane, entry_id, token, text(msg_id),
+                                                           reason, exc))
+                continue
+            msg.entry_id, msg.lane, msg.delivery = entry_id, lane, token
+            self.in_flight[f"{lane}{entry_id}"] = msg
+            taken.append(msg)
+        return taken
+
+    def take_reclaimed(self, delivered: list[list[Any]]) -> None:
+        self.reclaimed.extend(self._take(delivered))
+        if self.reclaimed:
+            self.nudge.set()
+            self.capacity.set()
+
+    def _start_reclaimed(self) -> bool:
+        """Start reclaimed messages before fetching; True if any started."""
+        started = False
+        while self.reclaimed and self.free() > 0:
+            msg = self.reclaimed.popleft()
+            if self.in_flight.get(f"{msg.lane}{msg.entry_id}") is msg:  # else: lease lost
+                self._start(msg)
+                started = True
+        return started
+
+    async def _run_suspect(self) -> None:
+        """Make the process idle, then claim one suspect message and run it alone."""
+        isolation = self.worker.isolation
+        try:
+            while not isolation.idle():
+                self._start_reclaimed()
+                if not await isolation.until_idle():
+                    return
+            if self.queue.gates and await self.admitted(1) <= 0:
+                return  # paused or held back: the next reclaim sees the suspect again
+            try:
+                delivered, dropped, _, _ = await self.leases.claim(1, suspect=True)
+            except (*TRANSIENT, ResponseError) as exc:
+                log.warning("could not claim a suspect message of %s (%s); trying again at "
+                            "the next reclaim", self.queue.name, exc)
+                return
+            if dropped:
+                self.report_dropped(dropped)
+            for msg in self._take(delivered):
+                isolation.active = True
+                log.info("running message %s of %s alone (delivery %d): a worker died "
+                         "holding it", msg.id, self.queue.name, msg.delivery)
+                self.running += 1
+                self.worker.running += 1
+                task = self._spawn(self._run_one(msg) if self.spec.batch_size is None
+                                   else self._run_batch([msg]))
+                # On shutdown stop waiting: the drain gives the task its grace period.
+                stop = asyncio.ensure_future(self.worker.stopped.wait())
+                await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
+                stop.cancel()
+        finally:
+            isolation.done()
+
+    def _start(self, msg: Message) -> None:
+        self.running += 1
+        self.worker.running += 1
+        if self.spec.batch_size is None:
+            self._spawn(self._run_one(msg))
+            return
+        self._batch.append(msg)
+        if len(self._batch) >= self.spec.batch_size:
+            self._launch_batch()
+        elif self._batch_timer is None:
+            loop = asyncio.get_running_loop()
+            self._batch_timer = loop.call_later(self.spec.batch_wait, self._launch_batch)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    def _launch_batch(self) -> None:
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
+            self._batch_timer = None
+        while self._batch:
+            size = self.spec.batch_size or 1
+            batch, self._batch = self._batch[:size], self._batch[size:]
+            self._spawn(self._run_batch(batch))
+
+    def _finished(self, count: int) -> None:
+        self.running -= count
+        self.worker.running -= count
+        self.capacity.set()
+        self.worker.wake_all()
+        self.worker.isolation.handler_finished()
+
+    # -- running handlers --------------------------------------------------------------
+
+    async def _call(self, arg: Message | list[Message]) -> Any:
+        if self.spec.is_async:
+            return await self.spec.fn(arg)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.spec.fn, arg)
+
+    def _watch(self, what: Message | list[Message]) -> asyncio.Task[Any] | None:
+        """Give the running handler call its deadline; returns its task to unwatch."""
+        if self.timeout is None:
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        self.deadlines[task] = (time.monotonic() + self.timeout, what)
+        return task
+
+    def _unwatch(self, task: asyncio.Task[Any] | None) -> bool:
+        """End the call's deadline; True if the watchdog cancelled it (it timed out)."""
+        if task is None:
+            return False
+        self.deadlines.pop(task, None)
+        if task not in self.timed_out:
+            return False
+        self.timed_out.discard(task)
+        task.uncancel()  # the cancellation was ours, and it is handled
+        return True
+
+    async def _run_one(self, msg: Message) -> None:
+        bus = self.bus
+        started = time.perf_counter()
+        watched = self._watch(msg)
+        error: BaseException | None = None
+        try:
+            if bus.active:
+                bus.message_event(EventKind.DELIVERED, msg)
+            if self._direct:
+                await self.spec.fn(msg)
+            else:
+                await bus.call_handler(msg, lambda: self._call(msg))
+        except asyncio.CancelledError:
+            if not self._unwatch(watched):
+                raise  # shutdown: the message stays held and is handed back
+            error = HandlerTimeoutError(self.timeout or 0)
+        except Exception as exc:
+            error = exc
+        self._unwatch(watched)  # a handler may have swallowed the watchdog's cancellation
+        self._finished(1)
+        if error is None:
+            self.settler.ack(msg, time.perf_counter() - started)
+        else:
+            await self.settler.fail(msg, error, time.perf_counter() - started)
+
+    async def _run_batch(self, batch: list[Message]) -> None:
+        bus = self.bus
+        started = time.perf_counter()
+        watched = self._watch(batch)
+        error: BaseException | None = None
+        try:
+            if bus.active:
+                for msg in batch:
+                    bus.message_event(EventKind.DELIVERED, msg)
+            await bus.call_handler(batch, lambda: self._call(batch))
+        except asyncio.CancelledError:
+            if not self._unwatch(watched):
+                raise
+            error = HandlerTimeoutError(self.timeout or 0)
+        except Exception as exc:
+            error = exc
+        self._unwatch(watched)
+        duration = time.perf_counter() - started
+        self._finished(len(batch))
+        for msg in batch:
+            outcome = msg.outcome if msg.outcome is not None else error
+            if outcome is None:
+                self.settler.ack(msg, duration)
+            else:
+                await self.settler.fail(msg, outcome, duration)
+
+    async def watchdog_loop(self) -> None:
+        """Cancel handler calls that run past ``handler_timeout``; they count as failed."""
+        assert self.timeout is not None
+        interval = min(1.0, max(0.01, self.timeout / 10))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for task, (deadline, what) in list(self.deadlines.items()):
+                if now < deadline or task in self.timed_out:
+                    continue
+                self.timed_out.add(task)
+                task.cancel()
+                label = (f"message {what.id}" if isinstance(what, Message)
+                         else f"a batch of {len(what)} messages")
+                log.warning("handler of %s on %s ran past handler_timeout (%gs): cancelled, "
+                            "it counts as a failed attempt%s", label, self.queue.name,
+                            self.timeout, "" if self.spec.is_async else
+                            " (a sync handler's thread cannot be stopped and runs on)")
+
+    # -- settling, leases: the parts live in settle.py and leases.py -------------------
+
+    def lease_lost(self, key: str, msg: Message, settled: bool = False) -> None:
+        """The lease of ``msg`` moved on (reclaimed): stop renewing it, report it once.
+
+        ``settled``: this is the refused settle of the message, its last word.
+        """
+        if self.in_flight.get(key) is msg:
+            del self.in_flight[key]
+            self.settling.discard(key)
+        mark = (key, msg.delivery)
+        if mark in self.lost:
+            if settled:
+                self.lost.discard(mark)
+            return
+        if not settled:
+            self.lost.add(mark)
+        log.warning("lease lost for message %s on %s (delivery %s): it was reclaimed; "
+                    "its settle is refused", msg.id, self.queue.name, msg.delivery)
+        self.worker.lease_lost += 1
+        if self.bus.active:
+            self.bus.message_event(EventKind.LEASE_LOST, msg)
+
+    def report_dropped(self, dropped: list[list[Any]]) -> None:
+        for kind, msg_id, lane, raw in dropped:
+            reason = text(kind)
+            log.warning("message %s on %s %s", text(msg_id), self.queue.name,
+                        "expired" if reason == "expired" else "is poison: dead-lettered")
+            if not self.bus.active:
+                continue
+            try:
+                msg = decode(raw)
+            except ValueError:
+                msg = Message(text(msg_id), self.queue.name, None)
+            msg.lane = lane
+            self.bus.message_event(
+                EventKind.EXPIRED if reason == "expired" else EventKind.DEAD_LETTERED, msg,
+                reason=reason if reason == "poison" else f"expired ({self.config.on_expire})")
+
+    async def refused(self, what: str, exc: ResponseError, backoff: Backoff) -> None:
+        """The server refused a loop's command: recreate lost groups, else log and back off.
+
+        A worker loop never dies of a server error (a full server refusing writes, a
+        restarted one without our groups); it keeps trying, loudly, until the server heals.
+        """
+        if "NOGROUP" in str(exc):
+            await self.queue.app.broker.ensure_groups(self.queue)
+            return
+        log.error("%s refused by the server: %s", what, exc)
+        await backoff.wait(what, exc)
+
+    # The steps are looked up on each call (not bound once), so a replaced method applies.
+    async def heartbeat(self) -> None:
+        await self.leases.heartbeat()
+
+    async def reclaim(self) -> None:
+        await self.leases.reclaim()
+
+    async def heartbeat_loop(self) -> None:
+        await self.leases.every(min(10.0, self.config.visibility_timeout / 3),
+                                lambda: self.heartbeat(), "heartbeat")
+
+    async def reclaim_loop(self) -> None:
+        await self.leases.every(self.config.visibility_timeout / 2, lambda: self.reclaim(),
+                                "reclaim")
+
+    def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
+        jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [self.heartbeat_loop,
+                                                               self.reclaim_loop]
+        return jobs if self.timeout is None else [*jobs, self.watchdog_loop]
+
+    async def release_unfinished(self) -> int:
+        return await self.settler.release_unfinished()
+
+    async def deregister(self) -> None:
+        await self.leases.deregister()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
