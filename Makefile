@@ -8,8 +8,9 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LOWEST := .venv-lowest
 
-.PHONY: venv demo lint typecheck test bench clean
+.PHONY: venv demo lint typecheck test test-lowest bench clean
 
 venv: $(STAMP)
 
@@ -41,6 +42,22 @@ test: venv lint typecheck
 		TIDINGS_TEST_REDIS_URL="$$TIDINGS_TEST_REDIS_URL_EXTRA" \
 			$(BIN)/pytest -q -m "not embedded_only and not slow"; \
 	fi
+
+# The fast tests with every runtime dependency at the lower bound pyproject.toml declares
+# (pinned by .ci/lowest_constraints.py; dev tools at their newest), against the embedded
+# server, so the bounds never claim more than the code works with. Its own venv, rebuilt
+# from scratch when pyproject.toml changes.
+test-lowest: $(LOWEST)/.installed
+	env -u TIDINGS_TEST_REDIS_URL -u TIDINGS_REDIS_URL $(LOWEST)/bin/pytest -q -m "not slow"
+
+$(LOWEST)/.installed: pyproject.toml .ci/lowest_constraints.py $(STAMP)
+	rm -rf $(LOWEST)
+	$(PYTHON) -m venv $(LOWEST)
+	$(BIN)/python .ci/lowest_constraints.py > $(LOWEST)/constraints.txt
+	$(LOWEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LOWEST)/bin/python -m pip install --quiet -c $(LOWEST)/constraints.txt -e '.[dev]'
+	@echo "== installed at the lower bounds:"; grep -v '^#' $(LOWEST)/constraints.txt
+	touch $@
 
 # Core (tidings vs raw redis-py), scheduling and flow-control figures; each prints JSON and
 # writes bench/results/<name>.json.

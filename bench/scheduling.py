@@ -212,6 +212,7 @@ async def campaign_enqueue(url: str, prefix: str, sizes: Sizes = Sizes()) -> dic
     n = sizes.campaign_n
     async with _session(url, prefix) as (app, raw):
         campaigns = Campaigns.of(app)
+        app.queue("campaign")
         day = date(datetime.now(UTC).year + 1, 1, 12)
         recipients = (Recipient(f"user-{i}", _payload(i), ZONES[i % len(ZONES)])
                       for i in range(n))

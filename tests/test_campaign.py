@@ -35,6 +35,18 @@ NINE = {
 }
 
 
+@pytest.fixture
+def make_app(make_app: Callable[..., Tidings]) -> Callable[..., Tidings]:
+    """The shared app factory, with the queues these tests target declared on every app."""
+    def factory(**kwargs: Any) -> Tidings:
+        app = make_app(**kwargs)
+        for name in ("push",):
+            app.queue(name)
+        return app
+
+    return factory
+
+
 def people(n: int, start: int = 0) -> list[Recipient]:
     return [Recipient(f"u{i}", {"user": i}, ZONES[i % len(ZONES)]) for i in range(start, n)]
 
@@ -173,6 +185,7 @@ async def test_resume_checks_the_recipients_and_the_arguments(
     with pytest.raises(ValidationError) as exc:
         await campaigns.schedule("c", "push", everyone, local_time=time(10), date=DAY)
     assert exc.value.field == "campaign_id"
+    app.queue("email")
     with pytest.raises(ValidationError) as exc:
         await campaigns.schedule("c", "email", everyone, local_time=time(9), date=DAY)
     assert exc.value.field == "campaign_id"

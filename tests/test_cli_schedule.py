@@ -22,6 +22,8 @@ def test_schedules_list_show_pause_resume_delete(cli_env: dict[str, str]) -> Non
     env = cli_env
 
     async def setup(app: Tidings) -> None:
+        app.queue("email")
+        app.queue("sms")
         await app.schedules.add("digest", queue="email", cron="0 9 * * *",
                                 timezone="Europe/Paris", payload={"t": "digest"})
         await app.schedules.add("beat", queue="sms", every=60)
@@ -57,6 +59,7 @@ def test_campaigns_list_show_cancel(cli_env: dict[str, str]) -> None:
 
     async def setup(app: Tidings) -> Any:
         recipients = [Recipient(f"u{i}", {"i": i}, "Asia/Tokyo") for i in range(300)]
+        app.queue("push")
         return await Campaigns.of(app).schedule(
             "promo", "push", recipients, local_time=time(9), date=date(NEXT_YEAR, 2, 2))
 

@@ -34,6 +34,18 @@ T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # a Monday, in the past of the real
 HOUR = timedelta(hours=1)
 
 
+@pytest.fixture
+def make_app(make_app: Callable[..., Tidings]) -> Callable[..., Tidings]:
+    """The shared app factory, with the queues these tests target declared on every app."""
+    def factory(**kwargs: Any) -> Tidings:
+        app = make_app(**kwargs)
+        for name in ("email", "sms"):
+            app.queue(name)
+        return app
+
+    return factory
+
+
 class Clock:
     """A settable clock for Schedules.clock."""
 

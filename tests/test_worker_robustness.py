@@ -396,3 +396,28 @@ async def test_a_hung_sync_handler_frees_its_slot_at_the_timeout(
         release.set()
     [dead] = await q.dlq.list()
     assert dead.error["type"] == "HandlerTimeoutError" and sorted(handled[:2]) == ["a", "b"]
+
+
+@pytest.mark.parametrize("body", [b"no separators", b"x|1|envelope", b"7||envelope",
+                                  b"1|soon|envelope", b""])
+async def test_a_malformed_delayed_body_is_dead_lettered_and_does_not_stop_fetching(
+        app: Tidings, recorder: Recorder, body: bytes) -> None:
+    q = app.queue("email")
+    handled: list[Any] = []
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        handled.append(msg.payload)
+
+    await app.connect()
+    client = app.broker.client
+    await client.hset(q.keys[4], "bad-body", body)
+    await client.zadd(q.keys[3], {"bad-body": 0})  # due long ago
+    await q.publish("after")
+    async with app.worker():
+        await recorder.wait_count(EventKind.ACKED, 1)
+        await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
+    assert handled == ["after"]
+    [dead] = await q.dlq.list()
+    assert (dead.message_id, dead.reason) == ("bad-body", "undecodable")
+    assert await _settled(q, dead=1)

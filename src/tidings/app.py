@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .broker import Broker
 from .config import build_queue_config
-from .errors import UnknownQueueError
+from .errors import UnknownQueueError, ValidationError
 from .events import EventBus, Middleware
 from .queue import Queue
 from .settings import Settings, load_settings
@@ -69,11 +69,25 @@ class Tidings:
         self.queues[name] = queue
         return queue
 
-    def get_queue(self, name: str) -> Queue:
+    def get_queue(self, queue: Queue | str) -> Queue:
+        """The declared queue ``queue`` names (or is): the one resolver of ``Queue | str``.
+
+        Every API that takes a queue or its name goes through here, so all of them refuse
+        a name never declared with :meth:`queue` (UnknownQueueError) instead of declaring
+        it with default settings, and refuse a Queue of another app.
+        """
+        if isinstance(queue, Queue):
+            if queue.app is not self:
+                raise ValidationError("queue", f"queue {queue.name!r} belongs to another "
+                                      "Tidings app; declare it on this one")
+            return queue
+        if not isinstance(queue, str):
+            raise ValidationError("queue", "must be a Queue or the name of one, got "
+                                  f"{type(queue).__name__}")
         try:
-            return self.queues[name]
+            return self.queues[queue]
         except KeyError:
-            raise UnknownQueueError(name) from None
+            raise UnknownQueueError(queue) from None
 
     @property
     def flow(self) -> FlowControl:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,18 +17,34 @@ import hiredis
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    AuthenticationError,
+    NoPermissionError,
+    NoScriptError,
+    RedisError,
+    ResponseError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .config import Durability
-from .errors import BrokerUnavailableError, DurabilityError, ServerConfigError
-from .message import Priority, decode, from_ms, now_ms
+from .errors import (
+    AccessDeniedError,
+    AuthenticationFailedError,
+    BrokerUnavailableError,
+    DurabilityError,
+    PermissionDeniedError,
+    ServerConfigError,
+    UntrustedCertificateError,
+)
+from .message import Priority, now_ms
 from .scripts import SCRIPTS, Script
 from .settings import Settings
+from .stored import text as text  # re-exported: the loops read stored ids with it
 
 if TYPE_CHECKING:
-    from .queue import MessageInfo, Queue, QueueStats
+    from .inspection import InspectedMessage
+    from .queue import Queue, QueueStats
 
 log = logging.getLogger("tidings.broker")
 T = TypeVar("T")
@@ -49,18 +66,99 @@ class _HiredisPacking:
         return [hiredis.pack_command(args)]
 
 
+class _RefusalsAreFinal:
+    """Turns a refusal met while connecting into tidings' typed error, at the source.
+
+    redis-py reports a wrong or missing password (WRONGPASS, NOAUTH) and an untrusted TLS
+    certificate as ConnectionErrors, which every ``except TRANSIENT`` would retry as an
+    outage. Raised here, as errors that are not ConnectionErrors, no loop retries them.
+    """
+
+    username: str | None
+
+    async def connect(self) -> None:
+        try:
+            await super().connect()  # type: ignore[misc]
+        except (RedisError, OSError) as exc:
+            refusal = refusal_of(exc, getattr(self, "username", None) or "default",
+                                 "connecting")
+            if refusal is not None:
+                raise refusal from exc
+            certificate = _untrusted_certificate(exc)
+            if certificate is not None:
+                raise UntrustedCertificateError(self._server(), certificate) from exc
+            raise
+
+    def _server(self) -> str:
+        path = getattr(self, "path", None)
+        return str(path) if path else f"{getattr(self, 'host', '?')}:{getattr(self, 'port', '?')}"
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (redis-py re-raises some errors as ConnectionErrors)."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _untrusted_certificate(exc: BaseException) -> str | None:
+    for cause in _causes(exc):
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return cause.verify_message or str(cause)
+        if "CERTIFICATE_VERIFY_FAILED" in str(cause):
+            return str(cause)
+    return None
+
+
+# How servers word an ACL refusal: NOPERM replies (Redis, Valkey), and the errors a script
+# gets for a command or key its user may not touch (Redis 7.0; Valkey says "ACL failure").
+_DENIED_IN_SCRIPT = ("The user executing the script can't", "ACL failure in script")
+
+
+def refusal_of(exc: BaseException, user: str, what: str = "") -> AccessDeniedError | None:
+    """The typed error for a refusal of credentials or permissions, else None.
+
+    ``user`` is the server user we act as; ``what`` says what we were doing (a script's
+    name, a command), added to the server's own words, which name the command or key.
+    """
+    for cause in _causes(exc):
+        if isinstance(cause, AccessDeniedError):
+            return cause
+        detail = str(cause)
+        where = f" ({what})" if what else ""
+        if isinstance(cause, AuthenticationError) or detail.startswith(("WRONGPASS", "NOAUTH")):
+            return AuthenticationFailedError(
+                user, f"{detail}{where}; check the user and password in TIDINGS_REDIS_URL")
+        if (isinstance(cause, NoPermissionError) or "NOPERM" in detail
+                or any(words in detail for words in _DENIED_IN_SCRIPT)):
+            return PermissionDeniedError(user, f"{detail}{where}")
+    return None
+
+
+def raise_if_denied(exc: BaseException, user: str, what: str = "") -> None:
+    """Raise PermissionDeniedError (or AuthenticationFailedError) if ``exc`` is a refusal.
+
+    For the ``except ResponseError`` of a loop: call it first, so an ACL refusal (NOPERM)
+    surfaces at once as a typed error instead of being retried or logged as a server
+    hiccup; anything else returns and the caller handles ``exc`` as before.
+    """
+    refusal = refusal_of(exc, user, what)
+    if refusal is not None:
+        raise refusal from exc
+
+
 _packed_classes: dict[type, type] = {}
 
 
 def _with_fast_packing(connection_class: type) -> type:
     if connection_class not in _packed_classes:
         _packed_classes[connection_class] = type(
-            f"Packed{connection_class.__name__}", (_HiredisPacking, connection_class), {})
+            f"Packed{connection_class.__name__}",
+            (_HiredisPacking, _RefusalsAreFinal, connection_class), {})
     return _packed_classes[connection_class]
-
-
-def text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 class Broker:
@@ -72,6 +170,7 @@ class Broker:
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
         self.has_waitaof = False
+        self.user = "default"  # the server user we connect as (from the URL)
         self._lock = asyncio.Lock()
 
     @property
@@ -100,6 +199,7 @@ class Broker:
             pool.connection_class = _with_fast_packing(pool.connection_class)
             client = Redis.from_pool(pool)
             self.url = url
+            self.user = pool.connection_kwargs.get("username") or "default"
             self._client = client
             try:
                 await self.retrying(self._check_server, queues)
@@ -145,6 +245,7 @@ class Broker:
         try:
             fsync = (await self.client.config_get("appendfsync")).get("appendfsync")
         except ResponseError as exc:
+            raise_if_denied(exc, self.user, "CONFIG GET appendfsync, for durability='disk'")
             raise ServerConfigError("durability='disk' needs WAITAOF (Redis >= 7.2) or a "
                                     f"readable `appendfsync always`: {exc}") from None
         if fsync != "always":
@@ -159,6 +260,7 @@ class Broker:
             try:
                 await self.client.xgroup_create(lane_key, GROUP, id="0", mkstream=True)
             except ResponseError as exc:
+                raise_if_denied(exc, self.user, f"XGROUP CREATE {lane_key}")
                 if "BUSYGROUP" not in str(exc):
                     raise
 
@@ -169,6 +271,9 @@ class Broker:
         for attempt in range(already_failed, attempts):
             try:
                 return await op(*args)
+            except ResponseError as exc:
+                raise_if_denied(exc, self.user, _what(op))
+                raise
             except TRANSIENT as exc:
                 if attempt == attempts - 1:
                     raise BrokerUnavailableError(
@@ -180,6 +285,9 @@ class Broker:
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:  # the first try without the retry machinery: this is the publish hot path
             return await script(self.client, keys, args)
+        except ResponseError as exc:
+            raise_if_denied(exc, self.user, f"script {script.name} on {keys[0]}")
+            raise
         except TRANSIENT as exc:
             if self.settings.connect_retries == 0:
                 raise BrokerUnavailableError(f"server unreachable: {exc}") from exc
@@ -247,6 +355,7 @@ class Broker:
         try:
             res = await pipe.execute()
         except ResponseError as exc:
+            raise_if_denied(exc, self.user, f"reading the stats of {queue.name}")
             if "NOGROUP" not in str(exc):
                 raise
             await self.ensure_groups(queue)
@@ -266,41 +375,22 @@ class Broker:
         age = None if oldest is None else max(0.0, (now_ms() - oldest) / 1000)
         return QueueStats(queue.name, lanes, in_flight, res[9], res[10], age, res[11], counters)
 
-    async def inspect(self, queue: Queue, message_id: str) -> MessageInfo | None:
-        from .queue import GROUP, LANE_NAMES, MessageInfo
+    async def inspect(self, queue: Queue, message_id: str) -> InspectedMessage | None:
+        """Where ``message_id`` is and what it holds; None if the queue does not know it.
 
-        k = queue.keys
-        where = await self.client.hget(k[7], message_id)
-        if where is None:
-            return None
-        where = text(where)
-        if where == "d":
-            body, due = await asyncio.gather(self.client.hget(k[4], message_id),
-                                             self.client.zscore(k[3], message_id))
-            if body is None:
-                return None
-            lane, _, raw = body.split(b"|", 2)
-            return MessageInfo(message_id, "delayed", decode(raw), LANE_NAMES[int(lane)],
-                               from_ms(int(due)) if due is not None else None)
-        if where.startswith("x:"):
-            entries = await self.client.xrange(k[5], where[2:], where[2:])
-            if not entries:
-                return None
-            fields = {text(key): v for key, v in entries[0][1].items()}
-            dead = {key: text(v) for key, v in fields.items() if key not in ("m", "i")}
-            return MessageInfo(message_id, "dead", decode(fields["m"]),
-                               LANE_NAMES[int(dead.get("lane", 1))], dead_letter=dead)
-        lane_text, sid = where.split(":", 1)
-        lane = int(lane_text)
-        entries = await self.client.xrange(k[lane], sid, sid)
-        if not entries:
-            return None
-        pending = await self.client.xpending_range(k[lane], GROUP, sid, sid, 1)
-        deliveries = await self.client.hget(k[6], f"{lane}{sid}")
-        message = decode(entries[0][1][b"m"])
-        message.entry_id, message.lane = sid, lane
-        return MessageInfo(message_id, "in_flight" if pending else "queued", message,
-                           LANE_NAMES[lane], deliveries=int(deliveries or 0))
+        Never raises on malformed stored data: what cannot be read is reported in the
+        result (``fields`` as text, ``decode_error``), with ``state`` "unknown" when even
+        the location is unreadable.
+        """
+        from .inspection import inspect_message
+
+        return await self.retrying(inspect_message, self, queue, message_id)
+
+
+def _what(op: Any) -> str:
+    """What ``op`` does, for an error message: a script's name, else the function's."""
+    name = getattr(op, "name", None) if isinstance(op, Script) else None
+    return f"script {name}" if name else getattr(op, "__name__", type(op).__name__).lstrip("_")
 
 
 def lane_label(lane: int) -> str:

@@ -181,10 +181,6 @@ class Campaigns:
             await self.app.connect()
         return self.app.broker.client
 
-    def _queue(self, queue: str | Queue) -> Queue:
-        if isinstance(queue, Queue):
-            return queue
-        return self.app.queues.get(queue) or self.app.queue(queue)
 
     # -- scheduling --------------------------------------------------------------------
 
@@ -224,10 +220,10 @@ class Campaigns:
             await campaigns.schedule("welcome-2026-12", "email", recipients,
                                      local_time=time(9, 0), date=date(2026, 12, 1))
         """
-        spec = self._spec(campaign_id, queue, local_time, at, date, default_zone,
+        q = self.app.get_queue(queue)
+        spec = self._spec(campaign_id, q, local_time, at, date, default_zone,
                           throttle_per_minute, chunk_size, priority, headers, expires_in,
                           nonexistent, ambiguous, if_past)
-        q = self._queue(queue)
         client = await self._client()
         for script in vars(_SCRIPTS).values():  # pipelines call by SHA: make sure they exist
             await client.execute_command("SCRIPT", "LOAD", script.source)
@@ -268,7 +264,7 @@ class Campaigns:
         await self.app.broker.call(_SCRIPTS.finish, [campaign_key], [final, now_ms()])
         return await self.progress(campaign_id)
 
-    def _spec(self, campaign_id: str, queue: str | Queue, local_time: time | None,
+    def _spec(self, campaign_id: str, queue: Queue, local_time: time | None,
               at: datetime | None, day: date | None, default_zone: str,
               throttle: int | None, chunk_size: int, priority: Priority | str,
               headers: dict[str, str] | None, expires_in: timedelta | float | None,
@@ -305,7 +301,7 @@ class Campaigns:
             raise ValidationError("headers", f"{', '.join(sorted(reserved))} is set by the "
                                   "campaign")
         return {
-            "queue": queue.name if isinstance(queue, Queue) else queue,
+            "queue": queue.name,
             "local_time": None if local_time is None else local_time.isoformat(),
             "at": None if at is None else epoch_ms(at),
             "date": None if day is None else day.isoformat(),

@@ -47,6 +47,17 @@ from .errors import (
 )
 from .queue import Queue
 
+
+def _click_exceptions() -> Any:
+    """Click's exceptions: typer >= 0.2x carries its own click, older typer uses click."""
+    try:
+        return importlib.import_module("typer._click.exceptions")
+    except ImportError:
+        return importlib.import_module("click.exceptions")
+
+
+_click_errors = _click_exceptions()
+
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK, EXIT_NOTHING, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_PERMISSION, EXIT_BUG = range(6)
@@ -115,13 +126,11 @@ def _usage_failed(exc: typer.BadParameter | Any) -> NoReturn:
 
 
 def _handled(call: Callable[[], T]) -> T:
-    from typer._click.exceptions import NoArgsIsHelpError, UsageError
-
     try:
         return call()
-    except NoArgsIsHelpError:
-        raise
-    except UsageError as exc:
+    except _click_errors.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed: not an error
+            raise
         _usage_failed(exc)
     except (typer.Exit, typer.Abort):
         raise

@@ -1,31 +1,43 @@
-"""Dead-letter queue operations: list, inspect, replay (rate-limited), purge."""
+"""Dead-letter queue operations: list, inspect, replay (rate-limited), purge.
+
+One malformed entry (an envelope that does not decode, a missing or malformed field) never
+stops an operation on the others: list shows it with what could be read, replay skips it
+and reports it, purge deletes it like any other.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from redis.exceptions import ResponseError
 
-from .message import Message, Priority, decode, encode, from_ms
+from .broker import raise_if_denied
+from .errors import ValidationError
+from .message import Message, Priority, encode
 from .scripts import SCRIPTS
+from .stored import decoded, lane_of, text, text_fields, time_of_ms
 
 if TYPE_CHECKING:
     from .queue import Queue
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 @dataclass(slots=True)
 class DeadLetter:
-    """One parked message and why it was parked."""
+    """One parked message and why it was parked.
+
+    ``fields`` holds the stored entry's fields as text, ``decode_error`` why the envelope
+    did not decode (``message`` is then None) and ``problems`` everything that could not be
+    read, that error included: a malformed ``lane`` (then the envelope's priority, or
+    normal, stands in) or ``dead_at`` (then None).
+    """
 
     entry_id: str
     message_id: str
@@ -35,6 +47,9 @@ class DeadLetter:
     error: dict[str, Any]  # type, message, traceback, attempts, created_at, failed_at
     message: Message | None  # None when the entry was undecodable
     raw: bytes
+    fields: dict[str, str] = field(default_factory=dict)
+    decode_error: str | None = None
+    problems: list[str] = field(default_factory=list)
 
     @property
     def error_type(self) -> str | None:
@@ -49,7 +64,41 @@ class DeadLetter:
             "attempts": self.error.get("attempts"),
             "payload": None if self.message is None else self.message.payload,
             "headers": None if self.message is None else self.message.headers,
+            "fields": self.fields, "decode_error": self.decode_error,
+            "problems": self.problems,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A dead letter an operation left where it was, and why."""
+
+    entry_id: str
+    message_id: str
+    reason: str
+
+
+class DeadLetterCount(int):
+    """How many dead letters were replayed or purged: the int callers always had, which
+    also reports the entries that were skipped (``skipped``, ``skipped_ids``)."""
+
+    skipped: tuple[Skipped, ...]
+
+    def __new__(cls, count: int, skipped: Iterable[Skipped] = ()) -> DeadLetterCount:
+        self = super().__new__(cls, count)
+        self.skipped = tuple(skipped)
+        return self
+
+    @property
+    def skipped_ids(self) -> builtins.list[str]:
+        """The dead-letter entry ids of the skipped entries (for purge by hand)."""
+        return [s.entry_id for s in self.skipped]
+
+    def __str__(self) -> str:
+        return str(int(self))  # printed as the count, as before
+
+    def __repr__(self) -> str:
+        return f"DeadLetterCount({int(self)}, skipped={len(self.skipped)})"
 
 
 Filter = Callable[[DeadLetter], bool]
@@ -69,6 +118,44 @@ def make_filter(reason: str | None = None, error_type: str | None = None,
     return matches
 
 
+def _error_of(value: Any) -> dict[str, Any]:
+    error_text = "" if value is None else text(value)
+    try:
+        error = orjson.loads(error_text) if error_text else {}
+    except orjson.JSONDecodeError:
+        error = {"message": error_text}
+    return error if isinstance(error, dict) else {"message": error}
+
+
+def parse_dead_letter(entry_id: Any, stored: dict[Any, Any]) -> DeadLetter:
+    """A dead-letter stream entry as a DeadLetter; never raises, whatever it holds."""
+    f = {text(k): v for k, v in stored.items()}
+    message, decode_error = decoded(f.get("m"))
+    problems = [decode_error] if decode_error else []
+    lane = lane_of(f.get("lane", b"1"))
+    if lane is None:
+        problems.append(f"lane {text(f['lane'])!r} is not 0, 1 or 2")
+        lane = message.priority if message is not None else Priority.NORMAL
+    dead_at = time_of_ms(f["dead_at"]) if "dead_at" in f else None
+    if "dead_at" in f and dead_at is None:
+        problems.append(f"dead_at {text(f['dead_at'])!r} is not a time in milliseconds")
+    message_id = text(f.get("i", b"")) or (
+        message.id if message is not None and isinstance(message.id, str) else "")
+    raw = f.get("m")
+    return DeadLetter(
+        text(entry_id), message_id, text(f.get("reason", b"")), dead_at, lane,
+        _error_of(f.get("error")), message, raw if isinstance(raw, bytes) else b"",
+        text_fields(stored), decode_error, problems)
+
+
+def _positive(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(name, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValidationError(name, f"must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
 class DeadLetters:
     """The dead-letter queue of one queue (``queue.dlq``)."""
 
@@ -79,42 +166,20 @@ class DeadLetters:
     def _key(self) -> str:
         return self.queue.keys[5]
 
-    @staticmethod
-    def _parse(entry_id: Any, fields: dict[Any, Any]) -> DeadLetter:
-        f = {_text(k): v for k, v in fields.items()}
-        raw = f.get("m", b"")
-        try:
-            message: Message | None = decode(raw)
-        except ValueError:
-            message = None
-        error_text = _text(f.get("error", b""))
-        try:
-            error = orjson.loads(error_text) if error_text else {}
-        except orjson.JSONDecodeError:
-            error = {"message": error_text}
-        if not isinstance(error, dict):
-            error = {"message": error}
-        dead_at = f.get("dead_at")
-        return DeadLetter(
-            _text(entry_id), _text(f.get("i", b"")) or (message.id if message else ""),
-            _text(f.get("reason", b"")), from_ms(int(dead_at)) if dead_at else None,
-            Priority(int(f.get("lane", 1))), error, message, raw,
-        )
-
     async def scan(self, where: Filter | None = None,
                    page: int = 500) -> AsyncIterator[DeadLetter]:
         """Every dead letter, oldest first, optionally filtered."""
-        client = self.queue.app.broker.client
+        broker = self.queue.app.broker
         start = "-"
         while True:
-            entries = await client.xrange(self._key, min=start, count=page)
+            entries = await broker.retrying(broker.client.xrange, self._key, start, "+", page)
             for entry_id, fields in entries:
-                item = self._parse(entry_id, fields)
+                item = parse_dead_letter(entry_id, fields)
                 if where is None or where(item):
                     yield item
             if len(entries) < page:
                 return
-            start = "(" + _text(entries[-1][0])
+            start = "(" + text(entries[-1][0])
 
     async def list(self, limit: int = 100,
                    where: Filter | None = None) -> builtins.list[DeadLetter]:
@@ -126,30 +191,41 @@ class DeadLetters:
         return out
 
     async def get(self, message_id: str) -> DeadLetter | None:
-        info = await self.queue.inspect(message_id)
-        if info is None or info.state != "dead":
-            async for item in self.scan(lambda e: e.message_id == message_id):
-                return item
-            return None
-        client = self.queue.app.broker.client
-        entry_id = _text(await client.hget(self.queue.keys[7], message_id))[2:]
-        entries = await client.xrange(self._key, entry_id, entry_id)
-        return self._parse(*entries[0]) if entries else None
+        """The dead letter of ``message_id`` (found by its index entry, else by a scan)."""
+        broker = self.queue.app.broker
+        where = text(await broker.client.hget(self.queue.keys[7], message_id) or b"")
+        if where.startswith("x:"):
+            try:
+                entries = await broker.client.xrange(self._key, where[2:], where[2:])
+            except ResponseError as exc:  # an index value that is not an entry id
+                raise_if_denied(exc, broker.user, f"reading the DLQ of {self.queue.name}")
+                entries = []
+            if entries:
+                return parse_dead_letter(*entries[0])
+        async for item in self.scan(lambda e: e.message_id == message_id):
+            return item
+        return None
 
     async def count(self) -> int:
         return int(await self.queue.app.broker.client.xlen(self._key))
 
     async def replay(self, message_ids: builtins.list[str] | None = None, *,
                      where: Filter | None = None, rate: float | None = None,
-                     batch: int = 100) -> int:
+                     batch: int = 100) -> DeadLetterCount:
         """Move dead letters back to their lane with fresh attempts; returns how many.
 
         ``message_ids`` replays those; otherwise everything matching ``where`` (all when
         None). ``rate`` caps messages per second so a replay does not flood a provider that
-        just recovered. Undecodable entries are never replayed (purge them).
+        just recovered. Entries that cannot be replayed (an envelope that does not decode,
+        say) stay in the DLQ and are reported in the result's ``skipped``: purge them.
         """
+        if rate is not None:
+            rate = _positive(rate, "rate")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValidationError("batch", f"must be an integer >= 1, got {batch!r}")
         wanted = set(message_ids) if message_ids is not None else None
         done = 0
+        skipped: builtins.list[Skipped] = []
         started = time.monotonic()
         args: builtins.list[Any] = []
 
@@ -162,11 +238,13 @@ class DeadLetters:
 
         step = max(1, min(batch, int(rate))) if rate else batch
         async for item in self.scan(where):
-            if item.message is None or (wanted is not None and item.message_id not in wanted):
+            if wanted is not None and item.message_id not in wanted:
                 continue
-            item.message.attempts = 0
-            item.message.expires_at_ms = None
-            args += (item.entry_id, int(item.lane), item.message.id, encode(item.message))
+            replayable = _replay_args(item)
+            if isinstance(replayable, str):
+                skipped.append(Skipped(item.entry_id, item.message_id, replayable))
+                continue
+            args += replayable
             if len(args) >= 4 * step:
                 await flush()
                 if rate:
@@ -174,11 +252,15 @@ class DeadLetters:
                     if ahead > 0:
                         await asyncio.sleep(ahead)
         await flush()
-        return done
+        return DeadLetterCount(done, skipped)
 
     async def purge(self, message_ids: builtins.list[str] | None = None, *,
-                    where: Filter | None = None) -> int:
-        """Delete dead letters for good (those ids, or all matching ``where``)."""
+                    where: Filter | None = None) -> DeadLetterCount:
+        """Delete dead letters for good (those ids, or all matching ``where``).
+
+        Entries that cannot be decoded are purged like any other (by ``--all``, a filter,
+        or the id of their ``i`` field).
+        """
         wanted = set(message_ids) if message_ids is not None else None
         entry_ids = [item.entry_id async for item in self.scan(where)
                      if wanted is None or item.message_id in wanted]
@@ -186,4 +268,20 @@ class DeadLetters:
         for i in range(0, len(entry_ids), 500):
             purged += int(await self.queue.app.broker.call(
                 SCRIPTS.dlq_purge, self.queue.keys, entry_ids[i:i + 500]))
-        return purged
+        return DeadLetterCount(purged)
+
+
+def _replay_args(item: DeadLetter) -> tuple[Any, ...] | str:
+    """dlq_replay's arguments for ``item``, or why it cannot be replayed."""
+    message = item.message
+    if message is None:
+        return f"cannot be replayed: {item.decode_error}"
+    if not isinstance(message.id, str) or not message.id:
+        return f"cannot be replayed: the envelope's id {message.id!r} is not a string"
+    message.attempts = 0
+    message.expires_at_ms = None
+    try:
+        envelope = encode(message)
+    except (ValueError, TypeError, OverflowError) as exc:
+        return f"cannot be replayed: the envelope cannot be encoded again ({exc})"
+    return item.entry_id, int(item.lane), message.id, envelope

@@ -38,6 +38,19 @@ class ConfigError(ValidationError):
     """Invalid settings or queue configuration."""
 
 
+class SettingsFileError(ConfigError):
+    """The settings file is not valid TOML, or holds a bad value.
+
+    ``path`` is the file; ``field`` the key that is wrong, or ``"file"`` when the file
+    itself cannot be read (the reason then gives the line and column).
+    """
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.path = path
+        self.args = (f"{path}: {reason}" if field == "file" else f"{path}: {field}: {reason}",)
+
+
 class ServerConfigError(TidingsError):
     """The Redis server is configured in a way that would lose messages."""
 
@@ -64,6 +77,19 @@ class AuthenticationFailedError(AccessDeniedError):
 
 class PermissionDeniedError(AccessDeniedError):
     """The user may not run a command or touch a key (NOPERM)."""
+
+
+class UntrustedCertificateError(TidingsError):
+    """The server's TLS certificate failed verification: not transient, never retried.
+
+    Give the CA that signed it (``?ssl_ca_certs=/path/ca.pem`` in the URL) or fix the
+    server's certificate; ``detail`` is what the TLS library reported.
+    """
+
+    def __init__(self, server: str, detail: str) -> None:
+        self.server = server
+        self.detail = detail
+        super().__init__(f"the TLS certificate of {server} was not trusted: {detail}")
 
 
 class DurabilityError(TidingsError):

@@ -6,9 +6,12 @@ import logging
 import sys
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
+from .errors import ConfigError
 from .events import Event, EventKind, Middleware
+from .settings import check_log_level
 
 # Failures are worth a line at INFO; the happy path only at DEBUG, since at thousands of
 # messages a second a line per ack is a cost nobody wants by default.
@@ -24,21 +27,90 @@ _LEVELS = {
 }
 
 
-def configure_logging(level: str = "INFO", json: bool = True, stream: TextIO | None = None) -> None:
-    """Route tidings' own logs and the event lines through structlog, as JSON or console."""
-    renderer: Any = (structlog.processors.JSONRenderer() if json
+def _safe_text(value: object) -> str:
+    """``value`` as text that any UTF-8 encoder takes (lone surrogates escaped)."""
+    text = value if isinstance(value, str) else repr(value)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+# Characters that JSON allows raw inside strings but that some line readers split on.
+_LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def _dumps(event: dict[str, Any], **_: Any) -> str:
+    """One JSON object per line, whatever the fields hold.
+
+    orjson escapes quotes, backslashes and control characters; the Unicode line breaks it
+    leaves raw are escaped too. What it refuses (integers beyond 64 bits, lone surrogates,
+    keys of odd types) is logged as its ``repr``, so a log call never fails and no line is
+    ever half JSON.
+    """
+    try:
+        line = orjson.dumps(event, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except TypeError:
+        line = orjson.dumps({_safe_text(k): v if v is None or isinstance(v, bool | float)
+                             else _safe_text(v) for k, v in event.items()})
+    return line.decode().translate(_LINE_BREAKS)
+
+
+class _Formatter(structlog.stdlib.ProcessorFormatter):
+    """ProcessorFormatter that still writes one JSON line when a record cannot be formatted
+    (stdlib ``log.info("%s %s", one_arg)``), instead of the logging module's traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            return super().format(record)
+        except Exception as exc:
+            return _dumps({"level": record.levelname.lower(), "logger": record.name,
+                           "event": _safe_text(record.msg), "args": _safe_text(record.args),
+                           "log_error": f"{type(exc).__name__}: {exc}"})
+
+
+_handler: logging.Handler | None = None  # the handler configure_logging installed last
+
+
+def log_level_number(level: str | int) -> int:
+    """The numeric level of a name (DEBUG, INFO ...); ConfigError naming the valid ones."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    try:
+        return int(logging.getLevelNamesMapping()[check_log_level(level)])
+    except ValueError as exc:
+        raise ConfigError("TIDINGS_LOG_LEVEL", str(exc)) from None
+
+
+def configure_logging(level: str | int = "INFO", json: bool = True,
+                      stream: TextIO | None = None) -> logging.Handler:
+    """Route stdlib logging and the structlog event lines through one renderer.
+
+    With ``json`` every line, from ``logging`` or structlog alike, is one JSON object built
+    by one encoder (exceptions go in an ``exception`` field); otherwise plain console lines.
+    Calling it again replaces the handler it installed before. Returns that handler.
+    """
+    global _handler
+    numeric = log_level_number(level)
+    shared: list[Any] = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+                         structlog.processors.TimeStamper(fmt="iso", utc=True)]
+    renderer: Any = (structlog.processors.JSONRenderer(serializer=_dumps) if json
                      else structlog.dev.ConsoleRenderer(colors=False))
-    numeric = logging.getLevelName(level.upper())
     structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True), renderer],
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(level=numeric, stream=stream or sys.stderr,
-                        format='{"level": "%(levelname)s", "logger": "%(name)s", '
-                               '"event": "%(message)s"}' if json else "%(levelname)s %(message)s")
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(_Formatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, renderer]))
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    root.addHandler(handler)
+    root.setLevel(numeric)
+    _handler = handler
+    return handler
 
 
 class JsonLogMiddleware(Middleware):

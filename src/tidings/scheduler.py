@@ -53,6 +53,7 @@ from .errors import (
     ScheduleExistsError,
     ScheduleNotFoundError,
     TidingsError,
+    UnknownQueueError,
     ValidationError,
 )
 from .message import Priority, new_message_id
@@ -160,6 +161,9 @@ class Schedules:
     def _hash(self, schedule_id: str) -> str:
         return self._hash_prefix + schedule_id
 
+    def _queue_name(self, queue: Any) -> str:
+        return self.app.get_queue(queue).name
+
     async def _client(self) -> Any:
         if not self.app.broker.connected:
             await self.app.connect()
@@ -177,7 +181,7 @@ class Schedules:
         self,
         schedule_id: str | None = None,
         *,
-        queue: str,
+        queue: Queue | str,
         cron: str | None = None,
         every: timedelta | float | None = None,
         timezone: str = "UTC",
@@ -207,13 +211,14 @@ class Schedules:
 
         History starts when the schedule is created: occurrences before that never fire
         (``start`` may be in the past to anchor an ``every`` interval; one within ``grace``
-        of now fires at once, so ``start=now`` works).
+        of now fires at once, so ``start=now`` works). ``queue`` must be declared on the
+        app (UnknownQueueError otherwise).
         """
         schedule = build_schedule(
-            schedule_id or new_message_id(), queue, cron=cron, every=every, timezone=timezone,
-            start=start, end=end, max_count=max_count, payload=payload, priority=priority,
-            headers=headers, nonexistent=nonexistent, ambiguous=ambiguous, missed=missed,
-            grace=grace, paused=paused)
+            schedule_id or new_message_id(), self._queue_name(queue), cron=cron, every=every,
+            timezone=timezone, start=start, end=end, max_count=max_count, payload=payload,
+            priority=priority, headers=headers, nonexistent=nonexistent, ambiguous=ambiguous,
+            missed=missed, grace=grace, paused=paused)
         if replace:
             existing = await self._read(schedule.id)
             if existing is not None:
@@ -282,6 +287,8 @@ class Schedules:
         if unknown:
             raise ScheduleError(unknown[0], f"cannot be updated; updatable fields: "
                                 f"{', '.join(DEFINITION_FIELDS)}")
+        if "queue" in changes:
+            changes["queue"] = self._queue_name(changes["queue"])
         if "every" in changes and "cron" not in changes:
             changes["cron"] = None
         if "cron" in changes and "every" not in changes:
@@ -410,7 +417,15 @@ class Schedules:
         checked = occurrences[-1] if behind else horizon
         fired: builtins.list[Fired] = []
         error = ""
-        queue = self.app.queues.get(schedule.queue) or self.app.queue(schedule.queue)
+        try:
+            queue = self.app.get_queue(schedule.queue)
+        except UnknownQueueError:
+            # Stored by an app that declares the queue, ticked by one that does not: leave
+            # the claim to lapse, so a ticker whose app declares it fires the occurrences.
+            log.error("schedule %s targets queue %r, which this app does not declare; left "
+                      "for a worker whose app does (retried after the %.0fs claim)",
+                      schedule.id, schedule.queue, self.lease)
+            return [], False
         for when in occurrences:
             headers = {**schedule.headers, "schedule_id": schedule.id,
                        "occurrence": when.astimezone(UTC).isoformat()}

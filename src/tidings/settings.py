@@ -8,8 +8,10 @@ Precedence, highest first: explicit arguments, ``TIDINGS_*`` variables, the file
 from __future__ import annotations
 
 import os
+import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -18,14 +20,60 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from redis.asyncio.connection import parse_url
 
-from .errors import ConfigError
+from .errors import ConfigError, SettingsFileError
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+URL_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 
 
 def settings_file() -> Path:
     directory = Path(os.environ.get("TIDINGS_CONFIG_DIR", "."))
     env = os.environ.get("TIDINGS_ENV")
     return directory / (f"tidings.{env}.toml" if env else "tidings.toml")
+
+
+def check_server_url(value: str) -> str:
+    """Validate a server URL with redis-py's own parser; returns it with valkey -> redis.
+
+    redis-py accepts some URLs it then misreads (a database path that is not a number is
+    silently database 0), so what it leaves out is checked here too. Messages never repeat
+    the URL, which may hold a password.
+    """
+    scheme, sep, _ = value.partition("://")
+    if not sep or scheme.lower() not in URL_SCHEMES:
+        found = f"unknown scheme {scheme + sep!r}" if sep else "no scheme"
+        raise ValueError(f"{found}; use redis://host:port/db, rediss:// (TLS), "
+                         "unix:///path/to/socket, valkey:// or valkeys://")
+    url = "redis" + value[len("valkey"):] if scheme.lower().startswith("valkey") else value
+    if "," in urlsplit(url).netloc:
+        raise ValueError("a comma-separated host list is not supported: give one server URL "
+                         "(Sentinel and Cluster are not supported yet)")
+    try:
+        options = parse_url(url)
+        port = urlsplit(url).port  # parse_url reads it only for redis:// and rediss://
+    except ValueError as exc:
+        raise ValueError(f"not a valid server URL: {exc}") from None
+    if scheme.lower() == "unix":
+        if not options.get("path"):
+            raise ValueError("a unix:// URL needs the socket path: unix:///path/to/redis.sock")
+        return url
+    path = urlsplit(url).path.strip("/")
+    if (path and "db" not in options) or int(options.get("db", 0)) < 0:
+        raise ValueError(f"database {path or options.get('db')!r} is not a database number "
+                         "(the path is the number: redis://host:6379/0)")
+    if port == 0:
+        raise ValueError("port 0 is not a server port")
+    return url
+
+
+def check_log_level(value: Any) -> str:
+    """A logging level name (case-insensitive), upper-cased."""
+    level = str(value).strip().upper()
+    if level not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {value!r}; the levels are {', '.join(LOG_LEVELS)}")
+    return level
 
 
 class Settings(BaseSettings):
@@ -50,12 +98,14 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value in (None, ""):
+        if value is None or value == "":
             return None
-        assert value is not None
-        if not value.startswith(("redis://", "rediss://", "unix://", "valkey://", "valkeys://")):
-            raise ValueError("must start with redis://, rediss://, unix://, valkey:// or valkeys://")
-        return value.replace("valkey", "redis", 1) if value.startswith("valkey") else value
+        return check_server_url(value)
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        return check_log_level(value)
 
     @classmethod
     def settings_customise_sources(
@@ -70,14 +120,46 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, toml)
 
 
+def _read_file(path: Path) -> dict[str, Any]:
+    """The settings file's keys ({} without a file); a file that cannot be read is an error."""
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        return {}
+    except tomllib.TOMLDecodeError as exc:  # its message gives the line and column
+        raise SettingsFileError(str(path), "file", f"not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsFileError(str(path), "file", f"cannot be read: {exc.strerror}") from None
+
+
+def _set_in_environment(name: str) -> bool:
+    wanted = f"TIDINGS_{name}".upper()
+    return any(key.upper() == wanted for key in os.environ)
+
+
 def load_settings(**overrides: Any) -> Settings:
-    """Load and validate settings; a bad value raises ConfigError naming the field."""
+    """Load and validate settings.
+
+    A bad value raises ConfigError naming where it came from: the variable
+    (``TIDINGS_REDIS_URL``) for an argument or the environment, or the file and its key
+    (:class:`SettingsFileError`) for a value in the settings file.
+    """
     path = settings_file()
     if os.environ.get("TIDINGS_ENV") and not path.exists():
         raise ConfigError("TIDINGS_ENV", f"settings file {path} does not exist")
+    in_file = _read_file(path)
     try:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        raise ConfigError(f"TIDINGS_{field.upper()}", first["msg"]) from None
+        name = ".".join(str(part) for part in first["loc"])
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            reason = f"unknown setting; the settings are {', '.join(Settings.model_fields)}"
+        elif name != "redis_url" and isinstance(first.get("input"), str | int | float):
+            reason = f"{reason} (got {first['input']!r})"  # never the URL: it may hold a password
+        top = str(first["loc"][0]) if first["loc"] else ""
+        if top in in_file and top not in overrides and not _set_in_environment(top):
+            raise SettingsFileError(str(path), name, reason) from None
+        raise ConfigError(f"TIDINGS_{name.upper()}", reason) from None

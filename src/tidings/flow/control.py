@@ -108,7 +108,7 @@ class FlowControl:
 
     def fair(self, queue: Queue | str, *, quantum: int = 1) -> FairQueue:
         """Publish through the result to share ``queue`` fairly between tenants."""
-        q = self._queue(queue)
+        q = self.app.get_queue(queue)
         for guard in self.guards:
             if isinstance(guard, FairQueue) and guard.queue is q:
                 return guard
@@ -118,7 +118,7 @@ class FlowControl:
 
     def pausable(self, queue: Queue | str, *, key: KeyFn, **options: Any) -> KeyPauseGuard:
         """Let single keys of ``queue`` be paused; ``key(message)`` names a message's key."""
-        q = self._queue(queue)
+        q = self.app.get_queue(queue)
         guard = KeyPauseGuard(self, q, key, **options)
         self._add(guard)
         self.install(guard, [q])
@@ -129,16 +129,16 @@ class FlowControl:
     async def pause(self, queue: Queue | str, key: str | None = None) -> None:
         """Pause ``queue`` (or one ``key`` of it) on every worker within about a second."""
         await self._connected()
-        await pause_queue(self._queue(queue), key)
+        await pause_queue(self.app.get_queue(queue), key)
 
     async def resume(self, queue: Queue | str, key: str | None = None) -> int:
         """Resume; for a key, returns how many parked messages were made due at once."""
         await self._connected()
-        return await resume_queue(self._queue(queue), key)
+        return await resume_queue(self.app.get_queue(queue), key)
 
     async def pause_state(self, queue: Queue | str) -> PauseState:
         await self._connected()
-        return await pause_state(self._queue(queue))
+        return await pause_state(self.app.get_queue(queue))
 
     # -- looking -----------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class FlowControl:
             raise ValidationError("queues", "protect at least one queue")
         names = []
         for item in queues:
-            queue = self._queue(item)
+            queue = self.app.get_queue(item)
             if guard.gate_stage is not None:
                 self._gate(queue).add(guard)
             if guard.wrap_stage is not None:
@@ -196,9 +196,6 @@ class FlowControl:
             gate.add(self.pause_guard)
             queue.gates.append(gate)
         return gate
-
-    def _queue(self, queue: Queue | str) -> Queue:
-        return queue if isinstance(queue, Queue) else self.app.get_queue(queue)
 
     def _add(self, guard: G) -> G:
         self.guards.append(guard)

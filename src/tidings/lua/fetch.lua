@@ -12,6 +12,7 @@ local group, consumer = ARGV[1], ARGV[2]
 local quota = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}
 local capacity, promote_limit, on_expire = tonumber(ARGV[6]), tonumber(ARGV[7]), ARGV[8]
 local now = now_ms()
+local out, dropped = {}, {}
 
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, promote_limit)
 if #due > 0 then
@@ -19,10 +20,19 @@ if #due > 0 then
   for i, msg_id in ipairs(due) do
     local body = bodies[i]
     if body then
+      -- lane|expires|envelope; anything else was not written by tidings: park it rather
+      -- than fail every fetch of the queue on it.
       local p1 = string.find(body, '|', 1, true)
-      local p2 = string.find(body, '|', p1 + 1, true)
-      add_to_lane(tonumber(string.sub(body, 1, p1 - 1)), msg_id, string.sub(body, p2 + 1),
-        string.sub(body, p1 + 1, p2 - 1))
+      local p2 = p1 and string.find(body, '|', p1 + 1, true)
+      local lane = p1 and tonumber(string.sub(body, 1, p1 - 1))
+      local expires = p2 and string.sub(body, p1 + 1, p2 - 1)
+      if lane and (lane == 0 or lane == 1 or lane == 2) and (expires == '' or tonumber(expires)) then
+        add_to_lane(lane, msg_id, string.sub(body, p2 + 1), expires)
+      else
+        dead_letter_raw(msg_id, body, 'undecodable',
+          '{"type":"EnvelopeError","message":"malformed delayed body","field":"delayed"}', now)
+        dropped[#dropped + 1] = {'undecodable', msg_id, 1, ''}
+      end
     end
   end
   redis.call('HDEL', BODIES, unpack(due))
@@ -30,7 +40,6 @@ if #due > 0 then
 end
 if #due > 0 then redis.call('HINCRBY', STATS, 'promoted', #due) end
 
-local out, dropped = {}, {}
 local exhausted = {false, false, false}
 local function read(lane, count)
   local res = redis.call('XREADGROUP', 'GROUP', group, consumer, 'COUNT', count,

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 
 from ..allocation import LaneAllocator
-from ..broker import TRANSIENT, text
+from ..broker import TRANSIENT, raise_if_denied, text
 from ..errors import EnvelopeError, HandlerTimeoutError, UnsupportedEnvelopeError
 from ..events import EventKind
 from ..message import Message, decode
@@ -399,8 +399,9 @@ class QueueRunner:
     def report_dropped(self, dropped: list[list[Any]]) -> None:
         for kind, msg_id, lane, raw in dropped:
             reason = text(kind)
-            log.warning("message %s on %s %s", text(msg_id), self.queue.name,
-                        "expired" if reason == "expired" else "is poison: dead-lettered")
+            log.warning("message %s on %s %s", text(msg_id), self.queue.name, {
+                "expired": "expired", "poison": "is poison: dead-lettered"}.get(
+                    reason, f"dead-lettered as {reason}"))
             if not self.bus.active:
                 continue
             try:
@@ -410,16 +411,20 @@ class QueueRunner:
             msg.lane = lane
             self.bus.message_event(
                 EventKind.EXPIRED if reason == "expired" else EventKind.DEAD_LETTERED, msg,
-                reason=reason if reason == "poison" else f"expired ({self.config.on_expire})")
+                reason=f"expired ({self.config.on_expire})" if reason == "expired" else reason)
 
     async def refused(self, what: str, exc: ResponseError, backoff: Backoff) -> None:
         """The server refused a loop's command: recreate lost groups, else log and back off.
 
         A worker loop never dies of a server error (a full server refusing writes, a
         restarted one without our groups); it keeps trying, loudly, until the server heals.
+        An ACL refusal is the exception: it raises PermissionDeniedError, which stops the
+        worker with that error, since no retry can cure it.
         """
+        broker = self.queue.app.broker
+        raise_if_denied(exc, broker.user, what)  # an ACL refusal does not heal by retrying
         if "NOGROUP" in str(exc):
-            await self.queue.app.broker.ensure_groups(self.queue)
+            await broker.ensure_groups(self.queue)
             return
         log.error("%s refused by the server: %s", what, exc)
         await backoff.wait(what, exc)

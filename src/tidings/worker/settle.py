@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import OutOfMemoryError
 
-from ..broker import TRANSIENT
+from ..broker import TRANSIENT, refusal_of
 from ..events import Event, EventKind
 from ..message import Message, encode
 from ..queue import GROUP
@@ -74,8 +74,8 @@ class Settler:
             self.abandon([msg for msg, _ in batch], exc)
             return
         except Exception as exc:
-            if len(batch) == 1:
-                self.abandon([batch[0][0]], exc)
+            if len(batch) == 1 or self._refused(exc):
+                self.abandon([msg for msg, _ in batch], exc)
                 return
             # One bad message must not fail the settle of the others: ack them one by one.
             log.error("ack of %d messages of %s refused (%s: %s); acking one at a time",
@@ -98,7 +98,10 @@ class Settler:
         except RETRYABLE as error:
             self.abandon([msg], error)
         except Exception as error:
-            await self.dead_letter_unsettleable(msg, error)
+            if self._refused(error):
+                self.abandon([msg], error)  # no settle can work; the worker's loops stop
+            else:
+                await self.dead_letter_unsettleable(msg, error)
 
     async def _settle_failure(self, msg: Message, exc: BaseException, duration: float) -> None:
         decision = decide(msg, exc, self.runner.config)
@@ -175,6 +178,10 @@ class Settler:
         return len(held) - len(refused)
 
     # -- shared ------------------------------------------------------------------------
+
+    def _refused(self, exc: BaseException) -> bool:
+        """An ACL refusal: retrying or dead-lettering the message cannot help."""
+        return refusal_of(exc, self.runner.queue.app.broker.user) is not None
 
     async def call(self, script: Script, args: list[Any]) -> list[int]:
         """Run a settle script, retrying through connection trouble and a full server."""

@@ -75,6 +75,15 @@ local function dead_letter_entry(group, lane, sid, flat, reason, err, now)
   return dsid
 end
 
+-- Park what is not a stream entry (a malformed delayed body) in the dead-letter stream.
+local function dead_letter_raw(msg_id, raw, reason, err, now)
+  local dsid = redis.call('XADD', DLQ, '*', 'i', msg_id, 'm', raw, 'reason', reason,
+    'error', err, 'lane', '1', 'dead_at', tostring(now))
+  redis.call('HSET', INDEX, msg_id, 'x:' .. dsid)
+  redis.call('HINCRBY', STATS, 'dead_lettered', 1)
+  return dsid
+end
+
 -- Count a delivery of each entry and sort it: deliver, expire, or (past max_deliveries) poison.
 -- Appends {lane, sid, token, envelope, msg_id} to out; expired/poison ids to dropped.
 local function deliver_entries(group, lane, entries, now, max_deliveries, on_expire, out, dropped)
