@@ -27,7 +27,7 @@ demo: venv
 	$(BIN)/tidings demo
 
 lint: venv
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench examples
 
 typecheck: venv
 	$(BIN)/mypy

@@ -10,9 +10,9 @@ import asyncio
 import os
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -164,3 +164,59 @@ async def prefix(client: Redis) -> AsyncIterator[str]:
     prefix = new_prefix()
     yield prefix
     await drop_keys(client, prefix)
+
+
+# -- the tidings command ----------------------------------------------------------------------
+
+
+T = TypeVar("T")
+
+
+@pytest.fixture
+def cli_env(redis_url: str) -> Iterator[dict[str, str]]:
+    """Environment of a ``tidings`` invocation: the session's server, a fresh key prefix
+    (its keys are deleted afterwards)."""
+    env = {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": new_prefix()}
+    yield env
+
+    async def drop(app: Tidings) -> None:
+        await drop_prefix(app)
+
+    with_app(env, drop)
+
+
+@pytest.fixture
+def known_env(cli_env: dict[str, str]) -> dict[str, str]:
+    """:func:`cli_env` where an app declaring the queues ``email`` and ``sms`` connected,
+    so the CLI knows them."""
+    async def connected(app: Tidings) -> None:
+        return None
+
+    with_app(cli_env, connected, "email", "sms")
+    return cli_env
+
+
+def with_app(env: dict[str, str], body: Callable[[Tidings], Awaitable[T]],
+             *queues: str) -> T:
+    """Run ``body(app)`` on a connected app of ``env`` that declares ``queues`` (outside an
+    event loop, as the CLI tests are synchronous)."""
+    async def main() -> T:
+        app = Tidings(env["TIDINGS_REDIS_URL"], key_prefix=env["TIDINGS_KEY_PREFIX"])
+        for name in queues:
+            app.queue(name)
+        async with app:
+            return await body(app)
+
+    return asyncio.run(main())
+
+
+def tidings(env: dict[str, str], *args: str, code: int = 0, input: str | bytes | None = None,
+            **extra_env: str) -> Any:
+    """Run the ``tidings`` command in-process; asserts its exit code, returns the result."""
+    from typer.testing import CliRunner
+
+    from tidings.cli import cli
+
+    result = CliRunner().invoke(cli, list(args), env={**env, **extra_env}, input=input)
+    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
+    return result

@@ -2,60 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime, time
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
-import pytest
-from typer.testing import CliRunner
 
+from conftest import tidings, with_app
 from tidings import Tidings
-from tidings.cli import cli
 from tidings.scheduling.campaigns import Campaigns, Recipient
 
-runner = CliRunner()
-T = TypeVar("T")
 NEXT_YEAR = datetime.now(UTC).year + 1
 
 
-@pytest.fixture
-def env(redis_url: str) -> Iterator[dict[str, str]]:
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    yield {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": prefix}
-
-    async def drop(app: Tidings) -> None:
-        client = app.broker.client
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await client.delete(*keys)
-
-    with_app(env_of(redis_url, prefix), drop)
-
-
-def env_of(url: str, prefix: str) -> dict[str, str]:
-    return {"TIDINGS_REDIS_URL": url, "TIDINGS_KEY_PREFIX": prefix}
-
-
-def with_app(env: dict[str, str], body: Callable[[Tidings], Awaitable[T]]) -> T:
-    """Run ``body(app)`` on an app of the test's prefix (the CLI tests are synchronous)."""
-    async def main() -> T:
-        async with Tidings(env["TIDINGS_REDIS_URL"],
-                           key_prefix=env["TIDINGS_KEY_PREFIX"]) as app:
-            return await body(app)
-
-    return asyncio.run(main())
-
-
 def invoke(env: dict[str, str], *args: str, code: int = 0) -> str:
-    result = runner.invoke(cli, list(args), env=env)
-    assert result.exit_code == code, result.output
-    return result.stdout
+    return str(tidings(env, *args, code=code).stdout)
 
 
-def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
+def test_schedules_list_show_pause_resume_delete(cli_env: dict[str, str]) -> None:
+    env = cli_env
+
     async def setup(app: Tidings) -> None:
         app.queue("email")
         app.queue("sms")
@@ -69,7 +34,7 @@ def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
     assert listed[1]["cron"] == "0 9 * * *" and listed[1]["state"] == "active"
     assert datetime.fromisoformat(listed[1]["next_fire"]) > datetime.now(UTC)
     table = invoke({**env, "COLUMNS": "200"}, "schedules", "list")
-    assert "digest" in table and "Europe/Paris" in table and "every 0:01:00" in table
+    assert "digest" in table and "Europe/Paris" in table and "every 1m" in table
     shown = orjson.loads(invoke(env, "schedules", "show", "digest", "--json"))
     assert shown["payload"] == {"t": "digest"} and shown["timezone"] == "Europe/Paris"
     assert "next_fire" in invoke(env, "schedules", "show", "digest")
@@ -81,16 +46,17 @@ def test_schedules_list_show_pause_resume_delete(env: dict[str, str]) -> None:
     shown = orjson.loads(invoke(env, "schedules", "show", "digest", "--json"))
     assert shown["state"] == "active"
 
-    result = runner.invoke(cli, ["schedules", "delete", "digest"], env=env, input="n\n")
-    assert result.exit_code == 1  # declined
+    tidings(env, "schedules", "delete", "digest", input="n\n", code=1)  # declined
     assert invoke(env, "schedules", "delete", "digest", "--yes").strip() == "digest: deleted"
     invoke(env, "schedules", "delete", "digest", "--yes", code=1)
-    invoke(env, "schedules", "show", "digest", code=2)  # unknown: an error, exit 2
+    invoke(env, "schedules", "show", "digest", code=1)  # not found: exit 1
     assert [s["id"] for s in orjson.loads(invoke(env, "schedules", "list", "--json"))] == [
         "beat"]
 
 
-def test_campaigns_list_show_cancel(env: dict[str, str]) -> None:
+def test_campaigns_list_show_cancel(cli_env: dict[str, str]) -> None:
+    env = cli_env
+
     async def setup(app: Tidings) -> Any:
         recipients = [Recipient(f"u{i}", {"i": i}, "Asia/Tokyo") for i in range(300)]
         app.queue("push")
@@ -109,4 +75,4 @@ def test_campaigns_list_show_cancel(env: dict[str, str]) -> None:
     shown = orjson.loads(invoke(env, "campaigns", "show", "promo", "--json"))
     assert (shown["status"], shown["cancelled"], shown["pending"]) == ("cancelled", 300, 0)
     assert "cancelled" in invoke(env, "campaigns", "show", "promo")
-    invoke(env, "campaigns", "show", "nope", code=2)
+    invoke(env, "campaigns", "show", "nope", code=1)

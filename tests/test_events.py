@@ -112,3 +112,22 @@ async def test_demo_runs_to_completion(redis_url: str, monkeypatch: Any) -> None
     assert summary["duplicates_dropped"] == 50
     assert summary["dead_lettered"] == {"max_attempts": 1, "expired": 1}
     assert sum(summary["processed_per_lane"].values()) == summary["published"] - 2
+
+
+async def test_demo_summary_is_tables_and_says_the_embedded_server_keeps_running(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    from tidings.demo import run_demo
+    from tidings.engine.embedded import server_status, stop_server
+
+    monkeypatch.delenv("TIDINGS_REDIS_URL", raising=False)
+    monkeypatch.setenv("TIDINGS_DATA_DIR", str(tmp_path))
+    screen = io.StringIO()
+    try:
+        await run_demo(100, Console(file=screen, width=100))
+        assert server_status(tmp_path)["alive"]
+    finally:
+        stop_server(tmp_path)
+    text = screen.getvalue()
+    assert "per priority lane" in text and "dead-lettered" in text and "max_attempts" in text
+    assert "{'" not in text and "'}" not in text  # no raw Python dicts
+    assert "The embedded server keeps running" in text and "tidings server stop" in text

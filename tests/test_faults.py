@@ -397,7 +397,7 @@ async def test_worker_process_exits_with_error_when_server_unreachable(
     finally:
         procs.kill_all()
     output = procs.logs[proc.pid].read_text()
-    assert rc == 2, procs.log(proc)
+    assert rc == 3, procs.log(proc)  # the exit code of "server unavailable"
     assert "unreachable after 3 attempts" in output
     assert "Traceback" not in output
     assert took < 15

@@ -6,12 +6,10 @@ import asyncio
 from collections.abc import Callable
 
 import orjson
-from typer.testing import CliRunner
 
-from conftest import Recorder, collect_payloads, held_by_dead_consumer, new_prefix
+from conftest import Recorder, collect_payloads, held_by_dead_consumer, tidings, with_app
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
-from tidings.cli import cli
 from tidings.flow import pause_queue, resume_queue
 from tidings.ordering.queue import meta_key
 
@@ -138,15 +136,17 @@ async def test_a_parked_message_waits_longer_each_time(app: Tidings,
     assert delays == [0.05, 0.1, 0.15, 0.15]
 
 
-def test_cli_pause_and_resume(redis_url: str) -> None:
-    prefix = new_prefix()
-    env = {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": prefix}
-    runner = CliRunner()
+def test_cli_pause_and_resume(cli_env: dict[str, str]) -> None:
+    env = cli_env
+
+    async def declare(app: Tidings) -> None:  # a producer of email connected once
+        await app.broker.client.hset(meta_key(app.settings.key_prefix, "orders"),
+                                     "partitions", 4)
+
+    with_app(env, declare, "email")
 
     def invoke(*args: str) -> str:
-        result = runner.invoke(cli, list(args), env=env)
-        assert result.exit_code == 0, result.output
-        return result.stdout
+        return str(tidings(env, *args).stdout)
 
     assert invoke("pause", "email").strip() == "paused email"
     assert invoke("pause", "email", "--key", "acme").strip() == "paused email key acme"
@@ -156,21 +156,7 @@ def test_cli_pause_and_resume(redis_url: str) -> None:
     assert "0 parked" in invoke("resume", "email", "--key", "acme")
     assert orjson.loads(invoke("paused", "email", "--json"))["paused"] is False
     assert "running" in invoke("paused", "email")
-    keyed = runner.invoke(cli, ["pause", "email", "--key", "acme"], env=env)
+    keyed = tidings(env, "pause", "email", "--key", "acme")
     assert "app.flow.pausable('email'" in keyed.stderr  # only those workers obey it
-
-    async def declare_ordered() -> None:
-        async with Tidings(redis_url, key_prefix=prefix) as app:
-            await app.broker.client.hset(meta_key(prefix, "orders"), "partitions", 4)
-
-    asyncio.run(declare_ordered())
-    refused = runner.invoke(cli, ["pause", "orders"], env=env)
-    assert refused.exit_code == 2 and "ordered queue" in refused.output
-
-    async def cleanup() -> None:
-        async with Tidings(redis_url, key_prefix=prefix) as app:
-            keys = [k async for k in app.broker.client.scan_iter(match=f"{prefix}:*")]
-            if keys:
-                await app.broker.client.delete(*keys)
-
-    asyncio.run(cleanup())
+    refused = tidings(env, "pause", "orders", code=2)
+    assert "ordered queue" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -14,6 +15,7 @@ from .engine.broker import Broker
 from .queues.queue import Queue
 
 if TYPE_CHECKING:
+    from .core.progress import ProgressCallback
     from .flow.control import FlowControl
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
@@ -47,6 +49,8 @@ class Tidings:
         self.events = EventBus(middleware)
         self.broker = Broker(self.settings)
         self.worker_services: list[WorkerService] = []
+        self._sync: SyncTidings | None = None
+        self._sync_lock = threading.Lock()
 
     def add_worker_service(self, service: WorkerService) -> None:
         """Run ``await service(worker)`` inside every worker, cancelled when it stops."""
@@ -125,8 +129,37 @@ class Tidings:
 
         return Worker(self, queues, **options)
 
+    async def delete_queue(self, name: str, *, force: bool = False,
+                           progress: ProgressCallback | None = None) -> int:
+        """Delete the queue ``name`` (declared here or known to the server) for good.
+
+        Returns how many keys went. Raises :class:`UnknownQueueError` for a name neither
+        this app nor the server knows, and :class:`~tidings.errors.QueueNotEmptyError`
+        while the queue holds messages or live workers consume it, unless ``force``.
+        """
+        from .queues.admin import find_queue
+
+        if not self.broker.connected:
+            await self.connect()
+        queue = await find_queue(self, name)
+        if queue is None:
+            raise UnknownQueueError(name)
+        count = await queue.delete(force=force, progress=progress)
+        self.queues.pop(name, None)
+        return count
+
     def sync(self) -> SyncTidings:
-        """A blocking facade for producers that are not async (Django, Flask)."""
+        """The app's blocking facade for producers that are not async (Django, Flask).
+
+        The same facade until it is closed (``close()``, or leave its ``with`` block), so
+        calling ``app.sync()`` again anywhere in the process is cheap and safe::
+
+            with app.sync() as client:
+                client.publish("email", {"to": "a@b.c"})
+        """
         from .sync import SyncTidings
 
-        return SyncTidings(self)
+        with self._sync_lock:
+            if self._sync is None or self._sync.closed:
+                self._sync = SyncTidings(self)
+            return self._sync

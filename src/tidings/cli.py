@@ -1,95 +1,104 @@
-"""The ``tidings`` command: run workers, publish, and see and control queues."""
+"""The ``tidings`` command: run workers, publish, and see and control queues.
+
+Exit codes and error handling: :mod:`tidings.cli_support`. Tables and progress:
+:mod:`tidings.cli_output`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib
-import os
-import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .app import Tidings
-from .core.errors import TidingsError
+from .cli_output import progress, show_record, show_table
+from .cli_support import (
+    EXIT_NOTHING,
+    AppOption,
+    Cli,
+    CommandFailed,
+    JsonOption,
+    YesOption,
+    console,
+    emit_json,
+    finite,
+    load_app,
+    positive,
+    print_count,
+    read_payload,
+    resolve_queue,
+    run,
+    set_debug,
+)
+from .core.errors import QueueNotEmptyError
 from .core.message import Priority
 from .queues.dead_letters import make_filter
 
-T = TypeVar("T")
-cli = typer.Typer(help="tidings: a reliable, fast message queue on Redis Streams.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
-dlq_cli = typer.Typer(help="Dead-letter queue: list, replay, purge.", no_args_is_help=True)
-delayed_cli = typer.Typer(help="Delayed messages: cancel, reschedule.", no_args_is_help=True)
-server_cli = typer.Typer(help="The embedded server.", no_args_is_help=True)
+cli = Cli(name="tidings")
+dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")
+delayed_cli = Cli(help="Delayed messages: cancel, reschedule.")
+queue_cli = Cli(help="One queue: delete it.")
+server_cli = Cli(help="The embedded server of this directory.")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(delayed_cli, name="delayed")
+cli.add_typer(queue_cli, name="queue")
 cli.add_typer(server_cli, name="server")
-console = Console()
 
-AppOption = Annotated[str | None, typer.Option(
-    "--app", envvar="TIDINGS_APP", help="module:attribute of your Tidings app (queue configs).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-
-
-def load_app(spec: str | None) -> Tidings:
-    """Import ``module:attr``; without one, a plain app with default queue settings."""
-    if not spec:
-        return Tidings()
-    module_name, _, attr = spec.partition(":")
-    sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-        app = getattr(module, attr or "app")
-    except (ImportError, AttributeError) as exc:
-        raise typer.BadParameter(f"cannot load {spec!r}: {exc}", param_hint="--app") from None
-    if not isinstance(app, Tidings):
-        raise typer.BadParameter(f"{spec!r} is not a Tidings app", param_hint="--app")
-    return app
+QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="A queue name.")]
+MessageArg = Annotated[str, typer.Argument(metavar="MESSAGE_ID", help="A message id.")]
+Reason = Annotated[str | None, typer.Option(help="Only dead letters with this reason.")]
+ErrorType = Annotated[str | None, typer.Option(
+    help="Only dead letters whose error is of this type (e.g. TimeoutError).")]
 
 
-def run(app: Tidings, body: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        async with app:
-            return await body()
+@cli.callback()
+def root(debug: Annotated[bool, typer.Option(
+        "--debug", envvar="TIDINGS_DEBUG",
+        help="On an error, show its traceback instead of one line.")] = False) -> None:
+    """tidings: a reliable, fast message queue on Redis Streams.
 
-    try:
-        return asyncio.run(main())
-    except TidingsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
-
-
-def emit_json(data: Any) -> None:
-    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
-
-
-def queue_of(app: Tidings, name: str) -> Any:
-    return app.queues.get(name) or app.queue(name)
+    Exit codes: 0 done, 1 not found or nothing done, 2 usage error, 3 server unavailable,
+    4 permission refused, 5 internal error.
+    """
+    set_debug(debug)
 
 
 @cli.command()
 def worker(
-    app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP")],
-    queues: Annotated[str | None, typer.Option(help="Comma-separated (default: all)")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Messages in flight per worker")] = None,
-    grace: Annotated[float | None, typer.Option(help="Shutdown grace seconds")] = None,
+    app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP",
+                                            help="Your app, e.g. myapp:app.")],
+    queues: Annotated[str | None, typer.Option(
+        help="Comma-separated queue names (default: every queue with a handler).")] = None,
+    concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Messages in flight in this process, all queues.")] = None,
+    grace: Annotated[float | None, typer.Option(
+        min=0, callback=finite, help="Seconds to finish in-flight work on SIGTERM.")] = None,
+    summary_every: Annotated[float, typer.Option(
+        min=0, callback=finite,
+        help="Seconds between INFO activity lines (processed, failed, in flight); 0: "
+             "none.")] = 5.0,
 ) -> None:
-    """Run a worker process for the app's handlers until SIGTERM/SIGINT."""
+    """Run a worker process for the app's handlers until SIGTERM or SIGINT."""
+    from .observability.activity import install_activity_log
     from .observability.logs import JsonLogMiddleware, configure_logging
     from .scheduling.campaigns import Campaigns
 
-    app = load_app(app_spec)
+    app = load_app(app_spec, hint="MODULE:APP")
+    names = [n.strip() for n in queues.split(",") if n.strip()] if queues else None
+    for name in names or ():
+        if name not in app.queues:
+            from .cli_support import suggest
+
+            raise CommandFailed(f"{app_spec} declares no queue {name!r}"
+                                f"{suggest(name, set(app.queues))}", EXIT_NOTHING)
     configure_logging(app.settings.log_level, app.settings.log_json)
     app.add_middleware(JsonLogMiddleware())
+    if summary_every:
+        install_activity_log(app, summary_every)
     _ = app.schedules  # every worker runs the schedule ticker: no single instance to mind
     Campaigns.of(app)  # and tallies campaign outcomes
-    names = queues.split(",") if queues else None
     w = app.worker(names, concurrency=concurrency, shutdown_grace=grace,
                    install_signal_handlers=True)
     try:
@@ -103,68 +112,76 @@ def worker(
 
 @cli.command()
 def publish(
-    queue: str,
-    payload: Annotated[str, typer.Argument(help="JSON payload")],
-    priority: str = "normal",
-    idempotency_key: str | None = None,
-    delay: Annotated[float | None, typer.Option(help="Seconds to delay")] = None,
-    correlation_id: str | None = None,
+    queue: QueueArg,
+    payload: Annotated[str, typer.Argument(
+        metavar="PAYLOAD", help="JSON; '-' reads it from stdin, '@FILE' from a file.")],
+    priority: Annotated[str, typer.Option(help="high, normal or low.")] = "normal",
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="A second publish with this key within the dedupe window enqueues nothing.")
+    ] = None,
+    delay: Annotated[float | None, typer.Option(
+        min=0, callback=finite, help="Seconds to wait before delivery.")] = None,
+    correlation_id: Annotated[str | None, typer.Option(help="Travels in the headers.")] = None,
     app_spec: AppOption = None,
 ) -> None:
-    """Publish one message and print its id."""
+    """Publish one message to a known queue and print its id."""
+    body = read_payload(payload)
     app = load_app(app_spec)
-    try:
-        body = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise typer.BadParameter(f"not JSON: {exc}", param_hint="PAYLOAD") from None
-    q = queue_of(app, queue)
-    msg_id = run(app, lambda: q.publish(body, priority=priority, idempotency_key=idempotency_key,
-                                        delay=delay, correlation_id=correlation_id))
-    typer.echo(msg_id)
+
+    async def send() -> str:
+        q = await resolve_queue(app, queue)
+        return await q.publish(body, priority=priority, idempotency_key=idempotency_key,
+                               delay=delay, correlation_id=correlation_id)
+
+    typer.echo(run(app, send))
 
 
 @cli.command()
 def queues(app_spec: AppOption = None, json: JsonOption = False) -> None:
-    """Depth per lane, in flight, delayed, DLQ and oldest message age of every queue."""
+    """Depth per lane, in flight, delayed, dead letters and oldest age of every queue."""
     app = load_app(app_spec)
 
     async def body() -> list[Any]:
         names = sorted(set(await app.broker.queue_names()) | set(app.queues))
-        return [await queue_of(app, name).stats() for name in names]
+        return [await (await resolve_queue(app, name)).stats() for name in names]
 
     stats = run(app, body)
     if json:
         emit_json([{**dataclasses.asdict(s), "depth": s.depth} for s in stats])
         return
-    table = Table("queue", "high", "normal", "low", "in flight", "delayed", "dlq",
-                  "oldest", "consumers", "acked")
+    rows = []
     for s in stats:
         acked = sum(v for k, v in s.counters.items() if k.startswith("acked"))
         age = "-" if s.oldest_age is None else f"{s.oldest_age:.1f}s"
-        table.add_row(s.name, *(str(s.lanes[n]) for n in ("high", "normal", "low")),
-                      str(s.in_flight), str(s.delayed), str(s.dead), age, str(s.consumers),
-                      str(acked))
-    console.print(table)
+        rows.append([s.name, *(s.lanes[n] for n in ("high", "normal", "low")), s.in_flight,
+                     s.delayed, s.dead, age, s.consumers, acked])
+    show_table(console, ["queue", "high", "normal", "low", "in flight", "delayed", "dlq",
+                         "oldest", "consumers", "acked"], rows, ids=["queue"])
 
 
 @cli.command()
-def inspect(message_id: str, queue: str | None = None, app_spec: AppOption = None,
-            json: JsonOption = False) -> None:
+def inspect(message_id: MessageArg,
+            queue: Annotated[str | None, typer.Option(
+                help="Look only in this queue (default: every queue).")] = None,
+            app_spec: AppOption = None, json: JsonOption = False) -> None:
     """Where a message is (queued, in flight, delayed, dead) and what it holds."""
     app = load_app(app_spec)
 
     async def body() -> Any:
-        names = [queue] if queue else await app.broker.queue_names()
-        for name in names:
-            info = await queue_of(app, name).inspect(message_id)
+        if queue is not None:
+            found = [await resolve_queue(app, queue)]
+        else:
+            found = [await resolve_queue(app, n) for n in await app.broker.queue_names()]
+        for q in found:
+            info = await q.inspect(message_id)
             if info is not None:
                 return info
         return None
 
     info = run(app, body)
     if info is None:
-        console.print(f"[red]no message {message_id}[/red]")
-        raise typer.Exit(1)
+        where = f"queue {queue!r}" if queue else "any queue"
+        raise CommandFailed(f"no message {message_id!r} in {where}")
     m = info.message
     data = {
         "id": info.id, "queue": m.queue if m else None, "state": info.state,
@@ -179,9 +196,7 @@ def inspect(message_id: str, queue: str | None = None, app_spec: AppOption = Non
     if json:
         emit_json(data)
     else:
-        for key, value in data.items():
-            if value is not None:
-                console.print(f"[bold]{key}[/bold]: {value}")
+        show_record(console, data)
 
 
 def _filter(reason: str | None, error_type: str | None) -> Any:
@@ -189,90 +204,144 @@ def _filter(reason: str | None, error_type: str | None) -> Any:
 
 
 @dlq_cli.command("list")
-def dlq_list(queue: str, limit: int = 50, reason: str | None = None,
-             error_type: str | None = None, app_spec: AppOption = None,
-             json: JsonOption = False) -> None:
-    """List dead letters with reason, error and attempts."""
+def dlq_list(queue: QueueArg,
+             limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 50,
+             reason: Reason = None, error_type: ErrorType = None,
+             app_spec: AppOption = None, json: JsonOption = False) -> None:
+    """List dead letters with reason, error and attempts, oldest first."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    items = run(app, lambda: q.dlq.list(limit, _filter(reason, error_type)))
+
+    async def body() -> list[Any]:
+        q = await resolve_queue(app, queue)
+        return await q.dlq.list(limit, _filter(reason, error_type))
+
+    items = run(app, body)
     if json:
         emit_json([item.as_dict() for item in items])
         return
-    table = Table("message id", "reason", "error", "attempts", "dead at", "priority")
+    rows = []
     for item in items:
         error = f"{item.error.get('type', '')}: {item.error.get('message', '')}".strip(": ")
-        table.add_row(item.message_id, item.reason, error[:60],
-                      str(item.error.get("attempts", "")),
-                      item.dead_at.strftime("%Y-%m-%d %H:%M:%S") if item.dead_at else "",
-                      item.lane.label)
-    console.print(table)
+        rows.append([item.message_id, item.reason, error[:200], item.error.get("attempts", ""),
+                     item.dead_at.strftime("%Y-%m-%d %H:%M:%S") if item.dead_at else "",
+                     item.lane.label])
+    show_table(console, ["message id", "reason", "error", "attempts", "dead at", "priority"],
+               rows, ids=["message id"], text=["reason", "error"])
+
+
+Ids = Annotated[list[str] | None, typer.Option("--id", metavar="MESSAGE_ID",
+                                               help="This message (repeat for more).")]
+All = Annotated[bool, typer.Option("--all", help="Every dead letter of the queue.")]
+
+
+def _selection(message_id: list[str] | None, all_: bool, reason: str | None,
+               error_type: str | None) -> None:
+    if not (message_id or all_ or reason or error_type):
+        raise typer.BadParameter("give --id, --reason, --error-type or --all")
 
 
 @dlq_cli.command("replay")
-def dlq_replay(queue: str,
-               message_id: Annotated[list[str] | None, typer.Option("--id")] = None,
-               all_: Annotated[bool, typer.Option("--all")] = False,
-               reason: str | None = None, error_type: str | None = None,
-               rate: Annotated[float | None, typer.Option(help="Max messages per second")] = None,
-               app_spec: AppOption = None) -> None:
-    """Replay dead letters (by --id, by --reason/--error-type, or --all) with fresh attempts."""
-    if not (message_id or all_ or reason or error_type):
-        raise typer.BadParameter("give --id, --reason, --error-type or --all")
+def dlq_replay(queue: QueueArg, message_id: Ids = None, all_: All = False,
+               reason: Reason = None, error_type: ErrorType = None,
+               rate: Annotated[float | None, typer.Option(
+                   callback=positive, help="Messages per second at most.")] = None,
+               app_spec: AppOption = None, json: JsonOption = False) -> None:
+    """Replay dead letters (by --id, --reason, --error-type, or --all) with fresh attempts."""
+    _selection(message_id, all_, reason, error_type)
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    n = run(app, lambda: q.dlq.replay(message_id or None, where=_filter(reason, error_type),
-                                      rate=rate))
-    typer.echo(f"replayed {n}")
+
+    async def body() -> int:
+        q = await resolve_queue(app, queue)
+        return await q.dlq.replay(message_id or None, where=_filter(reason, error_type),
+                                  rate=rate)
+
+    print_count("replayed", run(app, body), json)
 
 
 @dlq_cli.command("purge")
-def dlq_purge(queue: str,
-              message_id: Annotated[list[str] | None, typer.Option("--id")] = None,
-              all_: Annotated[bool, typer.Option("--all")] = False,
-              reason: str | None = None, error_type: str | None = None,
-              yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False,
-              app_spec: AppOption = None) -> None:
+def dlq_purge(queue: QueueArg, message_id: Ids = None, all_: All = False,
+              reason: Reason = None, error_type: ErrorType = None,
+              yes: YesOption = False, app_spec: AppOption = None,
+              json: JsonOption = False) -> None:
     """Delete dead letters for good."""
-    if not (message_id or all_ or reason or error_type):
-        raise typer.BadParameter("give --id, --reason, --error-type or --all")
-    if not yes:
-        typer.confirm(f"purge dead letters of {queue}?", abort=True)
+    _selection(message_id, all_, reason, error_type)
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    n = run(app, lambda: q.dlq.purge(message_id or None, where=_filter(reason, error_type)))
-    typer.echo(f"purged {n}")
+
+    async def body() -> int:
+        q = await resolve_queue(app, queue)
+        if not yes:
+            typer.confirm(f"purge dead letters of {queue}?", abort=True)
+        return await q.dlq.purge(message_id or None, where=_filter(reason, error_type))
+
+    print_count("purged", run(app, body), json)
 
 
 @delayed_cli.command("cancel")
-def delayed_cancel(queue: str, message_id: str, app_spec: AppOption = None) -> None:
+def delayed_cancel(queue: QueueArg, message_id: MessageArg, app_spec: AppOption = None) -> None:
     """Cancel a delayed message."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    if not run(app, lambda: q.cancel(message_id)):
-        console.print(f"[red]{message_id} is not waiting in {queue}'s delayed set[/red]")
-        raise typer.Exit(1)
+
+    async def body() -> bool:
+        return await (await resolve_queue(app, queue)).cancel(message_id)
+
+    if not run(app, body):
+        raise CommandFailed(f"{message_id} is not waiting in {queue}'s delayed set")
     typer.echo("cancelled")
 
 
 @delayed_cli.command("reschedule")
-def delayed_reschedule(queue: str, message_id: str,
-                       delay: Annotated[float, typer.Option(help="Seconds from now")],
+def delayed_reschedule(queue: QueueArg, message_id: MessageArg,
+                       delay: Annotated[float, typer.Option(
+                           min=0, callback=finite, help="Seconds from now.")],
                        app_spec: AppOption = None) -> None:
     """Move a delayed message's due time to now + DELAY seconds."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    due: datetime = run(app, lambda: q.reschedule(message_id, delay=delay))
-    typer.echo(due.astimezone(UTC).isoformat())
+
+    async def body() -> datetime:
+        return await (await resolve_queue(app, queue)).reschedule(message_id, delay=delay)
+
+    typer.echo(run(app, body).astimezone(UTC).isoformat())
 
 
 @cli.command()
-def weights(queue: str, high: int, normal: int, low: int, app_spec: AppOption = None) -> None:
+def weights(queue: QueueArg, high: int, normal: int, low: int, app_spec: AppOption = None) -> None:
     """Change a queue's lane weights on every running worker, without a restart."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    run(app, lambda: q.set_weights(high, normal, low))
+
+    async def body() -> None:
+        await (await resolve_queue(app, queue)).set_weights(high, normal, low)
+
+    run(app, body)
     typer.echo(f"{queue}: weights high={high} normal={normal} low={low}")
+
+
+@queue_cli.command("delete")
+def queue_delete(name: QueueArg,
+                 force: Annotated[bool, typer.Option(
+                     "--force", help="Delete it even if it holds messages or has workers.")
+                 ] = False,
+                 yes: YesOption = False, app_spec: AppOption = None,
+                 json: JsonOption = False) -> None:
+    """Delete a queue: its messages, dead letters, settings and counters."""
+    app = load_app(app_spec)
+
+    async def body() -> int:
+        q = await resolve_queue(app, name)
+        if not yes:
+            s = await q.stats()
+            typer.confirm(f"delete queue {name} ({s.depth + s.in_flight} queued or in flight, "
+                          f"{s.delayed} delayed, {s.dead} dead letters) for good?", abort=True)
+        with progress(f"deleting {name}", console, quiet=json) as report:
+            try:
+                return await q.delete(force=force, progress=report)
+            except QueueNotEmptyError as exc:
+                raise CommandFailed(f"{exc} (add --force to delete it anyway)") from None
+
+    keys = run(app, body)
+    if json:
+        emit_json({"deleted": name, "keys": keys})
+    else:
+        typer.echo(f"deleted {name} ({keys} keys)")
 
 
 @server_cli.command("status")
@@ -285,8 +354,7 @@ def server_status(json: JsonOption = False) -> None:
     if json:
         emit_json(data)
     else:
-        for key, value in data.items():
-            console.print(f"[bold]{key}[/bold]: {value}")
+        show_record(console, data)
 
 
 @server_cli.command("stop")
@@ -295,11 +363,13 @@ def server_stop() -> None:
     from .core.settings import load_settings
     from .engine.embedded import stop_server
 
-    typer.echo("stopped" if stop_server(load_settings().data_dir.resolve()) else "not running")
+    if not stop_server(load_settings().data_dir.resolve()):
+        raise CommandFailed("no embedded server is running for this directory")
+    typer.echo("stopped")
 
 
 @cli.command()
-def demo(messages: Annotated[int, typer.Option(help="How many messages")] = 3000,
+def demo(messages: Annotated[int, typer.Option(min=1, help="How many messages.")] = 3000,
          json: JsonOption = False) -> None:
     """Run the demo: embedded server, worker, a realistic mix, live progress, summary."""
     from .demo import run_demo
@@ -317,18 +387,15 @@ from .cli_ordered import ordered_cli  # noqa: E402
 
 cli.add_typer(ordered_cli, name="ordered")
 
-from .cli_schedule import campaigns_cli, schedules_cli  # noqa: E402 - needs cli's helpers
+from .cli_schedule import campaigns_cli, schedules_cli  # noqa: E402
 
 cli.add_typer(schedules_cli, name="schedules")
 cli.add_typer(campaigns_cli, name="campaigns")
 
 
 def main() -> None:
-    try:
-        cli()
-    except TidingsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        sys.exit(2)
+    """The console script (and ``python -m tidings``)."""
+    cli()
 
 
 __all__ = ["Priority", "cli", "main"]

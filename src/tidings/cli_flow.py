@@ -11,14 +11,27 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from .cli import AppOption, JsonOption, console, emit_json, load_app, queue_of, run
-from .core.errors import ValidationError
+from .cli_output import show_table
+from .cli_support import (
+    EXIT_USAGE,
+    AppOption,
+    Cli,
+    CommandFailed,
+    JsonOption,
+    console,
+    emit_json,
+    load_app,
+    resolve_queue,
+    run,
+    suggest,
+)
 from .ordering.queue import meta_key
 
-flow_cli = typer.Typer(help="Flow control: circuit breakers, pausing queues and keys.")
+flow_cli = Cli(help="Flow control: circuit breakers, pausing queues and keys.",
+               no_args_is_help=False)
 
+QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="A queue name.")]
 KeyOption = Annotated[str | None, typer.Option("--key", help="Only this key of the queue.")]
 
 
@@ -37,9 +50,14 @@ def breakers(
     app = load_app(app_spec)
 
     async def body() -> dict[str, Any]:
+        states = await app.flow.breaker_states()
         if reset is not None:
+            if reset not in states:
+                raise CommandFailed(f"no breaker {reset!r}{suggest(reset, set(states))}; "
+                                    f"known: {', '.join(sorted(states)) or 'none'}")
             await app.flow.breaker(reset).reset()
-        return await app.flow.breaker_states()
+            states = await app.flow.breaker_states()
+        return states
 
     states = run(app, body)
     rows = [{"name": name, "state": s.state.value, "failures": s.failures, "calls": s.calls,
@@ -50,27 +68,24 @@ def breakers(
     if json:
         emit_json(rows)
         return
-    table = Table("breaker", "state", "failures/calls", "opened at", "next probe", "queues")
-    for row in rows:
-        color = {"open": "red", "half_open": "yellow"}.get(row["state"], "green")
-        table.add_row(row["name"], f"[{color}]{row['state']}[/{color}]",
-                      f"{row['failures']}/{row['calls']}", row["opened_at"] or "-",
-                      row["next_probe_at"] or "-", ", ".join(row["queues"]))
-    console.print(table)
+    show_table(console, ["breaker", "state", "failures/calls", "opened at", "next probe",
+                         "queues"],
+               [[r["name"], r["state"], f"{r['failures']}/{r['calls']}", r["opened_at"] or "-",
+                 r["next_probe_at"] or "-", ", ".join(r["queues"])] for r in rows],
+               ids=["breaker"], text=["queues"])
 
 
 @flow_cli.command()
-def pause(queue: str, key: KeyOption = None, app_spec: AppOption = None) -> None:
+def pause(queue: QueueArg, key: KeyOption = None, app_spec: AppOption = None) -> None:
     """Stop every worker from taking QUEUE's messages (or one key's); they stay queued."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
 
     async def pause_it() -> None:
         # A pause is a flag only plain-queue workers read: refuse rather than "succeed".
         if await app.broker.client.exists(meta_key(app.settings.key_prefix, queue)):
-            raise ValidationError("queue", f"{queue!r} is an ordered queue; pause does not "
-                                  "apply to ordered queues")
-        await app.flow.pause(q, key)
+            raise CommandFailed(f"{queue!r} is an ordered queue; pause does not apply to "
+                                "ordered queues", EXIT_USAGE)
+        await app.flow.pause(await resolve_queue(app, queue), key)
 
     run(app, pause_it)
     typer.echo(f"paused {queue}" + (f" key {key}" if key is not None else ""))
@@ -80,21 +95,27 @@ def pause(queue: str, key: KeyOption = None, app_spec: AppOption = None) -> None
 
 
 @flow_cli.command()
-def resume(queue: str, key: KeyOption = None, app_spec: AppOption = None) -> None:
-    """Undo ``tidings pause``; a key's parked messages become due at once."""
+def resume(queue: QueueArg, key: KeyOption = None, app_spec: AppOption = None) -> None:
+    """Undo 'tidings pause'; a key's parked messages become due at once."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    moved = run(app, lambda: app.flow.resume(q, key))
+
+    async def resume_it() -> int:
+        return await app.flow.resume(await resolve_queue(app, queue), key)
+
+    moved = run(app, resume_it)
     suffix = f" key {key} ({moved} parked messages due now)" if key is not None else ""
     typer.echo(f"resumed {queue}{suffix}")
 
 
 @flow_cli.command()
-def paused(queue: str, app_spec: AppOption = None, json: JsonOption = False) -> None:
+def paused(queue: QueueArg, app_spec: AppOption = None, json: JsonOption = False) -> None:
     """Whether QUEUE is paused, and which of its keys are."""
     app = load_app(app_spec)
-    q = queue_of(app, queue)
-    state = run(app, lambda: app.flow.pause_state(q))
+
+    async def state_of() -> Any:
+        return await app.flow.pause_state(await resolve_queue(app, queue))
+
+    state = run(app, state_of)
     data = {"queue": state.queue, "paused": state.paused, "keys": state.keys}
     if json:
         emit_json(data)

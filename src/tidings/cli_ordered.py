@@ -11,14 +11,29 @@ import dataclasses
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from .app import Tidings
-from .cli import AppOption, JsonOption, console, emit_json, load_app, run
+from .cli_output import progress, show_table
+from .cli_support import (
+    AppOption,
+    Cli,
+    CommandFailed,
+    JsonOption,
+    YesOption,
+    console,
+    emit_json,
+    finite,
+    load_app,
+    print_count,
+    run,
+    suggest,
+)
 from .ordering.queue import OrderedQueue, meta_key, ordered_queues
+from .queues.admin import stored_ordered_names
 
-ordered_cli = typer.Typer(help="Ordered queues: per-key order over partitions.",
-                          no_args_is_help=True)
+ordered_cli = Cli(help="Ordered queues: per-key order over partitions.")
+NameArg = Annotated[str, typer.Argument(metavar="NAME", help="An ordered queue's name.")]
+KeyArg = Annotated[str, typer.Argument(metavar="KEY", help="An ordering key.")]
 
 
 async def _queue(app: Tidings, name: str) -> OrderedQueue:
@@ -28,29 +43,34 @@ async def _queue(app: Tidings, name: str) -> OrderedQueue:
     stored = await app.broker.client.hget(meta_key(app.settings.key_prefix, name),
                                           "partitions")
     if stored is None:
-        raise typer.BadParameter(f"no ordered queue {name!r}", param_hint="NAME")
+        known = await stored_ordered_names(app)
+        raise CommandFailed(f"no ordered queue {name!r}{suggest(name, known)}; known: "
+                            f"{', '.join(sorted(known)) or 'none'}")
     return OrderedQueue(app, name, partitions=int(stored))
 
 
 @ordered_cli.command("worker")
-def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP")],
-           grace: Annotated[float | None, typer.Option(help="Shutdown grace seconds")] = None
-           ) -> None:
+def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP",
+                                                   help="Your app, e.g. myapp:app.")],
+           grace: Annotated[float | None, typer.Option(
+               min=0, callback=finite, help="Seconds to finish in-flight work on SIGTERM.")
+           ] = None) -> None:
     """Run the app's ordered queues (only) until SIGTERM/SIGINT."""
     from .observability.logs import configure_logging
     from .ordering.assignment import OrderedWorker
 
-    app = load_app(app_spec)
+    app = load_app(app_spec, hint="MODULE:APP")
     configure_logging(app.settings.log_level, app.settings.log_json)
     queues = [q for q in ordered_queues(app).values() if q.handler_spec is not None]
     if not queues:
-        raise typer.BadParameter("the app declares no ordered queue with a handler")
+        raise typer.BadParameter("the app declares no ordered queue with a handler",
+                                 param_hint="MODULE:APP")
     w = OrderedWorker(app, queues, shutdown_grace=grace, install_signal_handlers=True)
     run(app, w.run)
 
 
 @ordered_cli.command("status")
-def status(name: str, app_spec: AppOption = None, json: JsonOption = False) -> None:
+def status(name: NameArg, app_spec: AppOption = None, json: JsonOption = False) -> None:
     """Partitions and their owners, keys ready / running / waiting / blocked, counters."""
     app = load_app(app_spec)
 
@@ -73,7 +93,7 @@ def status(name: str, app_spec: AppOption = None, json: JsonOption = False) -> N
 
 
 @ordered_cli.command("blocked")
-def blocked(name: str, app_spec: AppOption = None, json: JsonOption = False) -> None:
+def blocked(name: NameArg, app_spec: AppOption = None, json: JsonOption = False) -> None:
     """Keys whose head failed: retrying, or held for an operator."""
     app = load_app(app_spec)
 
@@ -84,15 +104,13 @@ def blocked(name: str, app_spec: AppOption = None, json: JsonOption = False) -> 
     if json:
         emit_json([dataclasses.asdict(k) for k in keys])
         return
-    table = Table("key", "partition", "state", "message", "attempts", "waiting", "error")
-    for k in keys:
-        table.add_row(k.key, str(k.partition), k.state, k.message_id, str(k.attempts),
-                      str(k.waiting), k.error[:60])
-    console.print(table)
+    show_table(console, ["key", "partition", "state", "message", "attempts", "waiting", "error"],
+               [[k.key, k.partition, k.state, k.message_id, k.attempts, k.waiting, k.error[:200]]
+                for k in keys], ids=["key", "message"], text=["error"])
 
 
 @ordered_cli.command("retry")
-def retry(name: str, key: str, app_spec: AppOption = None) -> None:
+def retry(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
     """Run a blocked key's head again now, with fresh attempts."""
     app = load_app(app_spec)
 
@@ -100,13 +118,12 @@ def retry(name: str, key: str, app_spec: AppOption = None) -> None:
         return await (await _queue(app, name)).retry_key(key)
 
     if not run(app, body):
-        console.print(f"[red]{key} is not blocked[/red]")
-        raise typer.Exit(1)
+        raise CommandFailed(f"key {key!r} of {name} is not blocked")
     typer.echo(f"retrying {key}")
 
 
 @ordered_cli.command("skip")
-def skip(name: str, key: str, app_spec: AppOption = None) -> None:
+def skip(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
     """Dead-letter a blocked key's head; the key goes on with its next message."""
     app = load_app(app_spec)
 
@@ -114,8 +131,7 @@ def skip(name: str, key: str, app_spec: AppOption = None) -> None:
         return await (await _queue(app, name)).skip_key(key)
 
     if not run(app, body):
-        console.print(f"[red]{key} is not blocked[/red]")
-        raise typer.Exit(1)
+        raise CommandFailed(f"key {key!r} of {name} is not blocked")
     typer.echo(f"skipped the head of {key}")
 
 
@@ -123,7 +139,7 @@ KeyFilter = Annotated[str | None, typer.Option("--key", help="Only this key's de
 
 
 @ordered_cli.command("dlq")
-def dlq(name: str, limit: Annotated[int, typer.Option(help="At most this many")] = 100,
+def dlq(name: NameArg, limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 100,
         app_spec: AppOption = None, json: JsonOption = False) -> None:
     """List dead-lettered messages: key, id, reason, error."""
     app = load_app(app_spec)
@@ -137,33 +153,37 @@ def dlq(name: str, limit: Annotated[int, typer.Option(help="At most this many")]
     if json:
         emit_json(rows)
         return
-    table = Table("key", "message", "reason", "attempts", "error")
-    for row in rows:
-        table.add_row(row["key"], row["id"], row["reason"], str(row["attempts"]),
-                      row["error"][:80])
-    console.print(table)
+    show_table(console, ["key", "message", "reason", "attempts", "error"],
+               [[r["key"], r["id"], r["reason"], r["attempts"], r["error"][:200]] for r in rows],
+               ids=["key", "message"], text=["reason", "error"])
 
 
 @ordered_cli.command("replay")
-def replay(name: str, key: KeyFilter = None, app_spec: AppOption = None) -> None:
+def replay(name: NameArg, key: KeyFilter = None, app_spec: AppOption = None,
+           json: JsonOption = False) -> None:
     """Put dead letters back at the end of their keys' lines, with fresh attempts."""
     app = load_app(app_spec)
 
     async def body() -> int:
-        return await (await _queue(app, name)).replay_dead_letters(key)
+        q = await _queue(app, name)
+        with progress(f"replaying dead letters of {name}", console, quiet=json) as report:
+            return await q.replay_dead_letters(key, progress=report)
 
-    typer.echo(f"replayed {run(app, body)} messages")
+    print_count("replayed", run(app, body), json)
 
 
 @ordered_cli.command("purge")
-def purge(name: str, key: KeyFilter = None, app_spec: AppOption = None,
-          yes: Annotated[bool, typer.Option("--yes", help="Do not ask")] = False) -> None:
+def purge(name: NameArg, key: KeyFilter = None, app_spec: AppOption = None,
+          yes: YesOption = False, json: JsonOption = False) -> None:
     """Delete dead letters for good."""
-    if not yes:
-        typer.confirm(f"purge dead letters of ordered queue {name}?", abort=True)
     app = load_app(app_spec)
 
     async def body() -> int:
-        return await (await _queue(app, name)).purge_dead_letters(key)
+        q = await _queue(app, name)
+        if not yes:
+            typer.confirm(f"purge dead letters of ordered queue {name}?", abort=True)
+        with progress(f"purging dead letters of {name}", console, quiet=json) as report:
+            return await q.purge_dead_letters(key, progress=report)
 
-    typer.echo(f"purged {run(app, body)} messages")
+    print_count("purged", run(app, body), json)
+

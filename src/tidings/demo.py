@@ -150,11 +150,34 @@ async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[st
         "latency_first_delivery": latency, "complete": stats.settled() >= published,
     }
     if not quiet:
-        table = Table("", "value", title="summary")
-        for key, value in summary.items():
-            table.add_row(key, str(value))
-        console.print(table)
+        console.print()
+        show_summary(console, summary)
+        if app.settings.redis_url is None:
+            console.print(f"The embedded server keeps running (data in "
+                          f"{app.settings.data_dir}/), so the next tidings command starts at "
+                          "once. Stop it with: tidings server stop")
     return summary
+
+
+def show_summary(console: Console, summary: dict[str, Any]) -> None:
+    """The demo's results as tables: totals, then per lane, then why messages were parked."""
+    from .cli_output import show_table
+
+    show_table(console, ["published", "duplicates dropped", "retries", "seconds", "complete"],
+               [[summary["published"], summary["duplicates_dropped"], summary["retries"],
+                 summary["seconds"], "yes" if summary["complete"] else "no"]],
+               title="summary")
+    latency = summary["latency_first_delivery"]
+    lanes = [lane for lane in ("high", "normal", "low")
+             if lane in latency or lane in summary["processed_per_lane"]]
+    show_table(console, ["lane", "processed", "first delivery p50 ms", "p99 ms"],
+               [[lane, summary["processed_per_lane"].get(lane, 0),
+                 f"{latency.get(lane, {}).get('p50_ms', 0):.1f}",
+                 f"{latency.get(lane, {}).get('p99_ms', 0):.1f}"] for lane in lanes],
+               title="per priority lane")
+    if summary["dead_lettered"]:
+        show_table(console, ["reason", "messages"], sorted(summary["dead_lettered"].items()),
+                   title="dead-lettered", text=["reason"])
 
 
 async def _cleanup(app: Tidings) -> None:

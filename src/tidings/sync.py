@@ -1,10 +1,12 @@
 """A blocking facade for producers that are not async (a Django or Flask orchestrator).
 
-It runs the async client on a private event loop in a daemon thread::
+It runs the async client on a private event loop in a daemon thread. ``app.sync()``
+returns the same facade until it is closed, so every caller in the process shares one
+connection pool and one loop::
 
     client = app.sync()
     client.publish("email", {"to": "a@b.c"}, priority="high")
-    client.close()
+    client.close()          # or: with app.sync() as client: ...
 """
 
 from __future__ import annotations
@@ -22,16 +24,21 @@ T = TypeVar("T")
 
 
 class SyncTidings:
-    """Thread-safe blocking calls onto a Tidings app; one instance per process is enough."""
+    """Thread-safe blocking calls onto a Tidings app; get it with :meth:`Tidings.sync`."""
 
     def __init__(self, app: Tidings, timeout: float = 30.0) -> None:
         self.app = app
         self.timeout = timeout
+        self.closed = False
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="tidings-sync",
                                         daemon=True)
         self._thread.start()
-        self._run(app.connect())
+        try:
+            self._run(app.connect())
+        except BaseException:
+            self.close()  # no thread left behind by a server that was not there
+            raise
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout)
@@ -51,10 +58,16 @@ class SyncTidings:
         return self._run(self.app.get_queue(queue).stats())
 
     def close(self) -> None:
+        """Close the app's connection and stop the private loop (a second call is a no-op)."""
+        if self.closed:
+            return
+        self.closed = True
         if self._loop.is_running():
-            self._run(self.app.close())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(5)
+            try:
+                self._run(self.app.close())
+            finally:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+                self._thread.join(5)
         self._loop.close()
 
     def __enter__(self) -> SyncTidings:

@@ -195,6 +195,22 @@ class DeadLetter(HandlerSignal):
         super().__init__(reason)
 
 
+class QueueNotEmptyError(TidingsError):
+    """A queue was not deleted: it still holds messages or live workers consume it.
+
+    ``held`` counts its messages (queued, in flight, delayed, dead-lettered, held for fair
+    feeding); ``consumers`` the workers that heartbeated within its visibility timeout.
+    """
+
+    def __init__(self, name: str, held: int, consumers: int) -> None:
+        self.name, self.held, self.consumers = name, held, consumers
+        what = [f"{held} messages"] if held else []
+        what += [f"{consumers} live workers"] if consumers else []
+        super().__init__(f"queue {name!r} still has {' and '.join(what)}; stop its workers "
+                         "and producers first, or force the deletion")
+
+
+
 __all__ = [
     "AccessDeniedError",
     "AuthenticationFailedError",
@@ -212,6 +228,7 @@ __all__ = [
     "MessageNotFoundError",
     "PayloadError",
     "PermissionDeniedError",
+    "QueueNotEmptyError",
     "Retry",
     "ScheduleError",
     "ScheduleExistsError",

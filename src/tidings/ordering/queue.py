@@ -51,6 +51,7 @@ from ..engine.scripts import Script
 
 if TYPE_CHECKING:
     from ..app import Tidings
+    from ..core.progress import ProgressCallback
     from ..worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -372,19 +373,23 @@ class OrderedQueue:
                             "error": text(f["error"]), "dead_at": int(text(f["dead_at"]))})
         return sorted(out, key=lambda d: d["dead_at"])[:limit]
 
-    async def replay_dead_letters(self, key: str | None = None) -> int:
+    async def replay_dead_letters(self, key: str | None = None, *,
+                                  progress: ProgressCallback | None = None) -> int:
         """Put dead-lettered messages (of every key, or of ``key``) back, attempts reset.
 
         Each goes to the end of its key's line: after the key's messages published since
         it was dead-lettered (those could not wait for it). Returns how many were replayed.
+        ``progress(done, None)`` is called after each batch.
         """
-        return await self._dead_letter_action("replay", key)
+        return await self._dead_letter_action("replay", key, progress)
 
-    async def purge_dead_letters(self, key: str | None = None) -> int:
+    async def purge_dead_letters(self, key: str | None = None, *,
+                                 progress: ProgressCallback | None = None) -> int:
         """Delete dead-lettered messages (of every key, or of ``key``); returns how many."""
-        return await self._dead_letter_action("purge", key)
+        return await self._dead_letter_action("purge", key, progress)
 
-    async def _dead_letter_action(self, action: str, key: str | None, chunk: int = 500) -> int:
+    async def _dead_letter_action(self, action: str, key: str | None,
+                                  progress: ProgressCallback | None, chunk: int = 500) -> int:
         await self.ensure_ready()
         client = self.app.broker.client
         parts = self.parts if key is None else [self.partition_of(key)]
@@ -412,6 +417,8 @@ class OrderedQueue:
                              fields[b"i"] + b"|" + encode(msg))
                 if len(args) > 1:
                     done += int(await SCRIPTS.replay(client, keys, args))
+                    if progress is not None:
+                        progress(done, None)
                 if len(entries) < chunk:
                     break
                 start = "(" + text(entries[-1][0])
@@ -448,4 +455,5 @@ class OrderedQueue:
         return OrderedStats(self.name, self.partitions, owners, ready=totals[0],
                             active=totals[1], waiting=totals[2], blocked=totals[3],
                             dead=totals[4], counters=dict(counters))
+
 

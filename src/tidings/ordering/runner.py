@@ -67,6 +67,9 @@ class OrderedRunner:
         self._capacity = asyncio.Event()
         self._kick = asyncio.Event()  # new partitions: take from them now
         self._rebalance = asyncio.Event()  # a draining partition went idle: release it now
+        # Ends the heartbeat loop. cancel() alone is not enough: on Python 3.11 redis-py's
+        # send (asyncio.wait_for) can swallow a cancellation, and the loop would go on.
+        self._leaving = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
         self._wake_id: Any = "0-0"
         self._rotation = 0
@@ -85,7 +88,8 @@ class OrderedRunner:
         try:
             await self._fetch_loop(stop)
         finally:
-            beat.cancel()
+            self._leaving.set()
+            beat.cancel()  # interrupts a heartbeat in flight; _leaving ends the loop anyway
             await asyncio.gather(beat, return_exceptions=True)
             await self._shutdown()
 
@@ -295,7 +299,7 @@ class OrderedRunner:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.q.lease / 3
-        while True:
+        while not self._leaving.is_set():
             try:
                 await self._heartbeat()
             except TRANSIENT as exc:
@@ -304,10 +308,13 @@ class OrderedRunner:
                 # Not renewed for most of a lease: another worker may own it any moment.
                 if time.monotonic() - own.renewed > self.q.lease * 0.8:
                     self._lost(p, own, "lease not renewed in time")
+            # asyncio.wait, not wait_for: on 3.11 wait_for too can swallow a cancellation.
+            waits = [asyncio.ensure_future(e.wait()) for e in (self._rebalance, self._leaving)]
             try:
-                await asyncio.wait_for(self._rebalance.wait(), interval)
-            except TimeoutError:
-                pass
+                await asyncio.wait(waits, timeout=interval, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiting in waits:
+                    waiting.cancel()
             self._rebalance.clear()
 
     async def _heartbeat(self) -> None:

@@ -320,3 +320,15 @@ class Queue:
     def decode(self, raw: bytes) -> Message:
         return decode(raw)
 
+    async def delete(self, *, force: bool = False,
+                     progress: Callable[[int, int | None], None] | None = None) -> int:
+        """Delete this queue and everything it holds; returns how many keys went.
+
+        Refuses with :class:`~tidings.errors.QueueNotEmptyError` while it holds messages
+        (queued, in flight, delayed, dead) or workers consume it, unless ``force``. Stop
+        its producers first: a publish after the deletion creates the queue again.
+        ``progress(done, total)`` is called as keys are deleted.
+        """
+        from .admin import delete_queue
+
+        return await delete_queue(self, force=force, progress=progress)

@@ -51,7 +51,7 @@ import asyncio
 import builtins
 import re
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
@@ -77,6 +77,7 @@ from ..core.message import (
     now_ms,
     validate_headers,
 )
+from ..core.progress import ProgressCallback
 from ..engine.broker import text
 from ..engine.scripts import Script
 from ..queues.queue import Outgoing, Queue, queue_keys
@@ -201,6 +202,7 @@ class Campaigns:
         nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
         ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
         if_past: Literal["send", "skip"] = "send",
+        progress: ProgressCallback | None = None,
     ) -> CampaignProgress:
         """Publish one message per recipient; returns the campaign's progress.
 
@@ -211,7 +213,9 @@ class Campaigns:
         within it after its local time is dropped or dead-lettered, per the queue).
         Calling it again for the same ``campaign_id`` resumes an interrupted run (the
         arguments must be the same; the recipients too, in the same order) and returns
-        at once for a campaign already fully scheduled or cancelled::
+        at once for a campaign already fully scheduled or cancelled. ``progress(done,
+        total)`` is called as chunks go in: ``done`` recipients so far (resumed ones
+        included), ``total`` the length of ``recipients`` if it has one, else None::
 
             await campaigns.schedule("welcome-2026-12", "email", recipients,
                                      local_time=time(9, 0), date=date(2026, 12, 1))
@@ -254,7 +258,8 @@ class Campaigns:
         plan = Plan(spec, ref_ms, throttle)
         chunks = self._chunks(q, campaign_id, recipients, plan, cursor, cursor_id, chunk_size,
                               [campaign_key, pending_key, slots_key])
-        await self._send_all(q, chunks)
+        total = len(recipients) if isinstance(recipients, Sized) else None
+        await self._send_all(q, chunks, lambda done: progress(done, total) if progress else None)
         final = await client.hget(campaign_key, "cursor")
         await self.app.broker.call(_SCRIPTS.finish, [campaign_key], [final, now_ms()])
         return await self.progress(campaign_id)
@@ -384,8 +389,12 @@ class Campaigns:
                 _pack(slots) if slots else "", _pack(packed)]
         return _Chunk(keys, args, ids, items, end)
 
-    async def _send_all(self, q: Queue, chunks: Iterator[_Chunk]) -> None:
-        """Send chunks in pipelines, building the next ones while one is on the wire."""
+    async def _send_all(self, q: Queue, chunks: Iterator[_Chunk],
+                        sent: Callable[[int], None]) -> None:
+        """Send chunks in pipelines, building the next ones while one is on the wire.
+
+        ``sent(cursor)`` is called after each round trip with the recipients done so far.
+        """
         inflight: asyncio.Future[bool] | None = None
         group: builtins.list[_Chunk] = []
         try:
@@ -395,7 +404,7 @@ class Campaigns:
                     continue
                 if inflight is not None and not await inflight:
                     return
-                inflight = asyncio.ensure_future(self._send(q, group))
+                inflight = asyncio.ensure_future(self._send(q, group, sent))
                 group = []
                 # Building is CPU-bound and never yields: give the pipeline the few loop
                 # turns it needs to reach the socket, so the server works meanwhile.
@@ -405,14 +414,15 @@ class Campaigns:
                 return
             inflight = None
             if group:
-                await self._send(q, group)
+                await self._send(q, group, sent)
         finally:
             if inflight is not None and not inflight.done():
                 # The caller's iterable raised: let the chunks on the wire land (they are
                 # whole and recorded by the cursor) before the error propagates.
                 await asyncio.gather(inflight, return_exceptions=True)
 
-    async def _send(self, q: Queue, group: builtins.list[_Chunk]) -> bool:
+    async def _send(self, q: Queue, group: builtins.list[_Chunk],
+                    sent: Callable[[int], None]) -> bool:
         """One round trip for several chunks; False once the campaign stopped scheduling."""
         client = self.app.broker.client
         durability = q.config.durability
@@ -463,6 +473,7 @@ class Campaigns:
                     if flag == "1":
                         bus.emit_published(q.name, msg_id, Priority.parse(item.priority),
                                            item.headers)
+        sent(group[-1].end)
         return True
 
     # -- observing and cancelling --------------------------------------------------------
@@ -491,21 +502,28 @@ class Campaigns:
         far = datetime.min.replace(tzinfo=UTC)
         return sorted(found, key=lambda p: (p.created_at or far, p.id), reverse=True)
 
-    async def cancel(self, campaign_id: str) -> CampaignProgress:
+    async def cancel(self, campaign_id: str, *,
+                     progress: ProgressCallback | None = None) -> CampaignProgress:
         """Cancel every message of the campaign not released yet; returns the final counts.
 
         Safe while workers release messages: each message ends either cancelled or
         released (then processed as usual), never both. A ``schedule`` run still going
-        stops at its next chunk. Cancelling again is harmless.
+        stops at its next chunk. Cancelling again is harmless. ``progress(done, total)``
+        is called after each batch: pending messages handled so far (cancelled, or found
+        released), and that plus those left.
         """
         queue = await self._queue_of(campaign_id)
         prefix = self.app.settings.key_prefix
         keys = [*queue_keys(prefix, queue), *campaign_keys(prefix, queue, campaign_id)]
+        done = 0
         while True:
-            cancelled, _, left = await self.app.broker.call(
+            cancelled, released, left = await self.app.broker.call(
                 _SCRIPTS.cancel, keys, [campaign_progress.SWEEP_BATCH, epoch_ms(self.clock())])
             if cancelled == -1:
                 raise CampaignNotFoundError(campaign_id)
+            done += int(cancelled) + int(released)
+            if progress is not None:
+                progress(done, done + int(left))
             if left == 0:
                 break
         await self.counter.flush()
