@@ -185,7 +185,7 @@ class Bench:
         await task
         if waiter not in finished:
             raise RuntimeError(f"worker on {queue.name} did not finish within {RUN_TIMEOUT_S}s")
-        left = sum([await self.raw.xlen(key) for key in queue.keys[:3]])
+        left = sum([await self.raw.xlen(key) for key in queue.keys.lanes])
         return elapsed, left
 
     # -- 1. single publish -------------------------------------------------------------

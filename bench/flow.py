@@ -98,7 +98,7 @@ async def _run_limited(url: str, env: dict[str, str], payloads: list[dict[str, A
     key = f"{app.settings.key_prefix}:bench:starts"
     try:
         while True:  # until both workers are up
-            if await app.broker.client.zcard(q.keys[10]) >= 2:
+            if await app.broker.client.zcard(q.keys.consumers) >= 2:
                 break
             await asyncio.sleep(0.05)
         await q.publish_many(payloads)

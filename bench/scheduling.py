@@ -37,7 +37,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tidings import Message, Outgoing, Tidings
-from tidings.engine.scripts import SCRIPTS
+from tidings.queues import scripts
 from tidings.scheduling.campaigns import Campaigns, Recipient
 
 from .stats import RESULTS, latency_summary
@@ -161,10 +161,10 @@ async def promotion_throughput(url: str, prefix: str, sizes: Sizes = Sizes()) ->
             keys = app.queue(queue).keys
             server_s, micros = await raw.time()
             due_ms = int(server_s) * 1000 + int(micros) // 1000 + int(lead_s * 1000)
-            ids: list[bytes] = list(await raw.zrange(keys[3], 0, -1))  # type: ignore[arg-type]
+            ids: list[bytes] = list(await raw.zrange(keys.delayed, 0, -1))  # type: ignore[arg-type]
             for i in range(0, len(ids), 5000):
                 scores: dict[bytes, float] = dict.fromkeys(ids[i:i + 5000], due_ms)
-                await raw.zadd(keys[3], scores, xx=True)
+                await raw.zadd(keys.delayed, scores, xx=True)
             return due_ms / 1000
 
         # 1. The fetch script alone, no consumer (capacity 0): promotion is its first step.
@@ -172,9 +172,9 @@ async def promotion_throughput(url: str, prefix: str, sizes: Sizes = Sizes()) ->
         due_at = await park_then_make_due("burst-alone", 0.1)
         await asyncio.sleep(max(0.0, due_at - time.time()) + 0.05)
         started = time.perf_counter()
-        while await raw.zcard(keys[3]):
-            await SCRIPTS.fetch(raw, keys, ["tidings", "bench", 0, 0, 0, 0, 1000,
-                                            "dead_letter"])
+        while await raw.zcard(keys.delayed):
+            await scripts.fetch(raw, keys, consumer="bench", quotas=(0, 0, 0), capacity=0,
+                                promote_limit=1000, on_expire="dead_letter")
         out["promote_only_msg_per_s"] = round(n / (time.perf_counter() - started))
 
         # 2. A worker running: promotion interleaved with fetching and delivery.
@@ -191,7 +191,7 @@ async def promotion_throughput(url: str, prefix: str, sizes: Sizes = Sizes()) ->
 
         due_at = await park_then_make_due("burst", 1.5)
         async with app.worker(["burst"], concurrency=2048):  # idle until the burst is due
-            while await raw.zcard(q.keys[3]):  # noqa: ASYNC110 - nothing signals "empty"
+            while await raw.zcard(q.keys.delayed):  # noqa: ASYNC110 - nothing signals "empty"
                 await asyncio.sleep(0.002)
             promoted_at = time.time()
             await asyncio.wait_for(done.wait(), timeout=300)

@@ -88,7 +88,7 @@ async def held_by_dead_consumer(queue: Queue, count: int) -> None:
     """Publish payloads ``0..count-1`` that a consumer read and then died holding."""
     await queue.publish_many(range(count))
     await queue.app.connect()
-    await queue.app.broker.client.xreadgroup("tidings", "ghost", {queue.keys[1]: ">"},
+    await queue.app.broker.client.xreadgroup("tidings", "ghost", {queue.keys.normal: ">"},
                                              count=count)
 
 

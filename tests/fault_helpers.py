@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tidings import Queue, Tidings
-from tidings.queues.queue import GROUP
+from tidings.core.keys import GROUP
 
 ROOT = Path(__file__).resolve().parents[1]
 TIDINGS_BIN = Path(sys.executable).parent / "tidings"
@@ -163,7 +163,7 @@ async def consumer_of(q: Queue, proc: subprocess.Popen[bytes], timeout: float = 
     async def find() -> str | None:
         if proc.poll() is not None:
             raise AssertionError(f"worker {proc.pid} exited with {proc.returncode}{detail()}")
-        names = await q.app.broker.client.zrange(q.keys[10], 0, -1)
+        names = await q.app.broker.client.zrange(q.keys.consumers, 0, -1)
         return next((text(n) for n in names if marker in text(n)), None)
 
     return str(await poll(find, timeout, f"worker {proc.pid} to register", detail))
@@ -171,7 +171,7 @@ async def consumer_of(q: Queue, proc: subprocess.Popen[bytes], timeout: float = 
 
 async def pending_of(q: Queue, consumer: str) -> int:
     held = 0
-    for lane_key in q.keys[:3]:
+    for lane_key in q.keys.lanes:
         summary = await q.app.broker.client.xpending(lane_key, GROUP)
         held += sum(int(c["pending"]) for c in summary.get("consumers") or []
                     if text(c["name"]) == consumer)

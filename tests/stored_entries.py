@@ -10,14 +10,17 @@ from typing import Any
 import msgpack
 
 from tidings import Message, Queue
-from tidings.core.message import encode, new_message_id, now_ms
+from tidings.core.clock import SYSTEM_CLOCK
+from tidings.core.clock import now_ms as clock_ms
+from tidings.core.ids import new_message_id
+from tidings.core.message import encode
 
 
 def envelope(queue: Queue, payload: Any = "x", **changes: Any) -> bytes:
     """A valid envelope of ``queue``, with fields of the msgpack map replaced or removed
     (a value of ``...`` removes the field)."""
     doc = msgpack.unpackb(encode(Message(new_message_id(), queue.name, payload,
-                                         created_at_ms=now_ms())))
+                                         created_at_ms=clock_ms(SYSTEM_CLOCK))))
     for name, value in changes.items():
         if value is ...:
             doc.pop(name, None)
@@ -30,9 +33,9 @@ async def add_dead_letter(queue: Queue, fields: dict[str, Any], *,
                           index: bool = True) -> str:
     """Append ``fields`` to the DLQ stream as they are; index them under their ``i``."""
     client = queue.app.broker.client
-    entry_id = (await client.xadd(queue.keys[5], fields)).decode()
+    entry_id = (await client.xadd(queue.keys.dlq, fields)).decode()
     if index and "i" in fields:
-        await client.hset(queue.keys[7], fields["i"], f"x:{entry_id}")
+        await client.hset(queue.keys.index, fields["i"], f"x:{entry_id}")
     return entry_id
 
 
@@ -40,7 +43,7 @@ def dead_fields(message_id: str, m: Any = None, **extra: Any) -> dict[str, Any]:
     """The fields the dead_letter script writes, with ``m`` (None: none) and overrides."""
     fields: dict[str, Any] = {"i": message_id, "reason": "max_attempts",
                               "error": '{"type": "TimeoutError", "attempts": 1}',
-                              "lane": "1", "dead_at": str(now_ms())}
+                              "lane": "1", "dead_at": str(clock_ms(SYSTEM_CLOCK))}
     if m is not None:
         fields["m"] = m
     for name, value in extra.items():
@@ -54,15 +57,15 @@ def dead_fields(message_id: str, m: Any = None, **extra: Any) -> dict[str, Any]:
 async def add_to_lane(queue: Queue, fields: dict[str, Any], lane: int = 1) -> str:
     """Append ``fields`` to a lane stream; index them under their ``i``."""
     client = queue.app.broker.client
-    entry_id = (await client.xadd(queue.keys[lane], fields)).decode()
+    entry_id = (await client.xadd(queue.keys.lane(lane), fields)).decode()
     if "i" in fields:
-        await client.hset(queue.keys[7], fields["i"], f"{lane}:{entry_id}")
+        await client.hset(queue.keys.index, fields["i"], f"{lane}:{entry_id}")
     return entry_id
 
 
 async def add_delayed(queue: Queue, message_id: str, body: bytes, due: float) -> None:
     """A delayed message with ``body`` stored as it is (normally lane|expires|envelope)."""
     client = queue.app.broker.client
-    await client.hset(queue.keys[4], message_id, body)
-    await client.zadd(queue.keys[3], {message_id: due})
-    await client.hset(queue.keys[7], message_id, "d")
+    await client.hset(queue.keys.delayed_bodies, message_id, body)
+    await client.zadd(queue.keys.delayed, {message_id: due})
+    await client.hset(queue.keys.index, message_id, "d")

@@ -12,7 +12,7 @@ import pytest
 
 from conftest import Recorder
 from tidings import EventKind, Message, Queue, Retry, Tidings, ValidationError
-from tidings.engine.scripts import SCRIPTS
+from tidings.queues import scripts
 from tidings.scheduling import campaign_progress
 from tidings.scheduling import campaigns as campaign_module
 from tidings.scheduling.campaigns import (
@@ -63,9 +63,9 @@ def crash_after(recipients: list[Recipient], k: int) -> Iterator[Recipient]:
 async def delayed(queue: Queue) -> dict[str, tuple[int, Message]]:
     """Every message in the delayed set: id -> (due ms, message)."""
     client = queue.app.broker.client
-    scores = dict(await client.zrange(queue.keys[3], 0, -1, withscores=True))
+    scores = dict(await client.zrange(queue.keys.delayed, 0, -1, withscores=True))
     out = {}
-    for msg_id, body in (await client.hgetall(queue.keys[4])).items():
+    for msg_id, body in (await client.hgetall(queue.keys.delayed_bodies)).items():
         out[msg_id.decode()] = (int(scores[msg_id]), queue.decode(body.split(b"|", 2)[2]))
     return out
 
@@ -141,7 +141,7 @@ async def test_one_instant_for_everyone(app: Tidings, campaigns: Campaigns) -> N
     assert {d for d, _ in found} == {due}
     # The time to live counts from the due time, in the envelope and in the delayed body.
     assert {m.expires_at_ms for _, m in found} == {due + 3_600_000}
-    bodies = await app.broker.client.hvals(app.queue("push").keys[4])
+    bodies = await app.broker.client.hvals(app.queue("push").keys.delayed_bodies)
     assert {b.split(b"|", 2)[1] for b in bodies} == {str(due + 3_600_000).encode()}
 
 
@@ -230,7 +230,7 @@ async def test_cancel_removes_every_waiting_message(app: Tidings, campaigns: Cam
     assert progress.done and progress.cancelled_at is not None
     stats = await q.stats()
     assert stats.delayed == 1 and stats.counters["cancelled"] == 2000
-    assert await app.broker.client.hlen(q.keys[7]) == 1  # index entries gone with them
+    assert await app.broker.client.hlen(q.keys.index) == 1  # index entries gone with them
     # Cancelled is final: scheduling again publishes nothing; cancelling again is harmless.
     again = await campaigns.schedule("stop", "push", people(2000), local_time=time(9),
                                      date=DAY)
@@ -272,12 +272,12 @@ async def test_cancel_interleaved_with_promotion_counts_each_message_once(
     promoted: list[int] = []
 
     async def promote_then_call(script: Any, keys: Any, args: Any) -> Any:
-        if script is campaign_module._SCRIPTS.cancel and len(promoted) < 3:
+        if script is campaign_module._CANCEL and len(promoted) < 3:
             # What a worker's fetch does: promote up to 400 due messages (capacity 0).
-            before = await app.broker.client.zcard(q.keys[3])
-            await SCRIPTS.fetch(app.broker.client, q.keys,
-                                ["tidings", "x", 0, 0, 0, 0, 400, "dead_letter"])
-            promoted.append(before - await app.broker.client.zcard(q.keys[3]))
+            before = await app.broker.client.zcard(q.keys.delayed)
+            await scripts.fetch(app.broker.client, q.keys, consumer="x", quotas=(0, 0, 0),
+                                capacity=0, promote_limit=400, on_expire="dead_letter")
+            promoted.append(before - await app.broker.client.zcard(q.keys.delayed))
         return await real_call(script, keys, args)
 
     monkeypatch.setattr(app.broker, "call", promote_then_call)

@@ -59,17 +59,17 @@ def test_delayed_cancel_and_reschedule(env: dict[str, str]) -> None:
 
 async def _park(app: Tidings, count: int) -> list[str]:
     """Publish ``count`` messages to sms and dead-letter them through the real scripts."""
-    from tidings.engine.scripts import SCRIPTS
-    from tidings.queues.queue import GROUP
+    from tidings.core.keys import GROUP
+    from tidings.queues import scripts
 
     q = app.queue("sms")
     ids = await q.publish_many(range(count))
     c = app.broker.client
-    res = await c.xreadgroup(GROUP, "cli-test", {q.keys[1]: ">"}, count=count)
+    res = await c.xreadgroup(GROUP, "cli-test", {q.keys.normal: ">"}, count=count)
     for sid, _ in res[0][1]:
-        token = await c.hincrby(q.keys[6], f"1{sid.decode()}", 1)
-        await SCRIPTS.dead_letter(c, q.keys, [GROUP, 1, sid.decode(), token, "bad number",
-                                              '{"type": "ValueError"}'])
+        token = await c.hincrby(q.keys.deliveries, f"1{sid.decode()}", 1)
+        await scripts.dead_letter(c, q.keys, [(1, sid.decode(), token, "bad number",
+                                               '{"type": "ValueError"}')])
     return ids
 
 
@@ -91,7 +91,7 @@ def test_weights_are_stored_for_running_workers(env: dict[str, str]) -> None:
     out(env, "weights", "email", "1", "1", "1")
 
     async def stored(app: Tidings) -> Any:
-        return await app.broker.client.hget(app.queue("email").keys[11], "weights")
+        return await app.broker.client.hget(app.queue("email").keys.config, "weights")
 
     assert with_app(env, stored) == b"1,1,1"
 

@@ -11,6 +11,7 @@ from conftest import tidings, with_app
 from tidings import Tidings
 from tidings.core.errors import QueueNotEmptyError, UnknownQueueError
 from tidings.ordering.queue import OrderedQueue
+from tidings.queues import registry
 
 MSG = "01JDX9V6Z3K5Q8W2E4R6T8Y0U1"
 COMMANDS = [
@@ -103,7 +104,8 @@ async def test_app_delete_queue_removes_its_keys_registry_and_campaigns(app: Tid
     client: Any = app.broker.client
     prefix = app.settings.key_prefix
     assert [k async for k in client.scan_iter(match=f"{prefix}:{{email}}:*")] == []
-    assert await app.broker.queue_names() == [] and "email" not in app.queues
+    assert await registry.registered_names(app.broker, app.key_space) == []
+    assert "email" not in app.queues
     assert not await client.hexists(f"{prefix}:campaigns", "c1")
     with pytest.raises(UnknownQueueError):
         await app.delete_queue("email")

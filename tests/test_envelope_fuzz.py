@@ -86,7 +86,7 @@ async def test_mutated_envelopes_are_delivered_intact_or_dead_lettered_naming_th
     client = app.broker.client
     pipe = client.pipeline(transaction=False)
     for msg_id, raw, _, _ in entries:
-        pipe.xadd(q.keys[1], {"i": msg_id, "m": raw})
+        pipe.xadd(q.keys.normal, {"i": msg_id, "m": raw})
     await pipe.execute()
     valid = [e for e in entries if e[2] == "handled"]
     assert valid and len(valid) < len(entries), "the mutations must make both kinds"

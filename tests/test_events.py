@@ -90,17 +90,17 @@ async def test_dead_consumer_is_removed_only_after_its_messages_were_reclaimed(
     await q.publish_many(range(3))
     await app.connect()
     client = app.broker.client
-    await client.xreadgroup("tidings", "ghost", {q.keys[1]: ">"}, count=3)
-    await client.zadd(q.keys[10], {"ghost": 1})  # last heartbeat: long ago
-    groups_before = await client.xinfo_consumers(q.keys[1], "tidings")
+    await client.xreadgroup("tidings", "ghost", {q.keys.normal: ">"}, count=3)
+    await client.zadd(q.keys.consumers, {"ghost": 1})  # last heartbeat: long ago
+    groups_before = await client.xinfo_consumers(q.keys.normal, "tidings")
     assert [c["name"] for c in groups_before] == [b"ghost"]
     async with app.worker() as worker:
         await recorder.wait_count(EventKind.ACKED, 3)
         for runner in worker.runners:
             await runner.reclaim()  # the next janitor pass, now that ghost holds nothing
-        names = [c["name"] for c in await client.xinfo_consumers(q.keys[1], "tidings")]
+        names = [c["name"] for c in await client.xinfo_consumers(q.keys.normal, "tidings")]
         assert b"ghost" not in names and worker.consumer.encode() in names
-        assert await client.zscore(q.keys[10], "ghost") is None
+        assert await client.zscore(q.keys.consumers, "ghost") is None
 
 
 async def test_demo_runs_to_completion(redis_url: str, monkeypatch: Any) -> None:

@@ -35,9 +35,9 @@ from fault_helpers import (
     wait_exit,
 )
 from tidings import BrokerUnavailableError, EventKind, Message, Outgoing, Tidings
+from tidings.core.keys import GROUP
 from tidings.engine.embedded import ensure_server, server_status, stop_server
-from tidings.engine.scripts import SCRIPTS
-from tidings.queues.queue import GROUP
+from tidings.queues import scripts
 from tidings.worker import PROMOTE_LIMIT
 
 # -- 1. SIGKILL mid-batch ------------------------------------------------------------------
@@ -144,7 +144,7 @@ async def test_poison_message_that_kills_its_worker_ends_in_dlq(
     horizon_ms = dead.dead_at.timestamp() * 1000 + 2 * vt * 1000
 
     async def heartbeat_passed() -> bool:
-        score = await fault_app.broker.client.zscore(q.keys[10], consumer)
+        score = await fault_app.broker.client.zscore(q.keys.consumers, consumer)
         return score is not None and score >= horizon_ms
 
     await poll(heartbeat_passed, 10 * vt, "two more visibility timeouts of heartbeats",
@@ -422,31 +422,30 @@ async def test_cleanup_keeps_pending_and_undelivered_messages(
     ids = await q.publish_many(Outgoing({"i": i}, lanes[i % 3]) for i in range(total))
 
     # A consumer takes 300 through the real fetch script, then acks 200 of them.
-    delivered, _, _, _ = await SCRIPTS.fetch(
-        client, q.keys, [GROUP, "manual", 100, 100, 100, taken, PROMOTE_LIMIT, "dead_letter"])
+    delivered, _, _, _ = await scripts.fetch(
+        client, q.keys, consumer="manual", quotas=(100, 100, 100), capacity=taken,
+        promote_limit=PROMOTE_LIMIT, on_expire="dead_letter")
     assert len(delivered) == taken
     settle = delivered[:acked]
-    args: list[Any] = [GROUP]
-    for lane, sid, token, _, msg_id in settle:
-        args += (lane, sid, token, msg_id)
-    assert await SCRIPTS.ack(client, q.keys, args) == []
+    acks = [(lane, sid, token, msg_id) for lane, sid, token, _, msg_id in settle]
+    assert await scripts.ack(client, q.keys, acks) == []
     pending = {text(msg_id): (int(lane), text(sid)) for lane, sid, _, _, msg_id in
                delivered[acked:]}
     acked_ids = {text(d[4]) for d in settle}
 
-    lengths = [await client.xlen(key) for key in q.keys[:3]]
+    lengths = [await client.xlen(key) for key in q.keys.lanes]
     assert sum(lengths) == total - acked
     held = 0
-    for key in q.keys[:3]:
+    for key in q.keys.lanes:
         held += int((await client.xpending(key, GROUP))["pending"])
     assert held == taken - acked
     for msg_id, (lane, sid) in pending.items():
-        [(_, fields)] = await client.xrange(q.keys[lane], sid, sid)
+        [(_, fields)] = await client.xrange(q.keys.lane(lane), sid, sid)
         assert text(fields[b"i"]) == msg_id
-        in_pel = await client.xpending_range(q.keys[lane], GROUP, sid, sid, 1)
+        in_pel = await client.xpending_range(q.keys.lane(lane), GROUP, sid, sid, 1)
         assert in_pel and text(in_pel[0]["consumer"]) == "manual"
     for lane, sid, _, _, _ in settle:
-        assert await client.xrange(q.keys[int(lane)], text(sid), text(sid)) == []
+        assert await client.xrange(q.keys.lane(int(lane)), text(sid), text(sid)) == []
     stats = await q.stats()
     assert (stats.depth, stats.in_flight) == (total - taken, taken - acked)
 
@@ -460,10 +459,10 @@ async def test_cleanup_keeps_pending_and_undelivered_messages(
     assert {m.delivery for m in processed if m.id not in pending} == {1}
 
     # Everything acked: the streams and the bookkeeping are empty.
-    assert [await client.xlen(key) for key in q.keys[:3]] == [0, 0, 0]
-    assert await client.xlen(q.keys[5]) == 0
-    assert await client.hlen(q.keys[6]) == 0  # delivery counters
-    assert await client.hlen(q.keys[7]) == 0  # message index
+    assert [await client.xlen(key) for key in q.keys.lanes] == [0, 0, 0]
+    assert await client.xlen(q.keys.dlq) == 0
+    assert await client.hlen(q.keys.deliveries) == 0  # delivery counters
+    assert await client.hlen(q.keys.index) == 0  # message index
     assert await is_settled(q)
 
 
@@ -576,7 +575,7 @@ async def test_heartbeat_resumes_after_the_server_refused_writes(private_server:
         return sec * 1000 + usec / 1000
 
     async def last_beat() -> float:
-        return float(await client.zscore(q.keys[10], "hb-worker") or 0)
+        return float(await client.zscore(q.keys.consumers, "hb-worker") or 0)
 
     try:
         async with app.worker(consumer_name="hb-worker"):

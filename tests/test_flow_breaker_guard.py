@@ -176,7 +176,8 @@ async def test_same_name_is_one_breaker_over_several_queues(app: Tidings) -> Non
     first = app.flow.breaker("provider").protect(email)
     assert app.flow.breaker("provider").protect(sms) is first
     assert first.queues == ["email", "sms"]
-    assert len(email.gates) == len(sms.gates) == 1  # one flow gate per queue
+    assert app.flow.gate(email) is not app.flow.gate(sms)  # one flow gate per queue
+    assert first in app.flow.gate(email).guards and first in app.flow.gate(sms).guards
     await app.connect()
     await first.reset()
     assert (await first.status()).state is CircuitState.CLOSED

@@ -44,7 +44,7 @@ async def wait_calls(app: Tidings, count: int, timeout: float = 60.0) -> list[li
 async def wait_consumers(app: Tidings, count: int) -> None:
     """Until ``count`` workers of queue ``flow`` are up, so all of them get a share."""
     client = (await app.connect()).broker.client
-    await wait_until_async(lambda: client.zcard(app.queue("flow").keys[10]), count)
+    await wait_until_async(lambda: client.zcard(app.queue("flow").keys.consumers), count)
 
 
 def max_overlap(intervals: list[tuple[float, float]]) -> int:
@@ -244,7 +244,7 @@ async def test_no_slot_within_wait_puts_the_message_back(app: Tidings,
 
     await q.publish("x")
     cap.gate_stage = None  # skip the gate: test the wrapper's own wait
-    q.gates[0].guards.remove(cap)
+    app.flow.gate(q).guards.remove(cap)
     async with app.worker():
         await recorder.wait_count(EventKind.SNOOZED, 1)
         await cap.cap.release("smtp", [held])

@@ -11,7 +11,6 @@ from conftest import Recorder, collect_payloads, held_by_dead_consumer, tidings,
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
 from tidings.flow import pause_queue, resume_queue
-from tidings.ordering.queue import meta_key
 
 
 async def test_paused_queue_keeps_its_messages_on_every_worker(
@@ -140,7 +139,7 @@ def test_cli_pause_and_resume(cli_env: dict[str, str]) -> None:
     env = cli_env
 
     async def declare(app: Tidings) -> None:  # a producer of email connected once
-        await app.broker.client.hset(meta_key(app.settings.key_prefix, "orders"),
+        await app.broker.client.hset(app.key_space.ordered("orders").meta,
                                      "partitions", 4)
 
     with_app(env, declare, "email")

@@ -167,7 +167,7 @@ async def test_accuracy_two_processes(redis_url: str, prefix: str) -> None:
 
 
 async def test_script_loads_itself_on_noscript(client: Redis, prefix: str) -> None:
-    script = Script("rate_limit_acquire")
+    script = Script("rate_limit_acquire")  # a fresh copy, not the library's
     # A never-loaded variant stands in for an emptied script cache; SCRIPT FLUSH would
     # disturb everyone else using this server.
     script.source += f"\n-- {uuid4().hex}\n"

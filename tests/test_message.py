@@ -182,7 +182,7 @@ def test_weights_parse_from_the_config_hash() -> None:
 def test_message_ids_are_ulids_that_sort_by_creation() -> None:
     from ulid import ULID
 
-    from tidings.core.message import new_message_id
+    from tidings.core.ids import new_message_id
 
     ids = [new_message_id() for _ in range(20_000)]  # many share a millisecond
     assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -17,7 +17,9 @@ from stored_entries import (
     envelope,
 )
 from tidings import DeadLetter, EventKind, Message, Queue, Tidings, ValidationError
-from tidings.core.message import new_message_id, now_ms
+from tidings.core.clock import SYSTEM_CLOCK
+from tidings.core.clock import now_ms as clock_ms
+from tidings.core.ids import new_message_id
 from tidings.queues.dead_letters import DeadLetterCount
 
 
@@ -61,7 +63,7 @@ async def test_inspect_shows_a_dead_letter_whose_envelope_does_not_decode(
 async def test_inspect_with_an_index_value_that_is_not_a_location(
         sms: Queue, index: str) -> None:
     msg_id = new_message_id()
-    await sms.app.broker.client.hset(sms.keys[7], msg_id, index)
+    await sms.app.broker.client.hset(sms.keys.index, msg_id, index)
     info = await sms.inspect(msg_id)
     assert info is not None and info.state == "unknown" and info.message is None
     assert info.fields == {"index": index} and repr(index) in str(info.decode_error)
@@ -78,7 +80,7 @@ async def test_inspect_of_a_malformed_delayed_body(
         sms: Queue, body: bytes, lane: str | None, decodes: bool) -> None:
     msg_id = new_message_id()
     body = body.replace(b"<valid>", envelope(sms))
-    await add_delayed(sms, msg_id, body, now_ms() + 3_600_000)
+    await add_delayed(sms, msg_id, body, clock_ms(SYSTEM_CLOCK) + 3_600_000)
     info = await sms.inspect(msg_id)
     assert info is not None and info.state == "delayed" and info.lane == lane
     assert (info.message is not None) == decodes and (info.decode_error is None) == decodes
@@ -170,7 +172,7 @@ async def test_purge_deletes_entries_that_do_not_decode(sms: Queue, recorder: Re
     await add_dead_letter(sms, dead_fields(garbage_id, b"\xc1", lane="?", dead_at="?"))
     await add_dead_letter(sms, {"reason": "undecodable"})  # not even an id
     assert await sms.dlq.purge([garbage_id]) == 1
-    assert await sms.app.broker.client.hget(sms.keys[7], garbage_id) is None
+    assert await sms.app.broker.client.hget(sms.keys.index, garbage_id) is None
     purged = await sms.dlq.purge()
     assert purged == 3 and purged.skipped == () and await sms.dlq.count() == 0
 
@@ -178,7 +180,7 @@ async def test_purge_deletes_entries_that_do_not_decode(sms: Queue, recorder: Re
 async def test_get_with_an_index_value_that_is_not_an_entry_id(sms: Queue) -> None:
     msg_id = new_message_id()
     await add_dead_letter(sms, dead_fields(msg_id, b"\xc1"), index=False)
-    await sms.app.broker.client.hset(sms.keys[7], msg_id, "x:not-an-id")
+    await sms.app.broker.client.hset(sms.keys.index, msg_id, "x:not-an-id")
     found = await sms.dlq.get(msg_id)  # found by the scan instead
     assert found is not None and found.message_id == msg_id and found.message is None
     assert await sms.dlq.get(new_message_id()) is None

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from conftest import drop_keys
 from stored_entries import add_dead_letter, add_to_lane, dead_fields, envelope
 from tidings import Queue, Tidings
-from tidings.core.message import new_message_id
+from tidings.core.ids import new_message_id
 
 BOUNDED = settings(max_examples=120, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -118,13 +118,13 @@ async def test_inspect_of_any_index_value_or_delayed_body_returns_or_reports(
         fuzz: Queue, index: str, body: bytes) -> None:
     msg_id = new_message_id()
     client = fuzz.app.broker.client
-    await client.hset(fuzz.keys[7], msg_id, index)
-    await client.hset(fuzz.keys[4], msg_id, body)
+    await client.hset(fuzz.keys.index, msg_id, index)
+    await client.hset(fuzz.keys.delayed_bodies, msg_id, body)
     try:
         info = await fuzz.inspect(msg_id)
         if info is not None and info.message is None:
             assert info.decode_error
-        await client.hset(fuzz.keys[7], msg_id, "d")
+        await client.hset(fuzz.keys.index, msg_id, "d")
         delayed = await fuzz.inspect(msg_id)
         assert delayed is not None and delayed.state == "delayed"
         assert delayed.message is not None or delayed.decode_error

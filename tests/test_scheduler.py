@@ -67,10 +67,10 @@ async def messages(queue: Queue) -> list[Message]:
     """Every message waiting in the queue's lanes and delayed set, oldest first."""
     client = queue.app.broker.client
     out: list[Message] = []
-    for lane_key in queue.keys[:3]:
+    for lane_key in queue.keys.lanes:
         for _, fields in await client.xrange(lane_key):
             out.append(queue.decode(fields[b"m"]))
-    for raw in (await client.hgetall(queue.keys[4])).values():
+    for raw in (await client.hgetall(queue.keys.delayed_bodies)).values():
         out.append(queue.decode(raw.split(b"|", 2)[2]))
     return sorted(out, key=lambda m: m.id)
 
@@ -204,15 +204,15 @@ async def test_ticker_that_stalls_past_its_lease_cannot_duplicate_an_occurrence(
     stalled, rescuer = make_app(), make_app()
     stalled.schedules.clock = rescuer.schedules.clock = Clock(T0)
     await stalled.schedules.add("s", queue="email", every=3600, start=T0)
-    real_commit = scheduler_module._SCRIPTS.commit
+    real_commit = scheduler_module._COMMIT
 
     async def crash(*args: Any) -> Any:
         raise RuntimeError("the ticker's process died between publish and commit")
 
-    monkeypatch.setattr(scheduler_module._SCRIPTS, "commit", crash)
+    monkeypatch.setattr(scheduler_module, "_COMMIT", crash)
     with pytest.raises(RuntimeError):
         await stalled.schedules.tick(T0 + timedelta(seconds=1))
-    monkeypatch.setattr(scheduler_module._SCRIPTS, "commit", real_commit)
+    monkeypatch.setattr(scheduler_module, "_COMMIT", real_commit)
     # Within the lease nobody else may fire it ...
     assert await rescuer.schedules.tick(T0 + timedelta(seconds=20)) == []
     # ... after it, another ticker takes over and publishes the same occurrence again,

@@ -32,8 +32,8 @@ async def test_handled_message_is_acked_and_removed_from_the_stream(
     assert got[0].headers["correlation_id"] == "corr-1" and got[0].delivery == 1
     stats = await q.stats()
     assert (stats.depth, stats.in_flight, stats.dead) == (0, 0, 0)
-    assert await app.broker.client.xlen(q.keys[1]) == 0  # settled entries are deleted
-    assert await app.broker.client.hlen(q.keys[6]) == 0  # and so is their delivery counter
+    assert await app.broker.client.xlen(q.keys.normal) == 0  # settled entries are deleted
+    assert await app.broker.client.hlen(q.keys.deliveries) == 0  # and so is their delivery counter
     assert await q.inspect(msg_id) is None
 
 
@@ -242,9 +242,9 @@ async def test_undecodable_entry_goes_to_the_dlq_and_the_worker_keeps_going(
 
     await app.connect()
     client = app.broker.client
-    await client.xadd(q.keys[1], {"i": "foreign-1", "m": b"\xc1 not msgpack"})
-    await client.xadd(q.keys[1], {"something": "else"})
-    await client.xadd(q.keys[1], {"m": msgpack.packb({"no": "envelope"})})
+    await client.xadd(q.keys.normal, {"i": "foreign-1", "m": b"\xc1 not msgpack"})
+    await client.xadd(q.keys.normal, {"something": "else"})
+    await client.xadd(q.keys.normal, {"m": msgpack.packb({"no": "envelope"})})
     await q.publish("good")
     async with app.worker():
         await recorder.wait_count(EventKind.ACKED, 1)
@@ -415,7 +415,7 @@ async def test_dead_letter_error_json_is_json(app: Tidings, recorder: Recorder) 
     await q.publish("x")
     async with app.worker():
         await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
-    entries = await app.broker.client.xrange(q.keys[5])
+    entries = await app.broker.client.xrange(q.keys.dlq)
     error = orjson.loads(entries[0][1][b"error"])
     assert error["type"] == "KeyError"
 

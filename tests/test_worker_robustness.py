@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Recorder, held_by_dead_consumer
 from tidings import EventKind, Message, Middleware, Queue, Tidings
-from tidings.engine.scripts import SCRIPTS
+from tidings.queues import scripts as queue_scripts
 
 
 def envelope(msg_id: str, **fields: Any) -> bytes:
@@ -32,7 +32,7 @@ def envelope(msg_id: str, **fields: Any) -> bytes:
 
 async def add_raw(q: Queue, msg_id: str, raw: bytes) -> None:
     await q.app.connect()
-    await q.app.broker.client.xadd(q.keys[1], {"i": msg_id, "m": raw})
+    await q.app.broker.client.xadd(q.keys.normal, {"i": msg_id, "m": raw})
 
 
 async def test_a_dead_consumers_messages_come_back_before_a_large_backlog(
@@ -152,7 +152,7 @@ async def test_a_heartbeat_racing_an_ack_reports_no_lost_lease(
     # Force the race: the heartbeat's snapshot holds the message, the ack is applied on the
     # server, the renewal runs (and finds the counter gone) and is processed first.
     ack_applied, heartbeat_done = asyncio.Event(), asyncio.Event()
-    real_ack, real_extend = SCRIPTS.ack, SCRIPTS.extend
+    real_ack, real_extend = queue_scripts.ACK, queue_scripts.EXTEND
 
     async def ack(client: Any, keys: Any, args: Any) -> Any:
         result = await real_ack(client, keys, args)
@@ -165,9 +165,8 @@ async def test_a_heartbeat_racing_an_ack_reports_no_lost_lease(
             await ack_applied.wait()
         return await real_extend(client, keys, args)
 
-    for name, fn in (("ack", ack), ("extend", extend)):
-        fn.name = name  # type: ignore[attr-defined]
-        monkeypatch.setattr(SCRIPTS, name, fn)
+    monkeypatch.setattr(queue_scripts, "ACK", ack)
+    monkeypatch.setattr(queue_scripts, "EXTEND", extend)
     await q.publish("once")
     async with app.worker() as worker:
         await recorder.wait_count(EventKind.DELIVERED, 1)
@@ -193,7 +192,7 @@ async def test_one_failing_message_does_not_fail_the_ack_of_the_others(
         await gate.wait()  # finish together, so their acks go out in one batch
 
     refused: list[str] = []
-    real_ack = SCRIPTS.ack
+    real_ack = queue_scripts.ACK
 
     async def ack(client: Any, keys: Any, args: Any) -> Any:
         # (lane, entry id, token, msg id) per message: the target's first delivery cannot be
@@ -204,8 +203,7 @@ async def test_one_failing_message_does_not_fail_the_ack_of_the_others(
             raise TypeError("this message's ack cannot be packed")
         return await real_ack(client, keys, args)
 
-    ack.name = "ack"  # type: ignore[attr-defined]
-    monkeypatch.setattr(SCRIPTS, "ack", ack)
+    monkeypatch.setattr(queue_scripts, "ACK", ack)
     ids = await q.publish_many(range(10))
     target = [ids[4]]
     async with app.worker():
@@ -287,7 +285,7 @@ def _inject(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``stage`` raise once (decode: always) for the message with payload "target"."""
     import tidings.worker.runner as runner_module
     import tidings.worker.settle as settle_module
-    from tidings.core.events import EventBus
+    from tidings.core.middleware import MiddlewareChain as EventBus
 
     fired: list[str] = []
 
@@ -320,23 +318,23 @@ def _inject(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     elif stage == "retry_decision":
         real_decide = settle_module.decide
 
-        def decide(message: Message, error: BaseException, config: Any) -> Any:
+        def decide(message: Message, error: BaseException, policy: Any, clock: Any) -> Any:
             if message.payload == "target" and first_time():
                 raise ValueError("retry policy bug")
-            return real_decide(message, error, config)
+            return real_decide(message, error, policy, clock)
 
         monkeypatch.setattr(settle_module, "decide", decide)
     elif stage in ("retry_settle", "dead_letter_settle", "ack_settle"):
         name = stage.removesuffix("_settle")
-        real = getattr(SCRIPTS, name)
+        script = name.upper()
+        real = getattr(queue_scripts, script)
 
         async def failing(client: Any, keys: Any, args: Any) -> Any:
             if first_time():
                 raise RuntimeError(f"{name} script bug")
             return await real(client, keys, args)
 
-        failing.name = name  # type: ignore[attr-defined]
-        monkeypatch.setattr(SCRIPTS, name, failing)
+        monkeypatch.setattr(queue_scripts, script, failing)
 
 
 # -- handler_timeout: a hung handler cannot hold its message for ever ----------------------
@@ -411,8 +409,8 @@ async def test_a_malformed_delayed_body_is_dead_lettered_and_does_not_stop_fetch
 
     await app.connect()
     client = app.broker.client
-    await client.hset(q.keys[4], "bad-body", body)
-    await client.zadd(q.keys[3], {"bad-body": 0})  # due long ago
+    await client.hset(q.keys.delayed_bodies, "bad-body", body)
+    await client.zadd(q.keys.delayed, {"bad-body": 0})  # due long ago
     await q.publish("after")
     async with app.worker():
         await recorder.wait_count(EventKind.ACKED, 1)

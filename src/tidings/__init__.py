@@ -30,13 +30,16 @@ from .core.errors import (
     UntrustedCertificateError,
     ValidationError,
 )
-from .core.events import Event, EventKind, Middleware
+from .core.events import Event, EventKind
 from .core.message import Message, Priority
+from .core.middleware import Middleware
 from .core.settings import Settings
 from .observability.logs import JsonLogMiddleware
 from .ordering.queue import OrderedQueue
 from .queues.dead_letters import DeadLetter as DeadLetterEntry
-from .queues.queue import MessageInfo, Outgoing, Queue, QueueStats
+from .queues.inspection import MessageInfo
+from .queues.queue import Outgoing, Queue
+from .queues.stats import QueueStats
 from .scheduling.campaigns import CampaignProgress, Campaigns, Recipient
 from .scheduling.recurrence import AmbiguousPolicy, MissedPolicy, NonexistentPolicy, Recurrence
 from .scheduling.schedules import Schedule, Schedules, publish_local

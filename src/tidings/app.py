@@ -1,25 +1,47 @@
-"""The application object: settings, queues, middleware and the server connection."""
+"""The application object, and the composition root: settings, clock, keys, middleware,
+the server connection, queues and the extensions that plug into them.
+
+Everything below the app (queues, the worker, flow control, schedules, ordered queues)
+knows the app only as the interface it needs (:class:`tidings.queues.host.QueueHost`,
+``ExtensionHost``); the app is the one place that knows them all.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .core.config import build_queue_config
+from .core.clock import SYSTEM_CLOCK, Clock
+from .core.config import Durability, build_queue_config
 from .core.errors import UnknownQueueError, ValidationError
-from .core.events import EventBus, Middleware
+from .core.keys import KeySpace
+from .core.middleware import Middleware, MiddlewareChain, WorkerView
+from .core.progress import ProgressCallback
 from .core.settings import Settings, load_settings
 from .engine.broker import Broker
+from .flow.control import FlowControl
+from .queues import registry
 from .queues.queue import Queue
 
 if TYPE_CHECKING:
-    from .core.progress import ProgressCallback
-    from .flow.control import FlowControl
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
-    from .worker import Worker, WorkerService
+    from .worker import Worker
+
+E = TypeVar("E")
+WorkerService = Callable[[Any], Coroutine[Any, Any, None]]
+
+
+class _Service(Middleware):
+    """A worker service (``app.add_worker_service``) as a middleware's worker loop."""
+
+    def __init__(self, service: WorkerService) -> None:
+        self.service = service
+
+    async def worker_loop(self, worker: WorkerView) -> None:
+        await self.service(worker)
 
 
 class Tidings:
@@ -32,6 +54,9 @@ class Tidings:
 
         async with app:
             await email.publish({"to": "a@b.c"}, priority="high")
+
+    ``clock`` (default: the system clock) is handed to everything that reads time in
+    Python; tests pass a :class:`tidings.core.clock.ManualClock` to move time by hand.
     """
 
     def __init__(
@@ -40,21 +65,61 @@ class Tidings:
         *,
         settings: Settings | None = None,
         middleware: Sequence[Middleware] = (),
+        clock: Clock = SYSTEM_CLOCK,
         **overrides: Any,
     ) -> None:
         if redis_url is not None:
             overrides["redis_url"] = redis_url
         self.settings = settings or load_settings(**overrides)
+        self.clock = clock
+        self.key_space = KeySpace(self.settings.key_prefix)
+        self.middleware = MiddlewareChain(middleware, clock)
+        self.broker = Broker(self.settings, clock)
         self.queues: dict[str, Queue] = {}
-        self.events = EventBus(middleware)
-        self.broker = Broker(self.settings)
-        self.worker_services: list[WorkerService] = []
+        self._extensions: dict[type, Any] = {}
         self._sync: SyncTidings | None = None
         self._sync_lock = threading.Lock()
+        self.extension(FlowControl)  # every worker obeys a queue pause
+
+    # -- composition -------------------------------------------------------------------
+
+    def extension(self, kind: Callable[[Tidings], E]) -> E:
+        """The app's one instance of extension ``kind``, made by ``kind(app)`` on first use.
+
+        Extensions (flow control, schedules, campaigns, ordered queues) are held here, by
+        the app, so two apps in one process never share one.
+        """
+        found = self._extensions.get(kind)  # type: ignore[call-overload]
+        if found is None:
+            found = self._extensions[kind] = kind(self)  # type: ignore[index]
+        return found  # type: ignore[no-any-return]
+
+    def adopt(self, extension: object) -> None:
+        """Hold ``extension`` as the app's one instance of its type, unless one exists (an
+        extension made by hand, with non-default options, before its first use)."""
+        self._extensions.setdefault(type(extension), extension)
+
+    def add_middleware(self, middleware: Middleware) -> None:
+        """Add ``middleware`` after those the app has (see :mod:`tidings.core.middleware`)."""
+        self.middleware.add(middleware)
 
     def add_worker_service(self, service: WorkerService) -> None:
         """Run ``await service(worker)`` inside every worker, cancelled when it stops."""
-        self.worker_services.append(service)
+        self.add_middleware(_Service(service))
+
+    @property
+    def flow(self) -> FlowControl:
+        """Fleet-wide flow control: breakers, rate and concurrency limits, pause."""
+        return self.extension(FlowControl)
+
+    @property
+    def schedules(self) -> Schedules:
+        """Recurring schedules; workers of the app then run the ticker."""
+        from .scheduling.schedules import Schedules
+
+        return self.extension(Schedules)
+
+    # -- queues ------------------------------------------------------------------------
 
     def queue(self, name: str, **options: Any) -> Queue:
         """Declare (or return the already declared) queue ``name``.
@@ -89,26 +154,51 @@ class Tidings:
         except KeyError:
             raise UnknownQueueError(queue) from None
 
-    @property
-    def flow(self) -> FlowControl:
-        """Fleet-wide flow control: breakers, rate and concurrency limits, pause (one per app)."""
-        from .flow.control import FlowControl
+    async def find_queue(self, name: str) -> Queue | None:
+        """The queue ``name`` if this app declares it or the server has it, else None.
 
-        return FlowControl.of(self)
+        Reads only: an unknown name leaves no trace on the server (a queue the server has
+        is declared on this app object, with default settings).
+        """
+        declared = self.queues.get(name)
+        if declared is not None:
+            return declared
+        if not await registry.known_on_server(self.broker, self.key_space, name):
+            return None
+        return self.queue(name)
 
-    @property
-    def schedules(self) -> Schedules:
-        """Recurring schedules (one per app); workers of the app then run the ticker."""
-        from .scheduling.schedules import schedules
+    async def queue_names(self) -> list[str]:
+        """Every queue name the server's registry has or this app declares, sorted."""
+        names = await registry.registered_names(self.broker, self.key_space)
+        return sorted(set(names) | set(self.queues))
 
-        return schedules(self)
+    async def delete_queue(self, name: str, *, force: bool = False,
+                           progress: ProgressCallback | None = None) -> int:
+        """Delete the queue ``name`` (declared here or known to the server) for good.
 
-    def add_middleware(self, middleware: Middleware) -> None:
-        self.events.add(middleware)
+        Returns how many keys went. Raises :class:`UnknownQueueError` for a name neither
+        this app nor the server knows, and :class:`~tidings.errors.QueueNotEmptyError`
+        while the queue holds messages or live workers consume it, unless ``force``.
+        """
+        if not self.broker.connected:
+            await self.connect()
+        queue = await self.find_queue(name)
+        if queue is None:
+            raise UnknownQueueError(name)
+        count = await queue.delete(force=force, progress=progress)
+        self.queues.pop(name, None)
+        return count
+
+    # -- connection --------------------------------------------------------------------
 
     async def connect(self) -> Tidings:
         """Connect (starting the embedded server if no URL is set) and check the server."""
-        await self.broker.connect(list(self.queues.values()))
+        if self.broker.connected:
+            return self
+        queues = list(self.queues.values())
+        await self.broker.connect(
+            needs_disk=any(q.config.durability is Durability.DISK for q in queues))
+        await self.broker.retrying(registry.register, self.broker, self.key_space, queues)
         return self
 
     async def close(self) -> None:
@@ -123,30 +213,13 @@ class Tidings:
     ) -> None:
         await self.close()
 
+    # -- running -----------------------------------------------------------------------
+
     def worker(self, queues: Sequence[str] | None = None, **options: Any) -> Worker:
         """A worker for ``queues`` (default: every queue with a handler)."""
         from .worker import Worker
 
         return Worker(self, queues, **options)
-
-    async def delete_queue(self, name: str, *, force: bool = False,
-                           progress: ProgressCallback | None = None) -> int:
-        """Delete the queue ``name`` (declared here or known to the server) for good.
-
-        Returns how many keys went. Raises :class:`UnknownQueueError` for a name neither
-        this app nor the server knows, and :class:`~tidings.errors.QueueNotEmptyError`
-        while the queue holds messages or live workers consume it, unless ``force``.
-        """
-        from .queues.admin import find_queue
-
-        if not self.broker.connected:
-            await self.connect()
-        queue = await find_queue(self, name)
-        if queue is None:
-            raise UnknownQueueError(name)
-        count = await queue.delete(force=force, progress=progress)
-        self.queues.pop(name, None)
-        return count
 
     def sync(self) -> SyncTidings:
         """The app's blocking facade for producers that are not async (Django, Flask).

@@ -142,7 +142,7 @@ def queues(app_spec: AppOption = None, json: JsonOption = False) -> None:
     app = load_app(app_spec)
 
     async def body() -> list[Any]:
-        names = sorted(set(await app.broker.queue_names()) | set(app.queues))
+        names = await app.queue_names()
         return [await (await resolve_queue(app, name)).stats() for name in names]
 
     stats = run(app, body)
@@ -171,7 +171,7 @@ def inspect(message_id: MessageArg,
         if queue is not None:
             found = [await resolve_queue(app, queue)]
         else:
-            found = [await resolve_queue(app, n) for n in await app.broker.queue_names()]
+            found = [await resolve_queue(app, n) for n in await app.queue_names()]
         for q in found:
             info = await q.inspect(message_id)
             if info is not None:

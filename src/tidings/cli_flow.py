@@ -26,7 +26,6 @@ from .cli_support import (
     run,
     suggest,
 )
-from .ordering.queue import meta_key
 
 flow_cli = Cli(help="Flow control: circuit breakers, pausing queues and keys.",
                no_args_is_help=False)
@@ -82,7 +81,7 @@ def pause(queue: QueueArg, key: KeyOption = None, app_spec: AppOption = None) ->
 
     async def pause_it() -> None:
         # A pause is a flag only plain-queue workers read: refuse rather than "succeed".
-        if await app.broker.client.exists(meta_key(app.settings.key_prefix, queue)):
+        if await app.broker.client.exists(app.key_space.ordered(queue).meta):
             raise CommandFailed(f"{queue!r} is an ordered queue; pause does not apply to "
                                 "ordered queues", EXIT_USAGE)
         await app.flow.pause(await resolve_queue(app, queue), key)

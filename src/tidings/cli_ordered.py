@@ -28,8 +28,7 @@ from .cli_support import (
     run,
     suggest,
 )
-from .ordering.queue import OrderedQueue, meta_key, ordered_queues
-from .queues.admin import stored_ordered_names
+from .ordering.queue import OrderedQueue, ordered_queues, stored_ordered_names
 
 ordered_cli = Cli(help="Ordered queues: per-key order over partitions.")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="An ordered queue's name.")]
@@ -40,7 +39,7 @@ async def _queue(app: Tidings, name: str) -> OrderedQueue:
     declared = ordered_queues(app).get(name)
     if declared is not None:
         return declared
-    stored = await app.broker.client.hget(meta_key(app.settings.key_prefix, name),
+    stored = await app.broker.client.hget(app.key_space.ordered(name).meta,
                                           "partitions")
     if stored is None:
         known = await stored_ordered_names(app)

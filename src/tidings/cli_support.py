@@ -296,15 +296,15 @@ async def resolve_queue(app: Tidings, name: str) -> Queue:
 
     Reads only, so a typo leaves nothing behind; the refusal suggests the closest names.
     """
-    from .queues.admin import find_queue, known_queue_names, stored_ordered_names
+    from .ordering.queue import stored_ordered_names
 
-    found = await find_queue(app, name)
+    found = await app.find_queue(name)
     if found is not None:
         return found
     if name in await stored_ordered_names(app):
         raise CommandFailed(f"{name!r} is an ordered queue: see 'tidings ordered --help'",
                             EXIT_USAGE)
-    known = await known_queue_names(app)
+    known = set(await app.queue_names())
     listing = ", ".join(sorted(known)) or "none yet"
     raise CommandFailed(f"unknown queue {name!r}{suggest(name, known)}; known queues: "
                         f"{listing} (a queue is known once an app that declares it has "

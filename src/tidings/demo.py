@@ -18,8 +18,9 @@ from rich.table import Table
 
 from .app import Tidings
 from .core.errors import Retry
-from .core.events import Event, EventKind, Middleware
-from .core.message import Message, now_ms
+from .core.events import Event, EventKind
+from .core.message import Message
+from .core.middleware import Middleware
 from .queues.queue import Outgoing
 
 
@@ -42,8 +43,9 @@ class DemoStats(Middleware):
             self.dead_reasons["expired"] += 1
         if event.kind is EventKind.DELIVERED and event.message and event.attempt == 0:
             m = event.message
-            self.latency[event.priority].append(now_ms() - max(m.created_at_ms,
-                                                               m.not_before_ms or 0))
+            delivered_ms = int(event.timestamp * 1000)  # stamped by the app's clock
+            self.latency[event.priority].append(delivered_ms - max(m.created_at_ms,
+                                                                   m.not_before_ms or 0))
 
     def settled(self) -> int:
         return sum(c["acked"] + c["dead_lettered"] + c["expired"] for c in self.counts.values())

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .app import Tidings
-    from .queues.queue import Outgoing, QueueStats
+    from .queues.queue import Outgoing
+    from .queues.stats import QueueStats
 
 T = TypeVar("T")
 

@@ -1,14 +1,20 @@
-"""Lua scripts: one file per atomic operation under ``tidings/lua``, loaded once, called by SHA.
+"""The script layer: one Lua file per atomic operation, loaded at connect, called by SHA.
 
-A line ``-- @include NAME`` inlines ``lua/includes/NAME.lua`` so shared helpers (moving an
-entry to the dead-letter stream, say) are written once.
+Every ``*.lua`` file under ``engine/lua`` is a script named after its file; a line
+``-- @include NAME`` inlines ``lua/includes/NAME.lua``, so shared helpers (moving an entry
+to the dead-letter stream, say) are written once. Each script's header names its KEYS and
+ARGV; the typed wrappers that build them by name live beside the code that uses them
+(``queues/scripts.py``, ``flow/scripts.py``, ``ordering/scripts.py``,
+``scheduling/scripts.py``). This module is the one place that talks EVALSHA: the one
+NOSCRIPT path (a restarted or failed-over server has an empty script cache) and the one
+pipelined call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,18 +22,19 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
+_PACKAGE = "tidings.engine.lua"
 
 Arg = str | bytes | int | float
 
 
 @cache
 def _source(name: str) -> str:
-    text = resources.files("tidings.engine.lua").joinpath(f"{name}.lua").read_text("utf-8")
+    text = resources.files(_PACKAGE).joinpath(f"{name}.lua").read_text("utf-8")
     return _INCLUDE.sub(lambda m: _source(f"includes/{m.group(1)}"), text)
 
 
 class Script:
-    """A server-side script, called by SHA and loaded on first NOSCRIPT."""
+    """A server-side script, called by SHA and loaded again on NOSCRIPT."""
 
     __slots__ = ("name", "sha", "source")
 
@@ -36,33 +43,69 @@ class Script:
         self.source = _source(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
+    def __repr__(self) -> str:
+        return f"<Script {self.name}>"
+
     async def __call__(self, client: Any, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         try:
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
         except NoScriptError:
-            # A restarted or failed-over server has an empty script cache.
             await client.execute_command("SCRIPT", "LOAD", self.source)
             return await client.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
 
 
-class QueueScripts:
-    """The scripts of the core queue transitions."""
+class ScriptLibrary:
+    """Every script of tidings, discovered from the package's Lua files."""
 
     def __init__(self) -> None:
-        self.publish = Script("publish")
-        self.fetch = Script("fetch")
-        self.reclaim = Script("reclaim")
-        self.extend = Script("extend")
-        self.ack = Script("ack")
-        self.retry = Script("retry")
-        self.dead_letter = Script("dead_letter")
-        self.cancel_delayed = Script("cancel_delayed")
-        self.reschedule_delayed = Script("reschedule_delayed")
-        self.dlq_replay = Script("dlq_replay")
-        self.dlq_purge = Script("dlq_purge")
+        root = resources.files(_PACKAGE)
+        names = sorted(p.name[:-4] for p in root.iterdir() if p.name.endswith(".lua"))
+        self._scripts = {name: Script(name) for name in names}
 
-    def all(self) -> list[Script]:
-        return [s for s in vars(self).values() if isinstance(s, Script)]
+    def __getitem__(self, name: str) -> Script:
+        return self._scripts[name]
+
+    def __iter__(self) -> Iterator[Script]:
+        return iter(self._scripts.values())
+
+    def __len__(self) -> int:
+        return len(self._scripts)
+
+    async def preload(self, client: Any) -> None:
+        """Load every script in one round trip (at connect), so no first call pays for it."""
+        pipe = client.pipeline(transaction=False)
+        for script in self:
+            pipe.execute_command("SCRIPT", "LOAD", script.source)
+        await pipe.execute()
 
 
-SCRIPTS = QueueScripts()
+LIBRARY = ScriptLibrary()
+ScriptCall = tuple[Script, Sequence[str], Sequence[Arg]]
+
+
+async def run_pipelined(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+    """Run script calls in one round trip; those the server lost are loaded and run again.
+
+    Raises the first error reply. A call refused with NOSCRIPT did not run, so running it
+    again is safe; every other reply stands.
+    """
+    results: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    for attempt in range(2):
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            script, keys, args = calls[i]
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        missing = []
+        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(reply, NoScriptError) and attempt == 0:
+                missing.append(i)
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                results[i] = reply
+        if not missing:
+            break
+        await LIBRARY.preload(client)
+        todo = missing
+    return results

@@ -1,10 +1,12 @@
-"""How flow controls plug into the worker: one fetch gate per queue, one middleware per app.
+"""How flow controls plug into the worker: one fetch gate per queue, two middleware per app.
 
 A :class:`Guard` is one flow control (a breaker, a rate limit ...) attached to some queues.
 It may hold back fetching (``admit``) and/or wrap handler calls (``around``). The
 :class:`FlowGate` of a queue asks its guards in a fixed order and stops at the first that
-admits nothing; the :class:`FlowMiddleware` nests a queue's wrappers in a fixed order. The
-order does not depend on the order the controls were declared in, because it matters:
+admits nothing (the app's flow middleware asks it from the ``admit`` hook); the
+:class:`FlowWrappers` middleware nests a queue's wrappers in a fixed order, and is added to
+the app only with the first wrapper, since an ``around_handler`` costs every handler call.
+The order does not depend on the order the controls were declared in, because it matters:
 
 * gates: pause, breaker, concurrency peek, fair feed (moves held messages into the lanes
   only for a fetch that will happen), rate (last: it spends tokens, which must not be
@@ -15,14 +17,14 @@ order does not depend on the order the controls were declared in, because it mat
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..core.events import Middleware
+from ..core.clock import Clock
 from ..core.message import Message
-from ..engine.broker import TRANSIENT
+from ..core.middleware import Middleware
+from ..engine.connection import TRANSIENT
 
 if TYPE_CHECKING:
     from ..queues.queue import Queue
@@ -75,9 +77,9 @@ def queue_name(message: Message | list[Message]) -> str:
     return message[0].queue if isinstance(message, list) else message.queue
 
 
-def sleep_for(seconds: float) -> Awaitable[None]:
+def sleep_for(clock: Clock, seconds: float) -> Awaitable[None]:
     """Sleep at most :data:`MAX_GATE_SLEEP`, so gates stay responsive to shutdown."""
-    return asyncio.sleep(max(0.0, min(seconds, MAX_GATE_SLEEP)))
+    return clock.sleep(max(0.0, min(seconds, MAX_GATE_SLEEP)))
 
 
 class FlowGate:
@@ -103,18 +105,18 @@ class FlowGate:
             # Failing closed is right: the fetch itself needs the same server.
             self._failures += 1
             log.warning("flow gate of %s: %s: %s", queue.name, type(exc).__name__, exc)
-            await sleep_for(0.05 * 2 ** min(self._failures, 3))
+            await sleep_for(queue.app.clock, 0.05 * 2 ** min(self._failures, 3))
             return 0
         except Exception:
             self._failures += 1
             log.exception("flow gate of %s failed; admitting nothing for now", queue.name)
-            await sleep_for(1.0)
+            await sleep_for(queue.app.clock, 1.0)
             return 0
         self._failures = 0
         return free
 
 
-class FlowMiddleware(Middleware):
+class FlowWrappers(Middleware):
     """Nests the wrappers of the message's queue around its handler call."""
 
     def __init__(self) -> None:

@@ -22,13 +22,13 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ..core.errors import ValidationError
-from ..engine.broker import text
-from ..engine.scripts import Script
-from ._keys import hash_tagged
+from ..core.keys import KeySpace
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
 
-_ALLOW = Script("breaker_allow")
-_RECORD = Script("breaker_record")
-_RESET = Script("breaker_reset")
+_ALLOW = LIBRARY["breaker_allow"]
+_RECORD = LIBRARY["breaker_record"]
+_RESET = LIBRARY["breaker_reset"]
 
 _KIND = "breaker"
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
@@ -136,7 +136,7 @@ class CircuitBreaker:
         self._bucket_ms = _ms(window / buckets)
 
     def key(self, name: str) -> str:
-        return hash_tagged(self.prefix, _KIND, name)
+        return KeySpace(self.prefix).limiter(_KIND, name)
 
     def _now_ms(self) -> int:
         return math.floor(self.clock() * 1000)
@@ -187,7 +187,7 @@ class CircuitBreaker:
 
         Closed breakers idle for a whole window have expired and are not listed.
         """
-        head = hash_tagged(self.prefix, _KIND, "x")[:-2]  # the key up to and with "{"
+        head = KeySpace(self.prefix).limiter(_KIND, "x")[:-2]  # the key up to and with "{"
         pattern = _GLOB_SPECIAL.sub(r"\\\1", head + prefix) + "*}"
         names: list[str] = []
         async for key in self.client.scan_iter(match=pattern, count=500):

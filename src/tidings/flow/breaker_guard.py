@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DeadLetter, Snooze
-from ..core.events import Event, EventKind
+from ..core.events import EventKind
 from ..core.message import Message
-from ..engine.broker import TRANSIENT
+from ..engine.connection import TRANSIENT
 from ._guard import GATE_BREAKER, UNBOUND, WRAP_BREAKER, Call, Guard, queue_name, sleep_for
 from .breaker import BreakerState, CircuitBreaker, CircuitState, Transition
 
@@ -72,6 +71,7 @@ class BreakerGuard(Guard):
         self.name = name
         self.is_failure = is_failure or (lambda exc: True)
         self.check_every = check_every
+        options.setdefault("clock", flow.app.clock.time)
         self.breaker = CircuitBreaker(UNBOUND, prefix=flow.app.settings.key_prefix, **options)
         self.breaker.key(name)  # validates the name now rather than at the first fetch
         self.queues: list[str] = []
@@ -94,24 +94,25 @@ class BreakerGuard(Guard):
     async def admit(self, queue: Queue, free: int) -> int:
         granted = self._probes.get(queue.name)
         if granted is not None:
-            waited = time.monotonic() - granted
+            waited = self.flow.app.clock.monotonic() - granted
             if waited < _PROBE_CLAIM_WAIT:
-                await sleep_for(_PROBE_CLAIM_WAIT - waited)  # let the fetched probe start
+                # Let the fetched probe start.
+                await sleep_for(queue.app.clock, _PROBE_CLAIM_WAIT - waited)
                 return 0
             if waited < self.breaker.probe_timeout / 2:
                 return 1  # our probe slot is still unused: try it on this fetch
             del self._probes[queue.name]  # the slot has (nearly) timed out: ask again
-        now = time.monotonic()
+        now = self.flow.app.clock.monotonic()
         if self.state is CircuitState.CLOSED and now - self._checked_at < self.check_every:
             return free
         decision = await self._cb().allow(self.name)
         self._checked_at = now
         self._observe(decision.state, decision.transition, queue.name)
         if not decision.allowed:
-            await sleep_for(decision.retry_after)
+            await sleep_for(queue.app.clock, decision.retry_after)
             return 0
         if decision.state is CircuitState.HALF_OPEN:
-            self._probes[queue.name] = time.monotonic()
+            self._probes[queue.name] = self.flow.app.clock.monotonic()
             return 1
         return free
 
@@ -150,7 +151,7 @@ class BreakerGuard(Guard):
 
     def _unused_probe(self, queue: str, granted: float | None) -> None:
         if granted is not None:  # the probe never reached the downstream: reuse its slot
-            self._probes[queue] = min(granted, time.monotonic() - _PROBE_CLAIM_WAIT)
+            self._probes[queue] = min(granted, self.flow.app.clock.monotonic() - _PROBE_CLAIM_WAIT)
 
     async def _record(self, ok: bool, queue: str, message: Message | list[Message]) -> None:
         try:
@@ -174,8 +175,8 @@ class BreakerGuard(Guard):
             return
         reason = f"breaker {self.name}: {transition.from_state} -> {transition.to_state}"
         log.warning("%s (queue %s)", reason, queue)
-        self.flow.app.events.emit(Event(_EVENT_OF[transition.to_state], queue, message_id,
-                                        reason=reason))
+        self.flow.app.middleware.event(_EVENT_OF[transition.to_state], queue, message_id,
+                                       reason=reason)
 
     async def status(self) -> BreakerState:
         """The shared state, as stored in Redis."""

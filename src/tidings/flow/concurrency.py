@@ -15,13 +15,13 @@ from uuid import uuid4
 from redis.asyncio import Redis
 
 from ..core.errors import ValidationError
-from ..engine.broker import text
-from ..engine.scripts import Script
-from ._keys import hash_tagged
+from ..core.keys import KeySpace
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
 
-_ACQUIRE = Script("concurrency_acquire")
-_RENEW = Script("concurrency_renew")
-_RELEASE = Script("concurrency_release")
+_ACQUIRE = LIBRARY["concurrency_acquire"]
+_RENEW = LIBRARY["concurrency_renew"]
+_RELEASE = LIBRARY["concurrency_release"]
 
 
 class ConcurrencyLimit:
@@ -53,7 +53,7 @@ class ConcurrencyLimit:
         return max(1, math.ceil(self.lease * 1000))
 
     def key(self, name: str) -> str:
-        return hash_tagged(self.prefix, "concurrency", name)
+        return KeySpace(self.prefix).limiter("concurrency", name)
 
     async def acquire(self, name: str, n: int = 1) -> list[str]:
         """Take up to ``n`` slots; returns one holder token per slot granted (maybe none)."""

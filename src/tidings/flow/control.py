@@ -26,14 +26,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
-from weakref import WeakKeyDictionary
 
 import orjson
 
 from ..core.errors import ValidationError
-from ..engine.broker import text
+from ..core.middleware import Middleware, WorkerView
+from ..core.stored import text
 from ..queues.queue import Queue
-from ._guard import FlowGate, FlowMiddleware, Guard, KeyFn
+from ._guard import FlowGate, FlowWrappers, Guard, KeyFn
 from .breaker import BreakerState, CircuitBreaker
 from .breaker_guard import BreakerGuard
 from .fair import FairQueue
@@ -41,39 +41,52 @@ from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
 from .pause import KeyPauseGuard, PauseGuard, PauseState, pause_queue, pause_state, resume_queue
 
 if TYPE_CHECKING:
-    from ..app import Tidings
-    from ..worker import Worker
+    from ..queues.host import ExtensionHost
 
 log = logging.getLogger("tidings.flow")
 G = TypeVar("G", bound=Guard)
-_FLOWS: WeakKeyDictionary[Tidings, FlowControl] = WeakKeyDictionary()
 
 
-def registry_key(prefix: str) -> str:
-    """Hash of breaker name -> configuration JSON, written by workers for the CLI."""
-    return f"{prefix}:flow:breakers"
+class FlowGates(Middleware):
+    """Asks each queue's :class:`FlowGate` before every fetch of that queue."""
+
+    def __init__(self, flow: FlowControl) -> None:
+        self.flow = flow
+
+    async def admit(self, queue: str, free: int) -> int:
+        declared = self.flow.app.queues.get(queue)
+        if declared is None:
+            return free
+        return await self.flow.gate(declared).admit(declared, free)
+
+    async def on_worker_start(self, worker: WorkerView) -> None:
+        """Register the app's breakers, so the CLI can show them with their settings."""
+        flow = self.flow
+        if not flow.breakers:
+            return
+        try:
+            await flow.app.broker.client.hset(
+                flow.app.key_space.breaker_registry,
+                mapping={b.name: orjson.dumps(b.describe()) for b in flow.breakers})
+        except Exception:
+            log.exception("could not register circuit breakers for the CLI")
 
 
 class FlowControl:
-    """The flow controls of one app (``app.flow``); see the module docstring."""
+    """The flow controls of one app (``app.flow``); see the module docstring.
 
-    @classmethod
-    def of(cls, app: Tidings) -> FlowControl:
-        flow = _FLOWS.get(app)
-        if flow is None:
-            flow = _FLOWS[app] = cls(app)
-        return flow
+    The app makes it when it is made, so every worker obeys a queue pause whether or not
+    the app's code ever touched ``app.flow``.
+    """
 
-    def __init__(self, app: Tidings) -> None:
+    def __init__(self, app: ExtensionHost) -> None:
         self.app = app
         self.guards: list[Guard] = []
-        self.middleware = FlowMiddleware()
+        self.wrappers = FlowWrappers()
         self.pause_guard = PauseGuard(self)
-        self._gates: dict[int, FlowGate] = {}  # id(queue) -> its gate
-        self._middleware_added = False  # added with the first wrapper: it costs every call
-        app.add_worker_service(self._on_worker_start)
-        for queue in app.queues.values():
-            self._gate(queue)
+        self._gates: dict[str, FlowGate] = {}  # queue name -> its gate
+        self._wrappers_added = False  # added with the first wrapper: it costs every call
+        app.add_middleware(FlowGates(self))
 
     # -- declaring ---------------------------------------------------------------------
 
@@ -151,8 +164,8 @@ class FlowControl:
         await self._connected()
         client = self.app.broker.client
         prefix = self.app.settings.key_prefix
-        configs = {text(k): orjson.loads(v)
-                   for k, v in (await client.hgetall(registry_key(prefix))).items()}
+        configs = {text(k): orjson.loads(v) for k, v in
+                   (await client.hgetall(self.app.key_space.breaker_registry)).items()}
         configs.update({b.name: b.describe() for b in self.breakers if b.queues})
         defaults = CircuitBreaker(client, prefix=prefix)
         names = set(configs) | set(await defaults.list_states())
@@ -180,21 +193,21 @@ class FlowControl:
         for item in queues:
             queue = self.app.get_queue(item)
             if guard.gate_stage is not None:
-                self._gate(queue).add(guard)
+                self.gate(queue).add(guard)
             if guard.wrap_stage is not None:
-                self.middleware.add(queue.name, guard)
-                if not self._middleware_added:
-                    self.app.add_middleware(self.middleware)
-                    self._middleware_added = True
+                self.wrappers.add(queue.name, guard)
+                if not self._wrappers_added:
+                    self.app.add_middleware(self.wrappers)
+                    self._wrappers_added = True
             names.append(queue.name)
         return names
 
-    def _gate(self, queue: Queue) -> FlowGate:
-        gate = self._gates.get(id(queue))
-        if gate is None or gate not in queue.gates:
-            gate = self._gates[id(queue)] = FlowGate()
+    def gate(self, queue: Queue) -> FlowGate:
+        """The fetch gate of ``queue`` (every gate holds the queue pause)."""
+        gate = self._gates.get(queue.name)
+        if gate is None:
+            gate = self._gates[queue.name] = FlowGate()
             gate.add(self.pause_guard)
-            queue.gates.append(gate)
         return gate
 
     def _add(self, guard: G) -> G:
@@ -210,20 +223,3 @@ class FlowControl:
     async def _connected(self) -> None:
         if not self.app.broker.connected:
             await self.app.connect()
-
-    async def _on_worker_start(self, worker: Worker) -> None:
-        """Gate queues declared after ``app.flow`` was first used; register breakers.
-
-        A worker service lives as long as its worker (one that returns early reads as a
-        crashed loop), so this waits for the worker to stop once its work is done.
-        """
-        for queue in worker.queues:
-            self._gate(queue)
-        if self.breakers:
-            try:
-                await self.app.broker.client.hset(registry_key(self.app.settings.key_prefix),
-                                                  mapping={b.name: orjson.dumps(b.describe())
-                                                           for b in self.breakers})
-            except Exception:
-                log.exception("could not register circuit breakers for the CLI")
-        await worker.stopped.wait()

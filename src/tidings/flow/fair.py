@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..core.clock import now_ms
 from ..core.errors import PayloadError, ValidationError
-from ..core.message import Message, Priority, duration_ms, encode, new_message_id, now_ms
-from ..engine.scripts import Script
-from ..queues.queue import GROUP
+from ..core.ids import new_message_id
+from ..core.keys import GROUP
+from ..core.message import Message, Priority, duration_ms, encode, validate_headers
+from ..engine.scripts import LIBRARY
 from ..worker.allocation import LaneAllocator
 from ._guard import GATE_FAIR, Guard
 
@@ -36,8 +38,8 @@ if TYPE_CHECKING:
     from ..queues.queue import Queue
     from .control import FlowControl
 
-_PUBLISH = Script("fair_publish")
-_FEED = Script("fair_feed")
+_PUBLISH = LIBRARY["fair_publish"]
+_FEED = LIBRARY["fair_feed"]
 
 
 @dataclass(slots=True)
@@ -62,9 +64,8 @@ class FairQueue(Guard):
         self.flow = flow
         self.queue = queue
         self.quantum = quantum
-        tag = f"{queue.app.settings.key_prefix}:{{{queue.name}}}"
-        self.ready_keys = [f"{tag}:fair:ready:{lane}" for lane in range(3)]
-        self.line_prefixes = [f"{tag}:fair:line:{lane}:" for lane in range(3)]
+        self.ready_keys = [queue.keys.fair_ready(lane) for lane in range(3)]
+        self.line_prefixes = [queue.keys.fair_line_prefix(lane) for lane in range(3)]
         self._allocator = LaneAllocator(queue.config.weights)
 
     async def publish(self, payload: Any, *, tenant: str,
@@ -92,19 +93,24 @@ class FairQueue(Guard):
         app = self.queue.app
         if not app.broker.connected:
             await app.connect()
-        created = now_ms()
-        keys: list[str] = [*self.queue.keys, *self.ready_keys]
+        created = now_ms(app.clock)
+        keys: list[str] = [*self.queue.keys.script_keys, *self.ready_keys]
         args: list[Any] = []
         ids = []
+        chain = app.middleware
         for item in items:
             if not isinstance(item.tenant, str) or not 0 < len(item.tenant) <= 256:
                 raise ValidationError("tenant", "must be a non-empty string of <= 256 chars")
             lane = Priority.parse(item.priority)
             expires = (None if item.expires_in is None
                        else created + duration_ms(item.expires_in, "expires_in"))
-            msg_id = new_message_id()
-            raw = encode(Message(msg_id, self.queue.name, item.payload, dict(item.headers or {}),
-                                 lane, None, 0, created, None, expires))
+            msg_id = new_message_id(created)
+            message = Message(msg_id, self.queue.name, item.payload,
+                              validate_headers(item.headers), lane, None, 0, created, None,
+                              expires)
+            if chain.publishing:
+                chain.before_publish(self.queue.name, message)
+            raw = encode(message)
             if len(raw) > self.queue.config.max_payload_bytes:
                 raise PayloadError("payload", f"encoded message is {len(raw)} bytes")
             line = self.line_prefixes[lane] + item.tenant
@@ -113,12 +119,13 @@ class FairQueue(Guard):
             args += (keys.index(line) + 1, item.tenant, int(lane),
                      "" if expires is None else expires, msg_id.encode() + b"|" + raw)
             ids.append(msg_id)
-        await app.broker.publish(self.queue, keys, args, script=_PUBLISH, ids=ids)
-        bus = app.events
-        if bus.active:
+        config = self.queue.config
+        await app.broker.publish((_PUBLISH, keys, args), config.durability,
+                                 config.durability_timeout, ids)
+        if chain.active:
             for msg_id, item in zip(ids, items, strict=True):
-                bus.emit_published(self.queue.name, msg_id, Priority.parse(item.priority),
-                                   item.headers)
+                chain.emit_published(self.queue.name, msg_id, Priority.parse(item.priority),
+                                     item.headers)
         return ids
 
     async def admit(self, queue: Queue, free: int) -> int:
@@ -129,11 +136,11 @@ class FairQueue(Guard):
         With nothing anywhere the fetch may block: a fair publish wakes it.
         """
         _moved, ready, _held = await _FEED(
-            queue.app.broker.client, [*queue.keys, *self.ready_keys],
+            queue.app.broker.client, [*queue.keys.script_keys, *self.ready_keys],
             [GROUP, *self.line_prefixes, *self._allocator.split(free), free, self.quantum])
         return min(free, int(ready)) if int(ready) > 0 else free
 
     async def held(self) -> int:
         """Messages waiting in tenant lines, not yet in the lanes."""
-        value = await self.queue.app.broker.client.hget(self.queue.keys[8], "fair_held")
+        value = await self.queue.app.broker.client.hget(self.queue.keys.stats, "fair_held")
         return int(value or 0)

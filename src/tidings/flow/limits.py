@@ -18,16 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from typing import TYPE_CHECKING, Any, Self
 
 from redis.exceptions import ResponseError
 
+from ..core.clock import Clock
 from ..core.errors import Snooze, ValidationError
+from ..core.keys import GROUP
 from ..core.message import Message
-from ..engine.broker import TRANSIENT
-from ..engine.scripts import Script
-from ..queues.queue import GROUP
+from ..engine.connection import TRANSIENT
+from ..engine.scripts import LIBRARY
 from ._guard import (
     GATE_CONCURRENCY,
     GATE_RATE,
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from .control import FlowControl
 
 log = logging.getLogger("tidings.flow")
-_PEEK = Script("concurrency_peek")
+_PEEK = LIBRARY["concurrency_peek"]
 
 
 class _Protecting(Guard):
@@ -66,6 +66,10 @@ class _Protecting(Guard):
     @property
     def client(self) -> Any:
         return self.flow.app.broker.client
+
+    @property
+    def clock(self) -> Clock:
+        return self.flow.app.clock
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} on {', '.join(self.queues) or 'nothing'}>"
@@ -97,15 +101,15 @@ class QueueRateLimit(_Protecting):
         # Wait for the next token here rather than return 0: the fetch loop pauses 50 ms
         # before asking a gate again, and at high rates a bucket full for that long would
         # overflow and lose tokens.
-        deadline = time.monotonic() + MAX_GATE_SLEEP
+        deadline = self.clock.monotonic() + MAX_GATE_SLEEP
         while True:
             granted, wait = await self.limiter.acquire(self.name, min(free, backlog))
             if granted > 0:
                 return granted
-            if time.monotonic() + wait > deadline:
-                await sleep_for(wait)
+            if self.clock.monotonic() + wait > deadline:
+                await sleep_for(self.clock, wait)
                 return 0
-            await asyncio.sleep(wait)
+            await self.clock.sleep(wait)
 
 
 async def _backlog(client: Any, queue: Queue) -> int:
@@ -115,13 +119,13 @@ async def _backlog(client: Any, queue: Queue) -> int:
     last heartbeat is older than the visibility timeout (a reclaim takes those).
     """
     k = queue.keys
-    now_ms = int(time.time() * 1000)
+    now_ms = int(queue.app.clock.time() * 1000)
     pipe = client.pipeline(transaction=False)
-    for lane in k[:3]:
+    for lane in k.lanes:
         pipe.xlen(lane)
         pipe.xpending(lane, GROUP)
-    pipe.zcount(k[3], "-inf", now_ms)
-    pipe.zrangebyscore(k[10], now_ms - int(queue.config.visibility_timeout * 1000), "+inf")
+    pipe.zcount(k.delayed, "-inf", now_ms)
+    pipe.zrangebyscore(k.consumers, now_ms - int(queue.config.visibility_timeout * 1000), "+inf")
     try:
         res = await pipe.execute()
     except ResponseError as exc:
@@ -140,7 +144,7 @@ async def _backlog(client: Any, queue: Queue) -> int:
 async def _wait_for_entries(client: Any, queue: Queue) -> None:
     """Block briefly until something is published to (or woken in) the queue."""
     k = queue.keys
-    streams = {k[0]: "$", k[1]: "$", k[2]: "$", k[9]: "$"}
+    streams = {k.high: "$", k.normal: "$", k.low: "$", k.wake: "$"}
     await client.xread(streams, block=int(MAX_GATE_SLEEP * 1000), count=1)
 
 
@@ -217,7 +221,7 @@ class FleetConcurrency(_Protecting):
     async def admit(self, queue: Queue, free: int) -> int:
         room = self.cap.limit - await self.held()
         if room <= 0:
-            await sleep_for(0.02)
+            await sleep_for(queue.app.clock, 0.02)
             return 0
         return min(free, room)
 
@@ -238,7 +242,7 @@ class FleetConcurrency(_Protecting):
 
     async def _acquire(self) -> str | None:
         self.cap.client = self.client
-        deadline = time.monotonic() + self.wait
+        deadline = self.clock.monotonic() + self.wait
         pause = 0.005
         while True:
             try:
@@ -248,17 +252,17 @@ class FleetConcurrency(_Protecting):
                 tokens = []
             if tokens:
                 return tokens[0]
-            left = deadline - time.monotonic()
+            left = deadline - self.clock.monotonic()
             if left <= 0:
                 return None
             # Jittered exponential backoff: waiters on one cap do not poll in lockstep.
-            await asyncio.sleep(min(left, pause * (0.5 + random.random())))
+            await self.clock.sleep(min(left, pause * (0.5 + random.random())))
             pause = min(0.2, pause * 2)
 
     async def _renew(self, token: str) -> None:
         every = self.cap.lease / 3
         while True:
-            await asyncio.sleep(every)
+            await self.clock.sleep(every)
             try:
                 lost = await self.cap.renew(self.name, [token])
             except TRANSIENT as exc:

@@ -21,31 +21,22 @@ at once instead of waiting out its snooze. Keys need a key function
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import Snooze
 from ..core.message import Message
-from ..engine.broker import text
-from ..engine.scripts import Script
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
 from ._guard import GATE_PAUSE, WRAP_PAUSE, Call, Guard, KeyFn, key_of, sleep_for
 
 if TYPE_CHECKING:
     from ..queues.queue import Queue
     from .control import FlowControl
 
-_PARK = Script("key_park")
-_RESUME = Script("key_resume")
+_PARK = LIBRARY["key_park"]
+_RESUME = LIBRARY["key_resume"]
 PAUSED_FIELD = "paused"
-
-
-def paused_keys_key(queue: Queue) -> str:
-    return f"{queue.app.settings.key_prefix}:{{{queue.name}}}:paused-keys"
-
-
-def parked_key(queue: Queue, key: str) -> str:
-    return f"{queue.app.settings.key_prefix}:{{{queue.name}}}:parked:{key}"
 
 
 @dataclass(slots=True, frozen=True)
@@ -61,25 +52,25 @@ async def pause_queue(queue: Queue, key: str | None = None) -> None:
     """Stop every worker from taking messages of ``queue`` (or only of ``key``)."""
     client = queue.app.broker.client
     if key is None:
-        await client.hset(queue.keys[11], PAUSED_FIELD, str(int(time.time())))
+        await client.hset(queue.keys.config, PAUSED_FIELD, str(int(queue.app.clock.time())))
     else:
-        await client.sadd(paused_keys_key(queue), key)
+        await client.sadd(queue.keys.paused_keys, key)
 
 
 async def resume_queue(queue: Queue, key: str | None = None) -> int:
     """Undo :func:`pause_queue`; for a key, returns how many parked messages were made due."""
     client = queue.app.broker.client
     if key is None:
-        await client.hdel(queue.keys[11], PAUSED_FIELD)
+        await client.hdel(queue.keys.config, PAUSED_FIELD)
         return 0
-    keys = [*queue.keys, paused_keys_key(queue), parked_key(queue, key)]
+    keys = [*queue.keys.script_keys, queue.keys.paused_keys, queue.keys.parked(key)]
     return int(await _RESUME(client, keys, [key]))
 
 
 async def pause_state(queue: Queue) -> PauseState:
     client = queue.app.broker.client
-    paused = await client.hexists(queue.keys[11], PAUSED_FIELD)
-    keys = sorted(text(k) for k in await client.smembers(paused_keys_key(queue)))
+    paused = await client.hexists(queue.keys.config, PAUSED_FIELD)
+    keys = sorted(text(k) for k in await client.smembers(queue.keys.paused_keys))
     return PauseState(queue.name, bool(paused), keys)
 
 
@@ -95,12 +86,12 @@ class PauseGuard(Guard):
 
     async def admit(self, queue: Queue, free: int) -> int:
         read_at, paused = self._seen.get(queue.name, (-math.inf, False))
-        now = time.monotonic()
+        now = queue.app.clock.monotonic()
         if now - read_at >= self.check_every:
-            paused = bool(await queue.app.broker.client.hexists(queue.keys[11], PAUSED_FIELD))
+            paused = bool(await queue.app.broker.client.hexists(queue.keys.config, PAUSED_FIELD))
             self._seen[queue.name] = (now, paused)
         if paused:
-            await sleep_for(self.check_every)
+            await sleep_for(queue.app.clock, self.check_every)
             return 0
         return free
 
@@ -130,17 +121,17 @@ class KeyPauseGuard(Guard):
             return await call_next()
         # The cached set said paused; the script decides, so a resume is never missed.
         client = self.queue.app.broker.client
-        times = int(await _PARK(client, [paused_keys_key(self.queue),
-                                         parked_key(self.queue, key)], [key, message.id]))
+        times = int(await _PARK(client, [self.queue.keys.paused_keys,
+                                         self.queue.keys.parked(key)], [key, message.id]))
         if not times:
             self._read_at = -math.inf
             return await call_next()
         raise Snooze(min(self.max_snooze, self.snooze * 2 ** (times - 1)))
 
     async def _paused(self) -> set[str]:
-        now = time.monotonic()
+        now = self.queue.app.clock.monotonic()
         if now - self._read_at >= self.check_every:
-            members = await self.queue.app.broker.client.smembers(paused_keys_key(self.queue))
+            members = await self.queue.app.broker.client.smembers(self.queue.keys.paused_keys)
             self._keys = {text(m) for m in members}
             self._read_at = now
         return self._keys

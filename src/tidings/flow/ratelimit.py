@@ -12,11 +12,11 @@ import re
 from redis.asyncio import Redis
 
 from ..core.errors import ValidationError
-from ..engine.broker import text
-from ..engine.scripts import Script
-from ._keys import hash_tagged
+from ..core.keys import KeySpace
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
 
-_ACQUIRE = Script("rate_limit_acquire")
+_ACQUIRE = LIBRARY["rate_limit_acquire"]
 
 _UNITS = {
     "s": 1.0, "sec": 1.0, "second": 1.0,
@@ -81,7 +81,7 @@ class RateLimit:
         return count / per
 
     def key(self, name: str) -> str:
-        return hash_tagged(self.prefix, "ratelimit", name)
+        return KeySpace(self.prefix).limiter("ratelimit", name)
 
     async def acquire(self, name: str, n: int = 1) -> tuple[int, float]:
         """Take up to ``n`` tokens; returns ``(granted, seconds_until_next_token)``.

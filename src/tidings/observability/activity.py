@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from ..core.events import Event, EventKind, Middleware
+from ..core.events import Event, EventKind
+from ..core.middleware import Middleware
 
 if TYPE_CHECKING:
     from ..app import Tidings

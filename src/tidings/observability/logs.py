@@ -10,7 +10,8 @@ import orjson
 import structlog
 
 from ..core.errors import ConfigError
-from ..core.events import Event, EventKind, Middleware
+from ..core.events import Event, EventKind
+from ..core.middleware import Middleware
 from ..core.settings import check_log_level
 
 # Failures are worth a line at INFO; the happy path only at DEBUG, since at thousands of

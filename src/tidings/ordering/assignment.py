@@ -12,7 +12,7 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..core.message import random_token
+from ..core.ids import random_token
 
 if TYPE_CHECKING:
     from ..app import Tidings

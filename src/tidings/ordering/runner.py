@@ -14,22 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Any
 
 import orjson
 
-from ..core.errors import DeadLetter, Retry, Snooze
+from ..core.errors import DeadLetter
 from ..core.events import EventKind
 from ..core.message import Message, decode, encode
-from ..engine.broker import TRANSIENT, text
-from ..worker.retry import error_details
+from ..core.stored import text
+from ..engine.connection import TRANSIENT
+from ..engine.scripts import ScriptCall, run_pipelined
+from ..worker.backoff import Backoff, consume
+from ..worker.coalesce import Coalescer
+from ..worker.invoke import HandlerInvoker
+from ..worker.retry import Action, decide
+from . import scripts
 from .assignment import assign
-from .queue import SCRIPTS, OrderedQueue, ScriptCall, run_scripts
+from .queue import OrderedQueue
 
-log = logging.getLogger("tidings.ordering.queue")
+log = logging.getLogger("tidings.ordering")
 IDLE_BLOCK_MS = 500
 
 
@@ -38,15 +42,12 @@ class Owned:
     """A partition this worker holds: its epoch, when the lease was last renewed."""
 
     epoch: str
-    renewed: float  # time.monotonic() when the renewal that succeeded was sent
+    renewed: float  # the clock's monotonic time when the renewal that succeeded was sent
     draining: bool = False  # assigned elsewhere: take nothing new, release when idle
     tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
-    acks: list[tuple[str, Message, float]] = field(default_factory=list)
 
 
-def _consume(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()
+Ack = tuple[int, Owned, str, Message, float]  # partition, owner, key, message, seconds
 
 
 class OrderedRunner:
@@ -60,7 +61,11 @@ class OrderedRunner:
         self.consumer = consumer
         self.grace = shutdown_grace
         self.limit = concurrency or self.spec.concurrency
-        self.bus = queue.app.events
+        self.bus = queue.app.middleware
+        self.clock = queue.app.clock
+        self.invoker = HandlerInvoker(self.spec, self.bus, self.clock, queue.handler_timeout,
+                                      queue.name)
+        self.acks: Coalescer[Ack] = Coalescer(self._flush_acks, 1000)
         self.owned: dict[int, Owned] = {}
         self.running = 0
         self.stopping = False
@@ -70,7 +75,6 @@ class OrderedRunner:
         # Ends the heartbeat loop. cancel() alone is not enough: on Python 3.11 redis-py's
         # send (asyncio.wait_for) can swallow a cancellation, and the loop would go on.
         self._leaving = asyncio.Event()
-        self._flusher: asyncio.Task[None] | None = None
         self._wake_id: Any = "0-0"
         self._rotation = 0
 
@@ -84,7 +88,10 @@ class OrderedRunner:
         last = await self.client.xrevrange(self.q.wake_key, count=1)
         self._wake_id = last[0][0] if last else "0-0"
         await self._heartbeat()
-        beat = asyncio.get_running_loop().create_task(self._heartbeat_loop())
+        loop = asyncio.get_running_loop()
+        beat = loop.create_task(self._heartbeat_loop())
+        watchdog = (loop.create_task(self.invoker.watchdog_loop())
+                    if self.invoker.timeout is not None else None)
         try:
             await self._fetch_loop(stop)
         finally:
@@ -92,12 +99,16 @@ class OrderedRunner:
             beat.cancel()  # interrupts a heartbeat in flight; _leaving ends the loop anyway
             await asyncio.gather(beat, return_exceptions=True)
             await self._shutdown()
+            if watchdog is not None:
+                watchdog.cancel()
+                await asyncio.gather(watchdog, return_exceptions=True)
+            self.invoker.close()
 
     # -- taking ------------------------------------------------------------------------
 
     async def _fetch_loop(self, stop: asyncio.Event) -> None:
         stopped = asyncio.ensure_future(stop.wait())
-        backoff = 0.05
+        backoff = Backoff(self.clock, cap=2.0)
         try:
             while not stop.is_set():
                 free = self.limit - self.running
@@ -109,11 +120,9 @@ class OrderedRunner:
                 try:
                     took, next_due = await self._take(free)
                 except TRANSIENT as exc:
-                    log.warning("take from %s failed (%s)", self.q.name, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(2.0, backoff * 2)
+                    await backoff.wait(f"take from {self.q.name}", exc)
                     continue
-                backoff = 0.05
+                backoff.reset()
                 if not took:
                     await self._idle(next_due, stopped)
         finally:
@@ -130,10 +139,9 @@ class OrderedRunner:
         for i, (p, own) in enumerate(parts):
             share = base + (1 if i < extra else 0)
             if share:
-                part = self.q.parts[p]
-                calls.append((SCRIPTS.take, part.keys, [
-                    self.consumer, own.epoch, share, part.list_prefix, self.q.max_deliveries,
-                    self.q.on_failure]))
+                calls.append(scripts.take(
+                    self.q.parts[p], worker=self.consumer, epoch=own.epoch, count=share,
+                    max_deliveries=self.q.max_deliveries, on_failure=self.q.on_failure))
                 plan.append((p, own))
         took, next_due = 0, -1
         for (p, own), reply in zip(plan, await self._scripts(calls), strict=True):
@@ -156,11 +164,11 @@ class OrderedRunner:
                                                        block=timeout, count=1))
         await _first(read, self._kick.wait(), stopped)
         if not read.done():
-            read.add_done_callback(_consume)  # a read on the wire finishes within `timeout`
+            read.add_done_callback(consume)  # a read on the wire finishes within `timeout`
             return
         if read.cancelled() or read.exception() is not None:
-            _consume(read)
-            await asyncio.sleep(0.05)
+            consume(read)
+            await self.clock.sleep(0.05)
             return
         for _, entries in read.result() or []:
             if entries:
@@ -176,7 +184,6 @@ class OrderedRunner:
 
     async def _handle(self, p: int, own: Owned, key: str, item: bytes, deliveries: int) -> None:
         msg_id, _, raw = item.partition(b"|")
-        started = time.perf_counter()
         try:
             try:
                 msg = decode(raw)
@@ -185,16 +192,14 @@ class OrderedRunner:
                 await self._fail(p, own, key, msg, DeadLetter(f"undecodable: {exc}"), 0.0)
                 return
             msg.delivery, msg.entry_id = deliveries, f"{p}:{own.epoch}"  # a fencing token
-            if self.bus.active:
-                self.bus.message_event(EventKind.DELIVERED, msg)
             try:
-                await self.bus.call_handler(msg, lambda: self._call(msg))
+                error, duration = await self.invoker.run(msg)
             except asyncio.CancelledError:
                 return  # partition lost or shutdown: the head runs again under its owner
-            except Exception as exc:
-                await self._fail(p, own, key, msg, exc, time.perf_counter() - started)
+            if error is None:
+                self.acks.add((p, own, key, msg, duration))
             else:
-                self._ack(own, key, msg, time.perf_counter() - started)
+                await self._fail(p, own, key, msg, error, duration)
         finally:
             if own.tasks.get(key) is asyncio.current_task():
                 del own.tasks[key]
@@ -203,97 +208,74 @@ class OrderedRunner:
             if own.draining and not own.tasks:
                 self._rebalance.set()
 
-    async def _call(self, msg: Message) -> Any:
-        call = (self.spec.fn(msg) if self.spec.is_async
-                else asyncio.to_thread(self.spec.fn, msg))
-        if self.q.handler_timeout is None:
-            return await call
-        return await asyncio.wait_for(call, self.q.handler_timeout)
-
     async def _fail(self, p: int, own: Owned, key: str, msg: Message, exc: BaseException,
                     duration: float) -> None:
-        """Settle a failed head: retry in place, snooze, hold the key, or dead-letter."""
-        delay, info, reason, error = 0.0, "", "", ""
-        if isinstance(exc, Snooze):
-            action, kind, delay = "snooze", EventKind.SNOOZED, _seconds(exc.delay)
+        """Settle a failed head by the retry decision every queue shares: retry in place,
+        snooze, or (attempts spent) hold the key or dead-letter the head."""
+        decision = decide(msg, exc, self.q.retry, self.clock)
+        info, reason = "", decision.reason
+        if decision.action is Action.SNOOZE:
+            action, kind = "snooze", EventKind.SNOOZED
+        elif decision.action is Action.RETRY:
+            action, kind = "retry", EventKind.RETRIED
+            msg.attempts += 1
         elif isinstance(exc, DeadLetter):
-            action, kind, reason = "dead_letter", EventKind.DEAD_LETTERED, exc.reason
-            error = error_details(msg, exc, msg.attempts + 1)
+            action, kind = "dead_letter", EventKind.DEAD_LETTERED
         else:
             msg.attempts += 1
-            error = error_details(msg, exc, msg.attempts)
-            if msg.attempts < self.q.max_attempts:
-                action, kind = "retry", EventKind.RETRIED
-                delay = (_seconds(exc.delay) if isinstance(exc, Retry) and exc.delay is not None
-                         else self.q.retry.delay(msg.attempts))
-            elif self.q.on_failure == "block":
+            if self.q.on_failure == "block":
                 action, kind, reason = "block", EventKind.RETRIED, "blocked: held for an operator"
             else:
-                action, kind, reason = "dead_letter", EventKind.DEAD_LETTERED, "max_attempts"
+                action, kind = "dead_letter", EventKind.DEAD_LETTERED
+        if action in ("retry", "block"):
             info = orjson.dumps({"state": "blocked" if action == "block" else "retrying",
                                  "id": msg.id, "attempts": msg.attempts,
                                  "error": f"{type(exc).__name__}: {exc}"}).decode()
-        part = self.q.parts[p]
-        item = msg.id.encode() + b"|" + encode(msg)
-        [done] = await self._scripts([(SCRIPTS.fail, [*part.keys, part.list_key(key)], [
-            self.consumer, own.epoch, key, msg.id, action, item, int(delay * 1000), info,
-            reason or "failed", error])], settle=True)
+        item = msg.id.encode() + b"|" + encode(msg, check=False)
+        [done] = await self._scripts([scripts.fail(
+            self.q.parts[p], worker=self.consumer, epoch=own.epoch, key=key, msg_id=msg.id,
+            action=action, item=item, delay_ms=int(decision.delay * 1000), blocked_info=info,
+            reason=reason or "failed", error=decision.error_json)], settle=True)
         self._kick.set()  # the key is due again (or goes on): the next wait must know it
         if not int(done):
             kind = EventKind.LEASE_LOST
         if self.bus.active:
-            self.bus.message_event(kind, msg, duration=duration, delay=delay,
+            self.bus.message_event(kind, msg, duration=duration, delay=decision.delay,
                                    reason=reason or None, error=f"{type(exc).__name__}: {exc}")
 
-    def _ack(self, own: Owned, key: str, msg: Message, duration: float) -> None:
-        own.acks.append((key, msg, duration))
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_acks())
-
-    async def _flush_acks(self) -> None:
-        """Acks that finished while the previous round trip was out go in the next one."""
+    async def _flush_acks(self, batch: list[Ack]) -> None:
+        """One round trip: an ack script call per partition of the batch."""
+        by_part: dict[tuple[int, int], list[Ack]] = {}
+        for ack in batch:
+            by_part.setdefault((ack[0], id(ack[1])), []).append(ack)
+        groups = list(by_part.values())
+        calls = [scripts.ack(self.q.parts[g[0][0]], worker=self.consumer, epoch=g[0][1].epoch,
+                             heads=[(key, msg.id) for _, _, key, msg, _ in g]) for g in groups]
         try:
-            while True:
-                plan = [(p, own, own.acks[:1000]) for p, own in self.owned.items() if own.acks]
-                if not plan:
-                    return
-                calls = []
-                for p, own, batch in plan:
-                    own.acks = own.acks[len(batch):]
-                    part = self.q.parts[p]
-                    keys = list(part.keys)
-                    args: list[Any] = [self.consumer, own.epoch]
-                    for key, msg, _ in batch:
-                        list_key = part.list_key(key)
-                        if list_key not in keys:
-                            keys.append(list_key)
-                        args += (keys.index(list_key) + 1, key, msg.id)
-                    calls.append((SCRIPTS.ack, keys, args))
-                replies = await self._scripts(calls, settle=True)
-                self._kick.set()  # the acked keys' next messages are ready in our partitions
-                for (_, _, batch), refused in zip(plan, replies, strict=True):
-                    refused_at = {int(i) - 1 for i in refused}
-                    if self.bus.active:
-                        for i, (_, msg, duration) in enumerate(batch):
-                            kind = EventKind.LEASE_LOST if i in refused_at else EventKind.ACKED
-                            self.bus.message_event(kind, msg, duration=duration)
-        finally:
-            self._flusher = None
+            replies = await self._scripts(calls, settle=True)
+        except Exception as exc:  # only when stopping: the heads run again under their owner
+            log.error("acks of %s not settled (%s); those heads run again", self.q.name, exc)
+            return
+        self._kick.set()  # the acked keys' next messages are ready in our partitions
+        for group, refused in zip(groups, replies, strict=True):
+            refused_at = {int(i) - 1 for i in refused}
+            if self.bus.active:
+                for i, (_, _, _, msg, duration) in enumerate(group):
+                    kind = EventKind.LEASE_LOST if i in refused_at else EventKind.ACKED
+                    self.bus.message_event(kind, msg, duration=duration)
 
     async def _scripts(self, calls: list[ScriptCall],
                        settle: bool = False) -> list[Any]:
         """Run scripts in one round trip. Settles retry through connection trouble (until
         shutdown gives up on them): a lost settle only means the head runs again."""
-        pause = 0.05
+        backoff = Backoff(self.clock, cap=2.0)
         while True:
             try:
-                return await run_scripts(self.client, calls)
+                return await run_pipelined(self.client, calls)
             except TRANSIENT as exc:
                 if not settle or self.stopping:
                     raise
-                log.warning("settle on %s failed (%s); retrying", self.q.name, exc)
-                await asyncio.sleep(pause)
-                pause = min(2.0, pause * 2)
+                await backoff.wait(f"settle on {self.q.name}", exc)
 
     # -- ownership ---------------------------------------------------------------------
 
@@ -306,7 +288,7 @@ class OrderedRunner:
                 log.warning("heartbeat of %s failed (%s)", self.q.name, exc)
             for p, own in list(self.owned.items()):
                 # Not renewed for most of a lease: another worker may own it any moment.
-                if time.monotonic() - own.renewed > self.q.lease * 0.8:
+                if self.clock.monotonic() - own.renewed > self.q.lease * 0.8:
                     self._lost(p, own, "lease not renewed in time")
             # asyncio.wait, not wait_for: on 3.11 wait_for too can swallow a cancellation.
             waits = [asyncio.ensure_future(e.wait()) for e in (self._rebalance, self._leaving)]
@@ -318,17 +300,18 @@ class OrderedRunner:
             self._rebalance.clear()
 
     async def _heartbeat(self) -> None:
-        sent = time.monotonic()
-        members = [text(m) for m in await SCRIPTS.members(
-            self.client, [self.q.members_key], [self.consumer, int(self.q.lease * 1000), "0"])]
-        mine = assign(members, self.q.partitions).get(self.consumer, set())
+        sent = self.clock.monotonic()
         lease_ms = int(self.q.lease * 1000)
+        [reply] = await self._scripts([scripts.members(self.q.members_key, worker=self.consumer,
+                                                       ttl_ms=lease_ms)])
+        members = [text(m) for m in reply]
+        mine = assign(members, self.q.partitions).get(self.consumer, set())
         held = list(self.owned.items())
         wanted = sorted(p for p in mine if p not in self.owned)
-        calls = [(SCRIPTS.claim, self.q.parts[p].keys, [self.consumer, own.epoch, lease_ms])
-                 for p, own in held]
-        calls += [(SCRIPTS.claim, self.q.parts[p].keys, [self.consumer, "", lease_ms])
-                  for p in wanted]
+        calls = [scripts.claim(self.q.parts[p], worker=self.consumer, epoch=own.epoch,
+                               lease_ms=lease_ms) for p, own in held]
+        calls += [scripts.claim(self.q.parts[p], worker=self.consumer, epoch="",
+                                lease_ms=lease_ms) for p in wanted]
         replies = await self._scripts(calls)
         for (p, own), epoch in zip(held, replies, strict=False):
             if self.owned.get(p) is not own:
@@ -348,14 +331,11 @@ class OrderedRunner:
                 await self._release(p, own)
 
     async def _release(self, p: int, own: Owned) -> None:
-        while self._flusher is not None:  # its acks first, or its keys' heads run again
-            await asyncio.shield(self._flusher)
-        if own.acks:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_acks())
-            await asyncio.shield(self._flusher)
+        await self.acks.flushed()  # its acks first, or its keys' heads run again
         if self.owned.get(p) is own:
             del self.owned[p]
-            await SCRIPTS.release(self.client, self.q.parts[p].keys, [self.consumer, own.epoch])
+            await self._scripts([scripts.release(self.q.parts[p], worker=self.consumer,
+                                                 epoch=own.epoch)])
 
     def _lost(self, p: int, own: Owned, why: str) -> None:
         if self.owned.get(p) is own:
@@ -364,7 +344,6 @@ class OrderedRunner:
                         p, why, len(own.tasks))
         for task in own.tasks.values():
             task.cancel()
-        own.acks.clear()
 
     async def _shutdown(self) -> None:
         self.stopping = True
@@ -379,15 +358,11 @@ class OrderedRunner:
         try:
             for p, own in list(self.owned.items()):
                 await self._release(p, own)
-            await SCRIPTS.members(self.client, [self.q.members_key],
-                                  [self.consumer, int(self.q.lease * 1000), "1"])
+            await self._scripts([scripts.members(self.q.members_key, worker=self.consumer,
+                                                 ttl_ms=int(self.q.lease * 1000), leave=True)])
         except TRANSIENT as exc:
             log.error("%s: could not hand back partitions (%s); they move on when their "
                       "leases run out", self.q.name, exc)
-
-
-def _seconds(value: timedelta | float) -> float:
-    return max(0.0, value.total_seconds() if isinstance(value, timedelta) else float(value))
 
 
 async def _first(*aws: Any) -> None:

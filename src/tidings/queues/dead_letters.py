@@ -7,10 +7,8 @@ and reports it, purge deletes it like any other.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import math
-import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,9 +19,9 @@ from redis.exceptions import ResponseError
 
 from ..core.errors import ValidationError
 from ..core.message import Message, Priority, encode
-from ..engine.broker import raise_if_denied
-from ..engine.scripts import SCRIPTS
-from .stored import decoded, lane_of, text, text_fields, time_of_ms
+from ..core.stored import decoded, lane_of, text, text_fields, time_of_ms
+from ..engine.connection import raise_if_denied
+from . import scripts
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -164,7 +162,7 @@ class DeadLetters:
 
     @property
     def _key(self) -> str:
-        return self.queue.keys[5]
+        return self.queue.keys.dlq
 
     async def scan(self, where: Filter | None = None,
                    page: int = 500) -> AsyncIterator[DeadLetter]:
@@ -193,7 +191,7 @@ class DeadLetters:
     async def get(self, message_id: str) -> DeadLetter | None:
         """The dead letter of ``message_id`` (found by its index entry, else by a scan)."""
         broker = self.queue.app.broker
-        where = text(await broker.client.hget(self.queue.keys[7], message_id) or b"")
+        where = text(await broker.client.hget(self.queue.keys.index, message_id) or b"")
         if where.startswith("x:"):
             try:
                 entries = await broker.client.xrange(self._key, where[2:], where[2:])
@@ -226,15 +224,16 @@ class DeadLetters:
         wanted = set(message_ids) if message_ids is not None else None
         done = 0
         skipped: builtins.list[Skipped] = []
-        started = time.monotonic()
-        args: builtins.list[Any] = []
+        clock = self.queue.app.clock
+        started = clock.monotonic()
+        items: builtins.list[tuple[str, int, str, bytes]] = []
 
         async def flush() -> None:
-            nonlocal done, args
-            if args:
-                done += int(await self.queue.app.broker.call(SCRIPTS.dlq_replay,
-                                                              self.queue.keys, args))
-                args = []
+            nonlocal done, items
+            if items:
+                done += int(await self.queue.app.broker.run(
+                    scripts.dlq_replay(self.queue.keys, items)))
+                items = []
 
         step = max(1, min(batch, int(rate))) if rate else batch
         async for item in self.scan(where):
@@ -244,13 +243,13 @@ class DeadLetters:
             if isinstance(replayable, str):
                 skipped.append(Skipped(item.entry_id, item.message_id, replayable))
                 continue
-            args += replayable
-            if len(args) >= 4 * step:
+            items.append(replayable)
+            if len(items) >= step:
                 await flush()
                 if rate:
-                    ahead = done / rate - (time.monotonic() - started)
+                    ahead = done / rate - (clock.monotonic() - started)
                     if ahead > 0:
-                        await asyncio.sleep(ahead)
+                        await clock.sleep(ahead)
         await flush()
         return DeadLetterCount(done, skipped)
 
@@ -266,12 +265,12 @@ class DeadLetters:
                      if wanted is None or item.message_id in wanted]
         purged = 0
         for i in range(0, len(entry_ids), 500):
-            purged += int(await self.queue.app.broker.call(
-                SCRIPTS.dlq_purge, self.queue.keys, entry_ids[i:i + 500]))
+            purged += int(await self.queue.app.broker.run(
+                scripts.dlq_purge(self.queue.keys, entry_ids[i:i + 500])))
         return DeadLetterCount(purged)
 
 
-def _replay_args(item: DeadLetter) -> tuple[Any, ...] | str:
+def _replay_args(item: DeadLetter) -> tuple[str, int, str, bytes] | str:
     """dlq_replay's arguments for ``item``, or why it cannot be replayed."""
     message = item.message
     if message is None:
@@ -281,7 +280,7 @@ def _replay_args(item: DeadLetter) -> tuple[Any, ...] | str:
     message.attempts = 0
     message.expires_at_ms = None
     try:
-        envelope = encode(message)
+        envelope = encode(message, check=False)  # a foreign payload moves on as it was
     except (ValueError, TypeError, OverflowError) as exc:
         return f"cannot be replayed: the envelope cannot be encoded again ({exc})"
     return item.entry_id, int(item.lane), message.id, envelope

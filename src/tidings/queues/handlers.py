@@ -1,31 +1,14 @@
-"""What the worker needs from a queue: the handler spec, fetch gates, worker services."""
+"""What a queue's consumer registers: its handler and how to run it."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 from ..core.errors import ValidationError
-
-if TYPE_CHECKING:
-    from ..worker.worker import Worker
-    from .queue import Queue
-
-
-class FetchGate(Protocol):
-    """Decides how many messages a queue's fetch loop may take now (flow control).
-
-    ``admit`` may wait (a paused queue, an open circuit breaker, an empty rate bucket) and
-    returns how many of ``free`` slots may be filled; 0 means ask again shortly.
-    """
-
-    async def admit(self, queue: Queue, free: int) -> int: ...
-
-
-WorkerService = Callable[["Worker"], Coroutine[Any, Any, None]]
 
 
 @dataclass(slots=True, frozen=True)

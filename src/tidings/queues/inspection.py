@@ -1,6 +1,6 @@
 """Inspecting one message: where it is and what it holds, even when it was stored badly.
 
-Behind :meth:`Broker.inspect` (``queue.inspect``, ``tidings inspect``). An operator looks
+Behind :meth:`Queue.inspect` (``tidings inspect``). An operator looks
 at a message precisely when something is wrong with it, so nothing stored can make this
 raise: an envelope that does not decode, a missing field, an index value that is not a
 location, a malformed delayed body are reported in the result instead.
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ..engine.broker import raise_if_denied
-from .queue import GROUP, LANE_NAMES, MessageInfo
-from .stored import decoded, integer, lane_of, text, text_fields, time_of_ms
+from ..core.keys import GROUP, LANE_NAMES
+from ..core.message import Message
+from ..core.stored import decoded, integer, lane_of, text, text_fields, time_of_ms
+from ..engine.connection import raise_if_denied
 
 if TYPE_CHECKING:
     from ..engine.broker import Broker
@@ -24,25 +26,34 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class InspectedMessage(MessageInfo):
-    """A :class:`MessageInfo` with what was stored, to show what could not be read.
+class MessageInfo:
+    """Where a message is and what it holds, for ``tidings inspect``.
 
-    ``fields``: the stored fields as text (a stream entry's fields; for a delayed message
-    its ``lane``, ``expires`` and ``envelope``; for an unreadable location the ``index``
-    value). ``decode_error``: why the envelope, or the location, could not be read (then
-    ``message`` is None; ``state`` is "unknown" when the location itself is unreadable).
+    ``state``: queued | in_flight | delayed | dead, or unknown when even its location
+    cannot be read. ``fields``: what is stored, as text (a stream entry's fields; for a
+    delayed message its ``lane``, ``expires`` and ``envelope``; for an unreadable location
+    the ``index`` value). ``decode_error``: why the envelope, or the location, could not be
+    read (then ``message`` is None).
     """
 
+    id: str
+    state: str
+    message: Message | None
+    lane: str | None = None
+    due_at: datetime | None = None
+    deliveries: int = 0
+    dead_letter: dict[str, Any] | None = None
     fields: dict[str, str] = field(default_factory=dict)
     decode_error: str | None = None
 
 
-async def inspect_message(broker: Broker, queue: Queue, message_id: str) -> InspectedMessage | None:
-    """What :meth:`Broker.inspect` returns; None when the index does not know the id, or
+async def inspect_message(queue: Queue, message_id: str) -> MessageInfo | None:
+    """What :meth:`Queue.inspect` returns; None when the index does not know the id, or
     the message moved on between two reads (acked, promoted, replayed)."""
+    broker = queue.app.broker
     where = ""
     try:
-        stored = await broker.client.hget(queue.keys[7], message_id)
+        stored = await broker.client.hget(queue.keys.index, message_id)
         if stored is None:
             return None
         where = text(stored)
@@ -61,15 +72,15 @@ async def inspect_message(broker: Broker, queue: Queue, message_id: str) -> Insp
         return _unreadable(message_id, where, f"could not be read: {exc}")
 
 
-def _unreadable(message_id: str, where: str, reason: str) -> InspectedMessage:
-    return InspectedMessage(message_id, "unknown", None, fields={"index": where},
+def _unreadable(message_id: str, where: str, reason: str) -> MessageInfo:
+    return MessageInfo(message_id, "unknown", None, fields={"index": where},
                             decode_error=f"index entry {where!r} {reason}")
 
 
-async def _delayed(broker: Broker, queue: Queue, message_id: str) -> InspectedMessage | None:
+async def _delayed(broker: Broker, queue: Queue, message_id: str) -> MessageInfo | None:
     k = queue.keys
-    body, due = await asyncio.gather(broker.client.hget(k[4], message_id),
-                                     broker.client.zscore(k[3], message_id))
+    body, due = await asyncio.gather(broker.client.hget(k.delayed_bodies, message_id),
+                                     broker.client.zscore(k.delayed, message_id))
     if body is None:
         return None
     lane_part, _, rest = body.partition(b"|")
@@ -81,42 +92,42 @@ async def _delayed(broker: Broker, queue: Queue, message_id: str) -> InspectedMe
     else:
         fields, lane = {"body": text(body)}, None
         message, error = None, "the delayed body is not lane|expires|envelope"
-    return InspectedMessage(message_id, "delayed", message, lane.label if lane else None,
+    return MessageInfo(message_id, "delayed", message, lane.label if lane else None,
                             time_of_ms(due), fields=fields, decode_error=error)
 
 
 async def _dead(broker: Broker, queue: Queue, message_id: str,
-                entry_id: str) -> InspectedMessage | None:
-    entries = await broker.client.xrange(queue.keys[5], entry_id, entry_id)
+                entry_id: str) -> MessageInfo | None:
+    entries = await broker.client.xrange(queue.keys.dlq, entry_id, entry_id)
     if not entries:
         return None
     stored: dict[Any, Any] = entries[0][1]
     fields = text_fields(stored)
     message, error = decoded(stored.get(b"m"))
     lane = lane_of(stored.get(b"lane", b"1"))
-    return InspectedMessage(
+    return MessageInfo(
         message_id, "dead", message, lane.label if lane else None,
         dead_letter={key: value for key, value in fields.items() if key not in ("m", "i")},
         fields=fields, decode_error=error)
 
 
 async def _in_lane(broker: Broker, queue: Queue, message_id: str, lane: int,
-                   entry_id: str) -> InspectedMessage | None:
+                   entry_id: str) -> MessageInfo | None:
     k = queue.keys
-    entries = await broker.client.xrange(k[lane], entry_id, entry_id)
+    entries = await broker.client.xrange(k.lane(lane), entry_id, entry_id)
     if not entries:
         return None
     try:
-        pending = await broker.client.xpending_range(k[lane], GROUP, entry_id, entry_id, 1)
+        pending = await broker.client.xpending_range(k.lane(lane), GROUP, entry_id, entry_id, 1)
     except ResponseError as exc:
         if "NOGROUP" not in str(exc):
             raise
         pending = []  # no consumer group yet: nobody can hold it
-    deliveries = await broker.client.hget(k[6], f"{lane}{entry_id}")
+    deliveries = await broker.client.hget(k.deliveries, f"{lane}{entry_id}")
     stored: dict[Any, Any] = entries[0][1]
     message, error = decoded(stored.get(b"m"))
     if message is not None:
         message.entry_id, message.lane = entry_id, lane
-    return InspectedMessage(message_id, "in_flight" if pending else "queued", message,
+    return MessageInfo(message_id, "in_flight" if pending else "queued", message,
                             LANE_NAMES[lane], deliveries=integer(deliveries) or 0,
                             fields=text_fields(stored), decode_error=error)

@@ -1,25 +1,20 @@
 """A queue: publishing, delayed-message control and inspection.
 
-Redis layout of queue ``email`` under prefix ``tidings`` (one hash tag, one cluster slot)::
-
-    tidings:{email}:high|normal|low   lane streams, consumer group "tidings"
-    tidings:{email}:delayed           zset msg id -> due ms (server clock)
-    tidings:{email}:delayed-bodies    hash msg id -> lane|expires|envelope
-    tidings:{email}:dlq               dead-letter stream
-    tidings:{email}:deliveries        hash lane+entry id -> delivery count (the lease token)
-    tidings:{email}:index             hash msg id -> where the message is now
-    tidings:{email}:idem:<key>        idempotency key -> first msg id (expires)
+Its Redis keys (one hash tag, one cluster slot) are named in :class:`tidings.core.keys.
+QueueKeys`; the scripts that change them in :mod:`tidings.queues.scripts`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from ..core.config import QueueConfig
-from ..core.errors import PayloadError, ValidationError
+from ..core.clock import now_ms
+from ..core.config import QueueConfig, build_queue_config
+from ..core.errors import MessageNotFoundError, PayloadError, ValidationError
+from ..core.ids import new_message_id
 from ..core.message import (
     Message,
     Priority,
@@ -28,34 +23,25 @@ from ..core.message import (
     duration_ms,
     encode,
     from_ms,
-    new_message_id,
-    now_ms,
     to_ms,
     validate_headers,
 )
-from ..engine.scripts import SCRIPTS
+from ..core.progress import ProgressCallback
+from . import scripts
 from .dead_letters import DeadLetters
+from .handlers import HandlerSpec
 
 if TYPE_CHECKING:
-    from ..app import Tidings
-    from .handlers import FetchGate, HandlerSpec
+    from .host import QueueHost
+    from .inspection import MessageInfo
+    from .stats import QueueStats
 
-GROUP = "tidings"
-LANE_NAMES = ("high", "normal", "low")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_message_id(message_id: Any) -> None:
     if not isinstance(message_id, str) or not message_id:
         raise ValidationError("message_id", f"must be a non-empty string, got {message_id!r}")
-
-
-def queue_keys(prefix: str, name: str) -> list[str]:
-    """The twelve keys every queue script receives, in the order the scripts expect."""
-    tag = f"{prefix}:{{{name}}}"
-    return [f"{tag}:{suffix}" for suffix in (
-        "high", "normal", "low", "delayed", "delayed-bodies", "dlq", "deliveries", "index",
-        "stats", "wake", "consumers", "config")]
 
 
 @dataclass(slots=True)
@@ -73,37 +59,6 @@ class Outgoing:
     max_attempts: int | None = None
 
 
-@dataclass(slots=True)
-class QueueStats:
-    """A snapshot of one queue, as ``tidings queues`` shows it."""
-
-    name: str
-    lanes: dict[str, int]  # undelivered entries per lane
-    in_flight: int
-    delayed: int
-    dead: int
-    oldest_age: float | None  # seconds since the oldest undelivered message was enqueued
-    consumers: int
-    counters: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def depth(self) -> int:
-        return sum(self.lanes.values())
-
-
-@dataclass(slots=True)
-class MessageInfo:
-    """Where a message is and what it holds, for ``tidings inspect``."""
-
-    id: str
-    state: str  # queued | in_flight | delayed | dead
-    message: Message | None
-    lane: str | None = None
-    due_at: datetime | None = None
-    deliveries: int = 0
-    dead_letter: dict[str, Any] | None = None
-
-
 class Queue:
     """A named queue with three priority lanes, a delayed set and a dead-letter queue.
 
@@ -111,14 +66,12 @@ class Queue:
     register the consumer with :meth:`handler`.
     """
 
-    def __init__(self, app: Tidings, config: QueueConfig) -> None:
+    def __init__(self, app: QueueHost, config: QueueConfig) -> None:
         self.app = app
         self.config = config
         self.name = config.name
-        self.keys = queue_keys(app.settings.key_prefix, config.name)
-        self._idem_prefix = f"{app.settings.key_prefix}:{{{config.name}}}:idem:"
+        self.keys = app.key_space.queue(config.name)
         self.handler_spec: HandlerSpec | None = None
-        self.gates: list[FetchGate] = []  # flow control consulted before each fetch
         self.dlq = DeadLetters(self)
 
     def __repr__(self) -> str:
@@ -156,8 +109,6 @@ class Queue:
             async def send(msg: Message) -> None:
                 await smtp.send(**msg.payload)
         """
-        from .handlers import HandlerSpec
-
         def register(func: F) -> F:
             self.handler_spec = HandlerSpec.build(func, concurrency, batch_size, batch_wait)
             return func
@@ -166,8 +117,8 @@ class Queue:
 
     # -- publishing --------------------------------------------------------------------
 
-    def _prepare(self, item: Outgoing, created: int, args: list[Any], keys: list[str]) -> str:
-        """Validate one message and append its script arguments; returns its id."""
+    def _prepare(self, item: Outgoing, created: int, batch: scripts.PublishBatch) -> str:
+        """Validate one message and add it to ``batch``; returns its id."""
         priority = Priority.parse(item.priority)
         if item.delay is not None and item.send_at is not None:
             raise ValidationError("delay", "give either delay or send_at, not both")
@@ -189,20 +140,19 @@ class Queue:
             raise ValidationError("idempotency_key", "must be a non-empty string of <= 512 chars")
         not_before = due_at if due_at is not None else (
             created + delay if delay is not None else None)
-        msg_id = new_message_id()
-        raw = encode(Message(
-            msg_id, self.name, item.payload, validate_headers(item.headers), priority, key, 0,
-            created, not_before, expires, item.max_attempts,
-        ))
+        msg_id = new_message_id(created)
+        message = Message(msg_id, self.name, item.payload, validate_headers(item.headers),
+                          priority, key, 0, created, not_before, expires, item.max_attempts)
+        chain = self.app.middleware
+        if chain.publishing:
+            chain.before_publish(self.name, message)
+        raw = encode(message)
         if len(raw) > self.config.max_payload_bytes:
             raise PayloadError("payload", f"encoded message is {len(raw)} bytes; queue "
                                f"{self.name!r} allows {self.config.max_payload_bytes}")
-        idem_index = 0
-        if key is not None:
-            keys.append(self._idem_prefix + key)
-            idem_index = len(keys)
-        args += (msg_id, int(priority), raw, "" if expires is None else expires,
-                 "" if due_at is None else due_at, "" if delay is None else delay, idem_index)
+        batch.add(msg_id, int(priority), raw, expires_at_ms=expires, due_at_ms=due_at,
+                  delay_ms=delay, idempotency_key=None if key is None else
+                  self.keys.idempotency(key))
         return msg_id
 
     async def publish(
@@ -258,21 +208,23 @@ class Queue:
         return ids
 
     async def _publish(self, items: Sequence[Outgoing]) -> list[str]:
-        if not self.app.broker.connected:
-            await self.app.connect()
-        created = now_ms()
-        keys = list(self.keys)
-        args: list[Any] = [int(self.config.dedupe_window * 1000)]
+        app = self.app
+        if not app.broker.connected:
+            await app.connect()
+        created = now_ms(app.clock)
+        batch = scripts.PublishBatch(self.keys, int(self.config.dedupe_window * 1000))
         for item in items:
-            self._prepare(item, created, args, keys)
-        result = await self.app.broker.publish(self, keys, args)
+            self._prepare(item, created, batch)
+        config = self.config
+        result = await app.broker.publish(batch.call(), config.durability,
+                                          config.durability_timeout)
         ids = [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in result]
-        bus = self.app.events
-        if bus.active:
+        chain = app.middleware
+        if chain.active:
             for msg_id, (_, new), item in zip(ids, result, items, strict=True):
                 if new:
-                    bus.emit_published(self.name, msg_id, Priority.parse(item.priority),
-                                       item.headers)
+                    chain.emit_published(self.name, msg_id, Priority.parse(item.priority),
+                                         item.headers)
         return ids
 
     # -- delayed messages --------------------------------------------------------------
@@ -280,22 +232,20 @@ class Queue:
     async def cancel(self, message_id: str) -> bool:
         """Cancel a message waiting in the delayed set; False if it is not waiting there."""
         _check_message_id(message_id)
-        return bool(await self.app.broker.call(SCRIPTS.cancel_delayed, self.keys, [message_id]))
+        return bool(await self.app.broker.run(scripts.cancel_delayed(self.keys, message_id)))
 
     async def reschedule(
         self, message_id: str, *, delay: timedelta | float | None = None,
         send_at: datetime | None = None,
     ) -> datetime:
         """Move a delayed message to a new due time; raises MessageNotFoundError if absent."""
-        from ..core.errors import MessageNotFoundError
-
         _check_message_id(message_id)
         if (delay is None) == (send_at is None):
             raise ValidationError("delay", "give exactly one of delay or send_at")
-        args = ["" if send_at is None else to_ms(send_at, "send_at"),
-                "" if delay is None else duration_ms(delay, "delay")]
-        due = await self.app.broker.call(SCRIPTS.reschedule_delayed, self.keys,
-                                         [message_id, *args])
+        due = await self.app.broker.run(scripts.reschedule_delayed(
+            self.keys, message_id,
+            due_at_ms=None if send_at is None else to_ms(send_at, "send_at"),
+            delay_ms=None if delay is None else duration_ms(delay, "delay")))
         if due < 0:
             raise MessageNotFoundError(f"{message_id} is not waiting in {self.name}'s delayed set")
         result = from_ms(due)
@@ -306,22 +256,30 @@ class Queue:
 
     async def set_weights(self, high: int, normal: int, low: int) -> None:
         """Change the lane weights of every running worker (applied within a heartbeat)."""
-        from ..core.config import build_queue_config
-
         build_queue_config(self.name, weights=(high, normal, low))  # validates
-        await self.app.broker.client.hset(self.keys[11], "weights", f"{high},{normal},{low}")
+        await self.app.broker.client.hset(self.keys.config, "weights", f"{high},{normal},{low}")
 
     async def stats(self) -> QueueStats:
-        return await self.app.broker.queue_stats(self)
+        from .stats import read_stats
+
+        return await read_stats(self)
 
     async def inspect(self, message_id: str) -> MessageInfo | None:
-        return await self.app.broker.inspect(self, message_id)
+        """Where ``message_id`` is and what it holds; None if the queue does not know it.
+
+        Never raises on malformed stored data: what cannot be read is reported in the
+        result (``fields`` as text, ``decode_error``), with ``state`` "unknown" when even
+        the location is unreadable.
+        """
+        from .inspection import inspect_message
+
+        return await self.app.broker.retrying(inspect_message, self, message_id)
 
     def decode(self, raw: bytes) -> Message:
         return decode(raw)
 
     async def delete(self, *, force: bool = False,
-                     progress: Callable[[int, int | None], None] | None = None) -> int:
+                     progress: ProgressCallback | None = None) -> int:
         """Delete this queue and everything it holds; returns how many keys went.
 
         Refuses with :class:`~tidings.errors.QueueNotEmptyError` while it holds messages

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time as _time
-import weakref
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -22,15 +20,14 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import CampaignNotFoundError
-from ..core.events import Event, EventKind, Middleware
+from ..core.events import Event, EventKind
 from ..core.message import from_ms
-from ..engine.broker import text
-from ..engine.scripts import Script
-from ..queues.queue import queue_keys
+from ..core.middleware import Middleware, WorkerView
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
 
 if TYPE_CHECKING:
-    from ..app import Tidings
-    from ..worker import Worker
+    from ..queues.host import ExtensionHost
 
 __all__ = ["CampaignCounter", "CampaignProgress", "read_progress"]
 
@@ -39,18 +36,10 @@ log = logging.getLogger("tidings.scheduling.campaigns")
 # How many pending-set entries one sweep or cancel script call walks: bounds how long a
 # single call holds the server. Read at call time, so tests can shrink it.
 SWEEP_BATCH = 10_000
-SWEEP = Script("campaign_sweep")
+SWEEP = LIBRARY["campaign_sweep"]
 
 _SETTLED = {EventKind.ACKED: "processed", EventKind.DEAD_LETTERED: "failed",
             EventKind.EXPIRED: "failed"}
-_COUNTERS: weakref.WeakKeyDictionary[Tidings, CampaignCounter] = weakref.WeakKeyDictionary()
-
-
-def campaign_keys(prefix: str, queue: str, campaign_id: str) -> tuple[str, str, str]:
-    """The record keys of a campaign: its hash, pending set and throttle slots (one slot:
-    the queue's hash tag)."""
-    base = f"{prefix}:{{{queue}}}:campaign:{campaign_id}"
-    return base, f"{base}:pending", f"{base}:slots"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,16 +106,17 @@ class CampaignProgress:
                    when("finished_at"), when("cancelled_at"))
 
 
-async def sweep(app: Tidings, queue: str, campaign_id: str,
+async def sweep(app: ExtensionHost, queue: str, campaign_id: str,
                 limit: int) -> tuple[int, list[Any], int]:
     """One sweep batch; returns (more to sweep, flat campaign hash, pending left)."""
-    prefix = app.settings.key_prefix
-    keys = [*queue_keys(prefix, queue), *campaign_keys(prefix, queue, campaign_id)[:2]]
+    queue_keys = app.key_space.queue(queue)
+    campaign = queue_keys.campaign(campaign_id)
+    keys = [*queue_keys.script_keys, campaign.record, campaign.pending]
     _, more, pending, flat = await app.broker.call(SWEEP, keys, [limit])
     return int(more), flat, int(pending)
 
 
-async def read_progress(app: Tidings, queue: str, campaign_id: str) -> CampaignProgress:
+async def read_progress(app: ExtensionHost, queue: str, campaign_id: str) -> CampaignProgress:
     """The campaign's counters, after counting the messages released since the last look."""
     while True:
         more, flat, pending = await sweep(app, queue, campaign_id, SWEEP_BATCH)
@@ -147,7 +137,7 @@ class CampaignCounter(Middleware):
     when a flush's reply is lost to a connection failure after the server applied it.
     """
 
-    def __init__(self, app: Tidings, flush_delay: float = 0.1) -> None:
+    def __init__(self, app: ExtensionHost, flush_delay: float = 0.1) -> None:
         self.app = app
         self.flush_delay = flush_delay
         self.counts: Counter[tuple[str, str, str]] = Counter()
@@ -170,7 +160,7 @@ class CampaignCounter(Middleware):
             self._task = loop.create_task(self._flush_later())
 
     async def _flush_later(self) -> None:
-        await asyncio.sleep(self.flush_delay)
+        await self.app.clock.sleep(self.flush_delay)
         try:
             await self.flush()
         except Exception as exc:
@@ -183,7 +173,7 @@ class CampaignCounter(Middleware):
         if not counts or not self.app.broker.connected:
             self.counts.update(counts)
             return
-        prefix = self.app.settings.key_prefix
+        space = self.app.key_space
         by_queue: dict[str, list[tuple[str, str, int]]] = {}
         for (queue, campaign_id, field), n in counts.items():
             by_queue.setdefault(queue, []).append((campaign_id, field, n))
@@ -193,7 +183,7 @@ class CampaignCounter(Middleware):
             for queue, items in by_queue.items():
                 pipe = client.pipeline(transaction=True)  # all or nothing per queue
                 for campaign_id, field, n in items:
-                    pipe.hincrby(campaign_keys(prefix, queue, campaign_id)[0], field, n)
+                    pipe.hincrby(space.queue(queue).campaign(campaign_id).record, field, n)
                 await pipe.execute()
                 done.add(queue)
         except BaseException:
@@ -205,30 +195,17 @@ class CampaignCounter(Middleware):
 
     async def _sweep_now_and_then(self, counts: Counter[tuple[str, str, str]]) -> None:
         """Keep ``released`` current and the pending sets small while a campaign runs."""
-        now = _time.monotonic()
+        now = self.app.clock.monotonic()
         for queue, campaign_id, _ in counts:
             if now - self._swept.get((queue, campaign_id), 0.0) >= 1.0:
                 self._swept[(queue, campaign_id)] = now
                 await sweep(self.app, queue, campaign_id, SWEEP_BATCH)
 
-    async def flush_on_stop(self, worker: Worker) -> None:
-        """Worker service: idle until the worker stops, then flush what is left."""
+    async def on_worker_stop(self, worker: WorkerView) -> None:
+        """Flush what is left when the worker has drained."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
         try:
-            await asyncio.Event().wait()
-        finally:
-            if self._task is not None and not self._task.done():
-                self._task.cancel()
-            try:
-                await self.flush()
-            except Exception as exc:
-                log.warning("campaign counters lost at shutdown: %s", exc)
-
-
-def counter_of(app: Tidings) -> CampaignCounter:
-    """The app's counter, installed (middleware and worker service) on first use."""
-    found = _COUNTERS.get(app)
-    if found is None:
-        found = _COUNTERS[app] = CampaignCounter(app)
-        app.add_middleware(found)
-        app.add_worker_service(found.flush_on_stop)
-    return found
+            await self.flush()
+        except Exception as exc:
+            log.warning("campaign counters lost at shutdown: %s", exc)

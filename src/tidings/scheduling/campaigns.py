@@ -50,7 +50,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import re
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sized
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -58,37 +57,26 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import msgpack
 import orjson
-from redis.exceptions import NoScriptError
 
-from ..core.config import RECORD_ID_PATTERN, Durability
+from ..core.clock import now_ms, utc_now
+from ..core.config import RECORD_ID_PATTERN
 from ..core.errors import (
     CampaignConflictError,
     CampaignNotFoundError,
-    DurabilityError,
     PayloadError,
     ValidationError,
 )
-from ..core.message import (
-    Message,
-    Priority,
-    duration_ms,
-    encode,
-    new_message_ids_at,
-    now_ms,
-    validate_headers,
-)
+from ..core.ids import new_message_ids_at
+from ..core.message import Message, Priority, duration_ms, encode, validate_headers
 from ..core.progress import ProgressCallback
-from ..engine.broker import text
-from ..engine.scripts import Script
-from ..queues.queue import Outgoing, Queue, queue_keys
+from ..core.stored import text
+from ..engine.scripts import LIBRARY
+from ..queues.queue import Outgoing, Queue
 from . import campaign_progress
 from .campaign_plan import Plan, Throttle
 from .campaign_progress import (
-    SWEEP,
     CampaignCounter,
     CampaignProgress,
-    campaign_keys,
-    counter_of,
     read_progress,
 )
 from .recurrence import (
@@ -100,7 +88,7 @@ from .recurrence import (
 )
 
 if TYPE_CHECKING:
-    from ..app import Tidings
+    from ..queues.host import ExtensionHost
 
 __all__ = [
     "CampaignConflictError",
@@ -109,7 +97,6 @@ __all__ = [
     "CampaignProgress",
     "Campaigns",
     "Recipient",
-    "campaigns",
 ]
 
 _ID = re.compile(RECORD_ID_PATTERN)
@@ -125,22 +112,8 @@ class Recipient:
     zone: str | None = None
 
 
-class _Scripts:
-    def __init__(self) -> None:
-        self.create = Script("campaign_create")
-        self.publish = Script("campaign_publish")
-        self.sweep = SWEEP  # campaign_progress calls it; loaded here with the rest
-        self.cancel = Script("campaign_cancel")
-        self.finish = Script("campaign_finish")
-
-
-_SCRIPTS = _Scripts()
-_INSTANCES: weakref.WeakKeyDictionary[Tidings, Campaigns] = weakref.WeakKeyDictionary()
-
-
-def campaigns(app: Tidings) -> Campaigns:
-    """The app's :class:`Campaigns` (created on first use; the same object afterwards)."""
-    return Campaigns.of(app)
+_CREATE, _PUBLISH, _CANCEL, _FINISH = (LIBRARY[f"campaign_{n}"] for n in (
+    "create", "publish", "cancel", "finish"))
 
 
 # -- the campaign API ----------------------------------------------------------------------
@@ -156,25 +129,28 @@ class _Chunk:
 
 
 class Campaigns:
-    """Bulk campaigns of one app; get it with :meth:`of` (or :func:`campaigns`).
+    """Bulk campaigns of one app; get it with :meth:`of`.
 
     Creating it installs the :class:`CampaignCounter` middleware, so create it where the
     app is defined: workers that never create it do not count ``processed``/``failed``.
-    ``clock`` (returning an aware datetime) is injectable for tests.
+    ``clock`` (returning an aware datetime; default: the app's clock) is injectable for
+    tests.
     """
 
-    def __init__(self, app: Tidings, *, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, app: ExtensionHost, *,
+                 clock: Callable[[], datetime] | None = None) -> None:
         self.app = app
-        self.clock = clock or (lambda: datetime.now(UTC))
-        self.counter = counter_of(app)
-        self._registry = f"{app.settings.key_prefix}:campaigns"
-        _INSTANCES.setdefault(app, self)
+        self.clock = clock or (lambda: utc_now(app.clock))
+        self.counter = CampaignCounter(app)
+        self._registry = app.key_space.campaign_registry
+        app.adopt(self)
+        app.add_middleware(self.counter)
 
     @classmethod
-    def of(cls, app: Tidings) -> Campaigns:
+    def of(cls, app: Any) -> Campaigns:
         """The app's Campaigns, created on first use."""
-        found = _INSTANCES.get(app)
-        return found if found is not None else cls(app)
+        found: Campaigns = app.extension(cls)
+        return found
 
     async def _client(self) -> Any:
         if not self.app.broker.connected:
@@ -225,20 +201,19 @@ class Campaigns:
                           throttle_per_minute, chunk_size, priority, headers, expires_in,
                           nonexistent, ambiguous, if_past)
         client = await self._client()
-        for script in vars(_SCRIPTS).values():  # pipelines call by SHA: make sure they exist
-            await client.execute_command("SCRIPT", "LOAD", script.source)
         registered = await client.hget(self._registry, campaign_id)
         if registered is not None and text(registered) != q.name:
             raise ValidationError("campaign_id", f"campaign {campaign_id!r} belongs to queue "
                                   f"{text(registered)!r}")
-        campaign_key, pending_key, slots_key = campaign_keys(self.app.settings.key_prefix,
-                                                             q.name, campaign_id)
+        ckeys = q.keys.campaign(campaign_id)
+        campaign_key, pending_key, slots_key = ckeys.record, ckeys.pending, ckeys.slots
         spec_json = orjson.dumps(spec, option=orjson.OPT_SORT_KEYS)
         # The reference instant is fixed at creation, so a resumed run computes the very
         # same due times ("the next 09:00" and throttle slots included).
         ref_ms = epoch_ms(self.clock())
         created = await self.app.broker.call(
-            _SCRIPTS.create, [campaign_key], [campaign_id, q.name, spec_json, ref_ms, now_ms()])
+            _CREATE, [campaign_key], [campaign_id, q.name, spec_json, ref_ms,
+                                      now_ms(self.app.clock)])
         await client.hset(self._registry, campaign_id, q.name)
         cursor, cursor_id = 0, ""
         if created[0] != 1:
@@ -261,7 +236,7 @@ class Campaigns:
         total = len(recipients) if isinstance(recipients, Sized) else None
         await self._send_all(q, chunks, lambda done: progress(done, total) if progress else None)
         final = await client.hget(campaign_key, "cursor")
-        await self.app.broker.call(_SCRIPTS.finish, [campaign_key], [final, now_ms()])
+        await self.app.broker.call(_FINISH, [campaign_key], [final, now_ms(self.app.clock)])
         return await self.progress(campaign_id)
 
     def _spec(self, campaign_id: str, queue: Queue, local_time: time | None,
@@ -352,15 +327,16 @@ class Campaigns:
                start: int, plan: Plan, priority: Priority, base_headers: dict[str, str],
                expires_in: float | None, dedupe_ms: int,
                record_keys: builtins.list[str]) -> _Chunk:
-        keys = [*q.keys, *record_keys]
+        keys = [*q.keys.script_keys, *record_keys]
         packed: builtins.list[Any] = []
         ids: builtins.list[str] = []
         items: builtins.list[Outgoing] = []
         skipped = 0
-        created = now_ms()
+        created = now_ms(self.app.clock)
         ttl_ms = None if expires_in is None else int(expires_in * 1000)
         limit = q.config.max_payload_bytes
-        idem_prefix = f"{q._idem_prefix}campaign:{campaign_id}:"
+        idem_prefix = q.keys.idempotency(f"campaign:{campaign_id}:")
+        chain = self.app.middleware
         new_ids = new_message_ids_at(created, len(batch))
         last_id = ""
         for offset, recipient in enumerate(batch):
@@ -373,8 +349,11 @@ class Campaigns:
             msg_id = next(new_ids)
             headers = {**base_headers, "campaign_id": campaign_id, "recipient_id": rid}
             key = f"campaign:{campaign_id}:{rid}"
-            raw = encode(Message(msg_id, q.name, recipient.payload, headers, priority, key, 0,
-                                 created, due, None if ttl_ms is None else due + ttl_ms))
+            message = Message(msg_id, q.name, recipient.payload, headers, priority, key, 0,
+                              created, due, None if ttl_ms is None else due + ttl_ms)
+            if chain.publishing:
+                chain.before_publish(q.name, message)
+            raw = encode(message)
             if len(raw) > limit:
                 raise PayloadError("payload", f"recipient {rid!r}: encoded message is "
                                    f"{len(raw)} bytes; queue {q.name!r} allows {limit}")
@@ -424,39 +403,10 @@ class Campaigns:
     async def _send(self, q: Queue, group: builtins.list[_Chunk],
                     sent: Callable[[int], None]) -> bool:
         """One round trip for several chunks; False once the campaign stopped scheduling."""
-        client = self.app.broker.client
-        durability = q.config.durability
-        confirm = durability is Durability.REPLICATED or (
-            durability is Durability.DISK and self.app.broker.has_waitaof)
-        timeout_ms = int(q.config.durability_timeout * 1000)
-        for attempt in range(2):
-            pipe = client.pipeline(transaction=False)
-            for chunk in group:
-                pipe.execute_command("EVALSHA", _SCRIPTS.publish.sha, len(chunk.keys),
-                                     *chunk.keys, *chunk.args)
-            if confirm:
-                if durability is Durability.DISK:
-                    pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
-                else:
-                    pipe.execute_command("WAIT", 1, timeout_ms)
-            try:
-                results = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt:
-                    raise
-                # A restarted server lost its script cache; chunks already in are
-                # recognised by their cursor below, so sending the group again is safe.
-                await client.execute_command("SCRIPT", "LOAD", _SCRIPTS.publish.source)
-        if confirm:
-            confirmed = results.pop()
-            ok = confirmed[0] >= 1 if durability is Durability.DISK else confirmed >= 1
-            if not ok:
-                raise DurabilityError(
-                    f"{durability.value} durability of a campaign chunk not confirmed within "
-                    f"{q.config.durability_timeout}s; schedule() again to resume",
-                    [i for c in group for i in c.ids])
-        bus = self.app.events
+        results = await self.app.broker.publish_pipelined(
+            [(_PUBLISH, chunk.keys, chunk.args) for chunk in group], q.config.durability,
+            q.config.durability_timeout, [i for c in group for i in c.ids])
+        bus = self.app.middleware
         for chunk, result in zip(group, results, strict=True):
             status = int(result[0])
             if status == 0:
@@ -513,12 +463,13 @@ class Campaigns:
         released), and that plus those left.
         """
         queue = await self._queue_of(campaign_id)
-        prefix = self.app.settings.key_prefix
-        keys = [*queue_keys(prefix, queue), *campaign_keys(prefix, queue, campaign_id)]
+        queue_keys = self.app.key_space.queue(queue)
+        record = queue_keys.campaign(campaign_id)
+        keys = [*queue_keys.script_keys, record.record, record.pending, record.slots]
         done = 0
         while True:
             cancelled, released, left = await self.app.broker.call(
-                _SCRIPTS.cancel, keys, [campaign_progress.SWEEP_BATCH, epoch_ms(self.clock())])
+                _CANCEL, keys, [campaign_progress.SWEEP_BATCH, epoch_ms(self.clock())])
             if cancelled == -1:
                 raise CampaignNotFoundError(campaign_id)
             done += int(cancelled) + int(released)

@@ -17,7 +17,7 @@ import orjson
 from ..core.config import QUEUE_NAME_PATTERN, RECORD_ID_PATTERN
 from ..core.errors import ValidationError
 from ..core.message import Priority, from_ms, validate_headers
-from ..engine.broker import text
+from ..core.stored import text
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,

@@ -36,17 +36,16 @@ One-off sends at a wall-clock time in the recipient's zone::
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import logging
 import random
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import replace as _replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
+from ..core.clock import now_ms, utc_now
 from ..core.errors import (
     BrokerUnavailableError,
     ScheduleExistsError,
@@ -55,9 +54,12 @@ from ..core.errors import (
     UnknownQueueError,
     ValidationError,
 )
-from ..core.message import Priority, new_message_id
-from ..engine.broker import TRANSIENT, text
-from ..engine.scripts import Script
+from ..core.ids import new_message_id
+from ..core.message import Priority
+from ..core.middleware import Middleware, WorkerView
+from ..core.stored import text
+from ..engine.connection import TRANSIENT
+from ..engine.scripts import LIBRARY
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,
@@ -72,9 +74,8 @@ from .recurrence import (
 from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, render, state_of
 
 if TYPE_CHECKING:
-    from ..app import Tidings
+    from ..queues.host import ExtensionHost
     from ..queues.queue import Queue
-    from ..worker import Worker
 
 __all__ = [
     "Fired",
@@ -83,16 +84,11 @@ __all__ = [
     "ScheduleNotFoundError",
     "Schedules",
     "publish_local",
-    "schedules",
 ]
 
 log = logging.getLogger("tidings.scheduling.schedules")
 
 _SAVE_RETRIES = 20
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,38 +100,34 @@ class Fired:
     message_id: str
 
 
-class _Scripts:
-    def __init__(self) -> None:
-        self.claim = Script("schedule_claim")
-        self.commit = Script("schedule_commit")
-        self.save = Script("schedule_save")
+_CLAIM, _COMMIT, _SAVE = (LIBRARY[n] for n in ("schedule_claim", "schedule_commit",
+                                               "schedule_save"))
 
 
-_SCRIPTS = _Scripts()
-_INSTANCES: weakref.WeakKeyDictionary[Tidings, Schedules] = weakref.WeakKeyDictionary()
+class _Ticker(Middleware):
+    """Runs the schedule ticker inside every worker of the app."""
 
+    def __init__(self, schedules: Schedules) -> None:
+        self.schedules = schedules
 
-def schedules(app: Tidings) -> Schedules:
-    """The app's :class:`Schedules` (created on first use; the same object afterwards)."""
-    found = _INSTANCES.get(app)
-    if found is None:
-        found = _INSTANCES[app] = Schedules(app)
-    return found
+    async def worker_loop(self, worker: WorkerView) -> None:
+        await self.schedules.run_ticker()
 
 
 class Schedules:
-    """Recurring schedules of one app; use ``app.schedules`` (or :func:`schedules`).
+    """Recurring schedules of one app; use ``app.schedules``.
 
-    Creating it registers the ticker as a worker service, so every worker of the app fires
-    due schedules. ``clock`` (a callable returning an aware UTC datetime) is injectable for
-    tests; ``interval`` is the tick period in seconds; ``lookahead`` how early occurrences
-    are handed to the delayed set (default: ``interval``); ``lease`` how long a claim holds
-    before another ticker may take over a schedule whose ticker went silent.
+    Creating it adds the ticker to the app's middleware, so every worker of the app fires
+    due schedules. ``clock`` (a callable returning an aware UTC datetime; default: the
+    app's clock) is injectable for tests; ``interval`` is the tick period in seconds;
+    ``lookahead`` how early occurrences are handed to the delayed set (default:
+    ``interval``); ``lease`` how long a claim holds before another ticker may take over a
+    schedule whose ticker went silent.
     """
 
     def __init__(
         self,
-        app: Tidings,
+        app: ExtensionHost,
         *,
         clock: Callable[[], datetime] | None = None,
         interval: float = 1.0,
@@ -145,21 +137,19 @@ class Schedules:
         max_catch_up: int = 1000,
     ) -> None:
         self.app = app
-        self.clock = clock or _utc_now
+        self.clock = clock or (lambda: utc_now(app.clock))
         self.interval = interval
         self.lookahead = interval if lookahead is None else lookahead
         self.lease = lease
         self.batch = batch
         self.max_catch_up = max_catch_up
-        tag = f"{app.settings.key_prefix}:{{schedules}}"
-        self._due_key = f"{tag}:due"
-        self._ids_key = f"{tag}:ids"
-        self._hash_prefix = f"{tag}:s:"
-        _INSTANCES.setdefault(app, self)
-        app.add_worker_service(self._ticker)
+        self._keys = app.key_space.schedules
+        self._due_key, self._ids_key = self._keys.due, self._keys.ids
+        app.adopt(self)  # the app's schedules, unless it already has some
+        app.add_middleware(_Ticker(self))
 
     def _hash(self, schedule_id: str) -> str:
-        return self._hash_prefix + schedule_id
+        return self._keys.record(schedule_id)
 
     def _queue_name(self, queue: Any) -> str:
         return self.app.get_queue(queue).name
@@ -215,7 +205,8 @@ class Schedules:
         app (UnknownQueueError otherwise).
         """
         schedule = build_schedule(
-            schedule_id or new_message_id(), self._queue_name(queue), cron=cron, every=every,
+            schedule_id or new_message_id(now_ms(self.app.clock)), self._queue_name(queue),
+            cron=cron, every=every,
             timezone=timezone, start=start, end=end, max_count=max_count, payload=payload,
             priority=priority, headers=headers, nonexistent=nonexistent, ambiguous=ambiguous,
             missed=missed, grace=grace, paused=paused)
@@ -323,7 +314,7 @@ class Schedules:
                     nxt: datetime | None, checked: datetime | None, now: datetime) -> int:
         client = await self._client()
         result: int = await self.app.broker.retrying(
-            _SCRIPTS.save, client, [self._due_key, self._ids_key, self._hash(schedule.id)],
+            _SAVE, client, [self._due_key, self._ids_key, self._hash(schedule.id)],
             [schedule.id, mode, "" if expected is None else expected,
              schedule._definition_json(), "1" if schedule.paused else "0",
              "" if nxt is None else epoch_ms(nxt), "" if checked is None else epoch_ms(checked),
@@ -392,10 +383,10 @@ class Schedules:
             self._due_key, "-inf", bound, start=0, num=self.batch)]
         if not ids:
             return []
-        token = new_message_id()
+        token = new_message_id(now_ms(self.app.clock))
         lease_end = epoch_ms(now) + int(self.lease * 1000)
         rows = await self.app.broker.retrying(
-            _SCRIPTS.claim, client, [self._due_key, *(self._hash(i) for i in ids)],
+            _CLAIM, client, [self._due_key, *(self._hash(i) for i in ids)],
             [bound, lease_end, token, *ids])
         out: builtins.list[tuple[Schedule, str]] = []
         for _, flat in rows:
@@ -445,7 +436,7 @@ class Schedules:
         nxt = rec.next_after(checked, schedule.fired_count + len(occurrences))
         client = await self._client()
         committed = await self.app.broker.retrying(
-            _SCRIPTS.commit, client, [self._due_key, self._hash(schedule.id)],
+            _COMMIT, client, [self._due_key, self._hash(schedule.id)],
             [schedule.id, token, schedule.version, epoch_ms(checked),
              epoch_ms(occurrences[-1]) if occurrences else "", len(occurrences),
              "" if nxt is None else epoch_ms(nxt), error])
@@ -454,8 +445,8 @@ class Schedules:
                      "lease); its occurrences were deduplicated by their keys", schedule.id)
         return fired, behind and bool(committed)
 
-    async def _ticker(self, worker: Worker) -> None:
-        """The worker service: tick every ``interval`` seconds until the worker stops."""
+    async def run_ticker(self) -> None:
+        """Tick every ``interval`` seconds, for ever (a worker runs it and cancels it)."""
         failures = 0
         while True:
             try:
@@ -471,7 +462,7 @@ class Schedules:
                 log.exception("schedule tick failed")
                 pause = self.interval
             # Jitter keeps the tickers of many workers from hitting the server in lockstep.
-            await asyncio.sleep(pause * (0.9 + 0.2 * random.random()))
+            await self.app.clock.sleep(pause * (0.9 + 0.2 * random.random()))
 
 
 async def publish_local(

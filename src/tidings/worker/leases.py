@@ -7,16 +7,16 @@ wait (a pause, a rate limit), and a late heartbeat would cost the worker its lea
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ..engine.broker import TRANSIENT, text
-from ..engine.scripts import SCRIPTS
-from ..queues.queue import GROUP
+from ..core.keys import GROUP
+from ..core.stored import text
+from ..engine.connection import TRANSIENT
+from ..queues import scripts
 from .allocation import parse_weights
 from .backoff import Backoff
 from .isolation import isolate_from
@@ -37,16 +37,16 @@ class Leases:
     async def heartbeat(self) -> None:
         runner = self.runner
         items = list(runner.in_flight.items())
-        args: list[Any] = [GROUP, runner.worker.consumer]
-        for _, msg in items:
-            args += (msg.lane, msg.entry_id, msg.delivery)
-        lost, config = await SCRIPTS.extend(runner.client, runner.keys, args)
+        lost, config = await scripts.extend(
+            runner.client, runner.keys, consumer=runner.worker.consumer,
+            leases=[(msg.lane, msg.entry_id, msg.delivery) for _, msg in items])
         for index in lost:
             key, msg = items[index - 1]
             # A message whose settle is under way may have been settled by the server just
             # before this renewal ran: that settle's own reply decides, not this one.
-            if runner.in_flight.get(key) is msg and key not in runner.settling:
-                runner.lease_lost(key, msg)
+            held = runner.in_flight.get(key)
+            if held is not None and held is msg and key not in runner.settling:
+                runner.lease_lost(key, held)
         settings = dict(zip(config[::2], config[1::2], strict=True))
         weights = parse_weights(settings.get(b"weights"))
         runner.allocator.set_weights(weights or runner.config.weights)
@@ -66,7 +66,7 @@ class Leases:
         isolation = runner.worker.isolation
         want = 0 if isolation.holding_back else min(
             MAX_RECLAIM, max(0, runner.limit - len(runner.reclaimed)))
-        if want and runner.queue.gates:
+        if want and runner.bus.gates:
             # Reclaimed messages are deliveries too: a paused or rate-limited queue must not
             # take them behind its gates' back. Gates may spend (rate tokens), so ask them
             # only for what is reclaimable right now.
@@ -89,18 +89,18 @@ class Leases:
         runner = self.runner
         config = runner.config
         vt_ms = int(config.visibility_timeout * 1000)
-        return await SCRIPTS.reclaim(
-            runner.client, runner.keys,
-            [GROUP, runner.worker.consumer, vt_ms, count, config.max_deliveries,
-             config.on_expire.value, max(3 * vt_ms, 10_000),
-             isolate_from(config.max_deliveries), "suspect" if suspect else "many"])
+        return await scripts.reclaim(
+            runner.client, runner.keys, consumer=runner.worker.consumer, min_idle_ms=vt_ms,
+            count=count, max_deliveries=config.max_deliveries,
+            on_expire=config.on_expire.value, dead_after_ms=max(3 * vt_ms, 10_000),
+            isolate_from=isolate_from(config.max_deliveries), suspect=suspect)
 
     async def _reclaimable(self, limit: int) -> int:
         """How many (up to ``limit``) entries have gone unrenewed past the lease."""
         runner = self.runner
         vt_ms = int(runner.config.visibility_timeout * 1000)
         pipe = runner.client.pipeline(transaction=False)
-        for lane_key in runner.keys[:3]:
+        for lane_key in runner.keys.lanes:
             pipe.xpending_range(lane_key, GROUP, "-", "+", limit, idle=vt_ms)
         return sum(len(found) for found in await pipe.execute())
 
@@ -109,7 +109,7 @@ class Leases:
         runner = self.runner
         consumer = runner.worker.consumer
         pipe = runner.client.pipeline(transaction=False)
-        for lane_key in runner.keys[:3]:
+        for lane_key in runner.keys.lanes:
             pipe.xpending_range(lane_key, GROUP, "-", "+", 1, consumername=consumer)
         held = sum(len(r) for r in await pipe.execute())
         if held:
@@ -117,16 +117,16 @@ class Leases:
                         held, runner.queue.name)
             return
         pipe = runner.client.pipeline(transaction=False)
-        for lane_key in runner.keys[:3]:
+        for lane_key in runner.keys.lanes:
             pipe.xgroup_delconsumer(lane_key, GROUP, consumer)
-        pipe.zrem(runner.keys[10], consumer)
+        pipe.zrem(runner.keys.consumers, consumer)
         await pipe.execute()
 
     async def every(self, interval: float, step: Callable[[], Awaitable[None]],
                     what: str) -> None:
         """Run ``step`` every ``interval`` seconds for ever, through server trouble."""
         runner = self.runner
-        backoff = Backoff()
+        backoff = Backoff(runner.clock)
         while True:
             try:
                 await step()
@@ -137,4 +137,4 @@ class Leases:
             except ResponseError as exc:
                 await runner.refused(f"{what} on {runner.queue.name}", exc, backoff)
                 continue
-            await asyncio.sleep(interval)
+            await runner.clock.sleep(interval)

@@ -9,9 +9,10 @@ from enum import StrEnum
 
 import orjson
 
-from ..core.config import QueueConfig
+from ..core.clock import SYSTEM_CLOCK, Clock, now_ms
+from ..core.config import RetryPolicy
 from ..core.errors import DeadLetter, Retry, Snooze
-from ..core.message import Message, now_ms
+from ..core.message import Message
 
 
 class Action(StrEnum):
@@ -32,7 +33,8 @@ def _seconds(value: timedelta | float) -> float:
     return max(0.0, value.total_seconds() if isinstance(value, timedelta) else float(value))
 
 
-def error_details(message: Message, error: BaseException, attempts: int) -> str:
+def error_details(message: Message, error: BaseException, attempts: int,
+                  clock: Clock = SYSTEM_CLOCK) -> str:
     """What the dead-letter entry records about the failure, as JSON text."""
     return orjson.dumps({
         "type": type(error).__qualname__,
@@ -40,22 +42,23 @@ def error_details(message: Message, error: BaseException, attempts: int) -> str:
         "traceback": "".join(traceback.format_exception(error))[-8000:],
         "attempts": attempts,
         "created_at": message.created_at_ms,
-        "failed_at": now_ms(),
+        "failed_at": now_ms(clock),
     }).decode()
 
 
-def decide(message: Message, error: BaseException, config: QueueConfig) -> Decision:
+def decide(message: Message, error: BaseException, policy: RetryPolicy,
+           clock: Clock = SYSTEM_CLOCK) -> Decision:
     """The outcome for ``message`` whose handler raised ``error`` (or a handler signal)."""
     if isinstance(error, Snooze):
         return Decision(Action.SNOOZE, _seconds(error.delay), "snoozed")
     attempts = message.attempts + 1
     if isinstance(error, DeadLetter):
         return Decision(Action.DEAD_LETTER, reason=error.reason,
-                        error_json=error_details(message, error, attempts))
-    max_attempts = message.max_attempts or config.retry.max_attempts
+                        error_json=error_details(message, error, attempts, clock))
+    max_attempts = message.max_attempts or policy.max_attempts
     if attempts >= max_attempts:
         return Decision(Action.DEAD_LETTER, reason="max_attempts",
-                        error_json=error_details(message, error, attempts))
+                        error_json=error_details(message, error, attempts, clock))
     if isinstance(error, Retry) and error.delay is not None:
         return Decision(Action.RETRY, _seconds(error.delay), error.reason)
-    return Decision(Action.RETRY, config.retry.delay(attempts), f"{type(error).__name__}: {error}")
+    return Decision(Action.RETRY, policy.delay(attempts), f"{type(error).__name__}: {error}")

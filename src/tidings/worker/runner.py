@@ -12,22 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ..core.errors import EnvelopeError, HandlerTimeoutError, UnsupportedEnvelopeError
+from ..core.errors import EnvelopeError, UnsupportedEnvelopeError
 from ..core.events import EventKind
 from ..core.message import Message, decode
-from ..engine.broker import TRANSIENT, raise_if_denied, text
-from ..engine.scripts import SCRIPTS
-from ..queues.queue import GROUP, Queue
+from ..core.stored import text
+from ..engine.connection import TRANSIENT, raise_if_denied
+from ..queues import scripts
+from ..queues.queue import Queue
 from .allocation import LaneAllocator
 from .backoff import Backoff, consume
+from .invoke import HandlerInvoker
 from .leases import Leases
 from .settle import Settler
 
@@ -50,7 +50,8 @@ class QueueRunner:
         self.spec = queue.handler_spec
         self.config = queue.config
         self.keys = queue.keys
-        self.bus = queue.app.events
+        self.bus = queue.app.middleware
+        self.clock = queue.app.clock
         self.allocator = LaneAllocator(queue.config.weights)
         self.limit = self.spec.concurrency * (self.spec.batch_size or 1)
         self.running = 0  # messages handed to the handler and not yet finished
@@ -61,20 +62,13 @@ class QueueRunner:
         self.tasks: set[asyncio.Task[None]] = set()
         self.capacity = asyncio.Event()
         self.nudge = asyncio.Event()  # wakes a fetch loop blocked on the lanes
-        self.timeout = queue.config.handler_timeout
-        self.deadlines: dict[asyncio.Task[Any], tuple[float, Message | list[Message]]] = {}
-        self.timed_out: set[asyncio.Task[Any]] = set()
         self.settler = Settler(self)
         self.leases = Leases(self)
+        self.invoker = HandlerInvoker(self.spec, self.bus, self.clock,
+                                      queue.config.handler_timeout, queue.name)
         self._batch: list[Message] = []
         self._batch_timer: asyncio.TimerHandle | None = None
-        self._backoff = Backoff()
-        # The common case (async handler, no around_handler middleware) skips two coroutine
-        # layers per message.
-        self._direct = self.spec.is_async and not self.bus.wraps_handlers
-        self._executor = (None if self.spec.is_async else
-                          ThreadPoolExecutor(min(self.spec.concurrency, 256),
-                                             thread_name_prefix=f"tidings-{queue.name}"))
+        self._backoff = Backoff(self.clock)
 
     @property
     def client(self) -> Any:
@@ -92,7 +86,7 @@ class QueueRunner:
     # -- fetching ----------------------------------------------------------------------
 
     async def fetch_loop(self) -> None:
-        args_tail = [PROMOTE_LIMIT, self.config.on_expire.value]
+        on_expire = self.config.on_expire.value
         isolation = self.worker.isolation
         while not self.worker.stopping:
             if isolation.wanted_by is self:
@@ -106,12 +100,13 @@ class QueueRunner:
                 continue
             free = await self.admitted(free)
             if free <= 0:
-                await asyncio.sleep(GATE_RECHECK)
+                await self.clock.sleep(GATE_RECHECK)
                 continue
             try:
-                delivered, dropped, next_due, last = await SCRIPTS.fetch(
-                    self.client, self.keys,
-                    [GROUP, self.worker.consumer, *self.allocator.split(free), free, *args_tail])
+                delivered, dropped, next_due, last = await scripts.fetch(
+                    self.client, self.keys, consumer=self.worker.consumer,
+                    quotas=self.allocator.split(free), capacity=free,
+                    promote_limit=PROMOTE_LIMIT, on_expire=on_expire)
             except TRANSIENT as exc:
                 await self._backoff.wait(f"fetch from {self.queue.name}", exc)
                 continue
@@ -128,12 +123,10 @@ class QueueRunner:
                 await self._wait_for_work(last, max(1, timeout))
 
     async def admitted(self, free: int) -> int:
-        """How many of ``free`` messages flow control (pause, limits ...) lets us take now."""
-        for gate in self.queue.gates:
-            free = min(free, await gate.admit(self.queue, free))
-            if free <= 0:
-                return 0
-        return free
+        """How many of ``free`` messages the middleware (pause, limits ...) lets us take."""
+        if not self.bus.gates:
+            return free
+        return await self.bus.admit(self.queue.name, free)
 
     async def _wait_for_work(self, last: list[bytes], timeout_ms: int) -> None:
         """Block until an entry newer than ``last`` lands in a lane or the wake stream.
@@ -143,7 +136,7 @@ class QueueRunner:
         not interrupt a read on the wire.
         """
         k = self.keys
-        streams = {k[0]: last[0], k[1]: last[1], k[2]: last[2], k[9]: last[3]}
+        streams = {k.high: last[0], k.normal: last[1], k.low: last[2], k.wake: last[3]}
         self.nudge.clear()
         read = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
         stop = asyncio.ensure_future(self.worker.stopped.wait())
@@ -215,7 +208,7 @@ class QueueRunner:
                 self._start_reclaimed()
                 if not await isolation.until_idle():
                     return
-            if self.queue.gates and await self.admitted(1) <= 0:
+            if await self.admitted(1) <= 0:
                 return  # paused or held back: the next reclaim sees the suspect again
             try:
                 delivered, dropped, _, _ = await self.leases.claim(1, suspect=True)
@@ -277,75 +270,16 @@ class QueueRunner:
 
     # -- running handlers --------------------------------------------------------------
 
-    async def _call(self, arg: Message | list[Message]) -> Any:
-        if self.spec.is_async:
-            return await self.spec.fn(arg)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self.spec.fn, arg)
-
-    def _watch(self, what: Message | list[Message]) -> asyncio.Task[Any] | None:
-        """Give the running handler call its deadline; returns its task to unwatch."""
-        if self.timeout is None:
-            return None
-        task = asyncio.current_task()
-        assert task is not None
-        self.deadlines[task] = (time.monotonic() + self.timeout, what)
-        return task
-
-    def _unwatch(self, task: asyncio.Task[Any] | None) -> bool:
-        """End the call's deadline; True if the watchdog cancelled it (it timed out)."""
-        if task is None:
-            return False
-        self.deadlines.pop(task, None)
-        if task not in self.timed_out:
-            return False
-        self.timed_out.discard(task)
-        task.uncancel()  # the cancellation was ours, and it is handled
-        return True
-
     async def _run_one(self, msg: Message) -> None:
-        bus = self.bus
-        started = time.perf_counter()
-        watched = self._watch(msg)
-        error: BaseException | None = None
-        try:
-            if bus.active:
-                bus.message_event(EventKind.DELIVERED, msg)
-            if self._direct:
-                await self.spec.fn(msg)
-            else:
-                await bus.call_handler(msg, lambda: self._call(msg))
-        except asyncio.CancelledError:
-            if not self._unwatch(watched):
-                raise  # shutdown: the message stays held and is handed back
-            error = HandlerTimeoutError(self.timeout or 0)
-        except Exception as exc:
-            error = exc
-        self._unwatch(watched)  # a handler may have swallowed the watchdog's cancellation
+        error, duration = await self.invoker.run(msg)
         self._finished(1)
         if error is None:
-            self.settler.ack(msg, time.perf_counter() - started)
+            self.settler.ack(msg, duration)
         else:
-            await self.settler.fail(msg, error, time.perf_counter() - started)
+            await self.settler.fail(msg, error, duration)
 
     async def _run_batch(self, batch: list[Message]) -> None:
-        bus = self.bus
-        started = time.perf_counter()
-        watched = self._watch(batch)
-        error: BaseException | None = None
-        try:
-            if bus.active:
-                for msg in batch:
-                    bus.message_event(EventKind.DELIVERED, msg)
-            await bus.call_handler(batch, lambda: self._call(batch))
-        except asyncio.CancelledError:
-            if not self._unwatch(watched):
-                raise
-            error = HandlerTimeoutError(self.timeout or 0)
-        except Exception as exc:
-            error = exc
-        self._unwatch(watched)
-        duration = time.perf_counter() - started
+        error, duration = await self.invoker.run(batch)
         self._finished(len(batch))
         for msg in batch:
             outcome = msg.outcome if msg.outcome is not None else error
@@ -353,25 +287,6 @@ class QueueRunner:
                 self.settler.ack(msg, duration)
             else:
                 await self.settler.fail(msg, outcome, duration)
-
-    async def watchdog_loop(self) -> None:
-        """Cancel handler calls that run past ``handler_timeout``; they count as failed."""
-        assert self.timeout is not None
-        interval = min(1.0, max(0.01, self.timeout / 10))
-        while True:
-            await asyncio.sleep(interval)
-            now = time.monotonic()
-            for task, (deadline, what) in list(self.deadlines.items()):
-                if now < deadline or task in self.timed_out:
-                    continue
-                self.timed_out.add(task)
-                task.cancel()
-                label = (f"message {what.id}" if isinstance(what, Message)
-                         else f"a batch of {len(what)} messages")
-                log.warning("handler of %s on %s ran past handler_timeout (%gs): cancelled, "
-                            "it counts as a failed attempt%s", label, self.queue.name,
-                            self.timeout, "" if self.spec.is_async else
-                            " (a sync handler's thread cannot be stopped and runs on)")
 
     # -- settling, leases: the parts live in settle.py and leases.py -------------------
 
@@ -424,7 +339,7 @@ class QueueRunner:
         broker = self.queue.app.broker
         raise_if_denied(exc, broker.user, what)  # an ACL refusal does not heal by retrying
         if "NOGROUP" in str(exc):
-            await broker.ensure_groups(self.queue)
+            await broker.ensure_groups(self.keys.lanes)
             return
         log.error("%s refused by the server: %s", what, exc)
         await backoff.wait(what, exc)
@@ -447,7 +362,9 @@ class QueueRunner:
     def background_jobs(self) -> list[Callable[[], Coroutine[Any, Any, None]]]:
         jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [self.heartbeat_loop,
                                                                self.reclaim_loop]
-        return jobs if self.timeout is None else [*jobs, self.watchdog_loop]
+        if self.invoker.timeout is not None:
+            jobs.append(self.invoker.watchdog_loop)
+        return jobs
 
     async def release_unfinished(self) -> int:
         return await self.settler.release_unfinished()
@@ -456,5 +373,4 @@ class QueueRunner:
         await self.leases.deregister()
 
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self.invoker.close()

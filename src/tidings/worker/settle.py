@@ -12,20 +12,20 @@ that fails the lease is let go, so the message is reclaimed and delivered again.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from redis.exceptions import OutOfMemoryError
 
-from ..core.events import Event, EventKind
+from ..core.events import EventKind
 from ..core.message import Message, encode
-from ..engine.broker import TRANSIENT, refusal_of
-from ..engine.scripts import SCRIPTS, Script
-from ..queues.queue import GROUP
+from ..engine.connection import TRANSIENT, refusal_of
+from ..queues import scripts
 from .backoff import Backoff
+from .coalesce import Coalescer
 from .retry import Action, decide
 
 if TYPE_CHECKING:
@@ -41,35 +41,23 @@ class Settler:
 
     def __init__(self, runner: QueueRunner) -> None:
         self.runner = runner
-        self.acks: list[tuple[Message, float]] = []
-        self.flusher: asyncio.Task[None] | None = None
+        self.acks: Coalescer[tuple[Message, float]] = Coalescer(self._ack_batch, ACK_BATCH)
 
     # -- acks --------------------------------------------------------------------------
 
     def ack(self, msg: Message, duration: float) -> None:
         self.runner.settling.add(f"{msg.lane}{msg.entry_id}")
-        self.acks.append((msg, duration))
-        if self.flusher is None:
-            self.flusher = asyncio.get_running_loop().create_task(self._flush_acks())
+        self.acks.add((msg, duration))
 
     async def flushed(self) -> None:
-        while self.flusher is not None:
-            await self.flusher
-
-    async def _flush_acks(self) -> None:
-        try:
-            while self.acks:
-                batch, self.acks = self.acks[:ACK_BATCH], self.acks[ACK_BATCH:]
-                await self._ack_batch(batch)
-        finally:
-            self.flusher = None
+        await self.acks.flushed()
 
     async def _ack_batch(self, batch: list[tuple[Message, float]]) -> None:
-        args: list[Any] = [GROUP]
-        for msg, _ in batch:
-            args += (msg.lane, msg.entry_id, msg.delivery, msg.id)
+        runner = self.runner
+        settles = [(msg.lane, msg.entry_id, msg.delivery, msg.id) for msg, _ in batch]
         try:
-            refused = await self.call(SCRIPTS.ack, args)
+            refused = await self.call("ack", lambda: scripts.ack(runner.client, runner.keys,
+                                                                 settles))
         except RETRYABLE as exc:  # only at shutdown: otherwise call() retries these
             self.abandon([msg for msg, _ in batch], exc)
             return
@@ -104,21 +92,23 @@ class Settler:
                 await self.dead_letter_unsettleable(msg, error)
 
     async def _settle_failure(self, msg: Message, exc: BaseException, duration: float) -> None:
-        decision = decide(msg, exc, self.runner.config)
+        runner = self.runner
+        decision = decide(msg, exc, runner.config.retry, runner.clock)
+        client, keys = runner.client, runner.keys
         if decision.action is Action.DEAD_LETTER:
-            args = [GROUP, msg.lane, msg.entry_id, msg.delivery, decision.reason,
-                    decision.error_json]
-            refused = await self.call(SCRIPTS.dead_letter, args)
+            item = (msg.lane, msg.entry_id, msg.delivery, decision.reason, decision.error_json)
+            refused = await self.call("dead_letter", lambda: scripts.dead_letter(
+                client, keys, [item]))
             kind = EventKind.DEAD_LETTERED
         else:
             retry = decision.action is Action.RETRY
             kind = EventKind.RETRIED if retry else EventKind.SNOOZED
             attempts = msg.attempts + 1 if retry else msg.attempts
             envelope = encode(_with_attempts(msg, attempts), check=False)
-            args = [GROUP, kind.value, msg.lane, msg.entry_id, msg.delivery, msg.id, envelope,
-                    "" if msg.expires_at_ms is None else msg.expires_at_ms,
-                    int(decision.delay * 1000)]
-            refused = await self.call(SCRIPTS.retry, args)
+            parked = (msg.lane, msg.entry_id, msg.delivery, msg.id, envelope,
+                      msg.expires_at_ms, int(decision.delay * 1000))
+            refused = await self.call("retry", lambda: scripts.retry(
+                client, keys, kind.value, [parked]))
             msg.attempts = attempts
         self.settled(msg, None if refused else kind, duration=duration,
                      delay=decision.delay, reason=decision.reason,
@@ -130,9 +120,11 @@ class Settler:
                   "settle_failed", msg.id, self.runner.queue.name, type(error).__name__, error)
         detail = orjson.dumps({"type": type(error).__qualname__, "message": str(error),
                                "attempts": msg.attempts + 1}).decode()
+        runner = self.runner
+        item = (msg.lane, msg.entry_id, msg.delivery, "settle_failed", detail)
         try:
-            refused = await self.call(SCRIPTS.dead_letter, [
-                GROUP, msg.lane, msg.entry_id, msg.delivery, "settle_failed", detail])
+            refused = await self.call("dead_letter", lambda: scripts.dead_letter(
+                runner.client, runner.keys, [item]))
         except Exception as exc:
             self.abandon([msg], exc)
             return
@@ -146,8 +138,8 @@ class Settler:
                               "field": getattr(exc, "field", None)}).decode()
         runner = self.runner
         try:
-            refused = await self.call(SCRIPTS.dead_letter,
-                                      [GROUP, lane, entry_id, token, reason, error])
+            refused = await self.call("dead_letter", lambda: scripts.dead_letter(
+                runner.client, runner.keys, [(lane, entry_id, token, reason, error)]))
         except Exception as failure:
             log.error("could not dead-letter entry %s of %s (%s); it is redelivered when its "
                       "lease expires", entry_id, runner.queue.name, failure)
@@ -156,9 +148,8 @@ class Settler:
             return
         log.error("entry %s in %s is not a valid tidings envelope (%s); dead-lettered as %s",
                   entry_id, runner.queue.name, exc, reason)
-        if runner.bus.active:
-            runner.bus.emit(Event(EventKind.DEAD_LETTERED, runner.queue.name, msg_id,
-                                  reason=reason, error=str(exc)))
+        runner.bus.event(EventKind.DEAD_LETTERED, runner.queue.name, msg_id, reason=reason,
+                         error=str(exc))
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -168,11 +159,10 @@ class Settler:
         held = list(runner.in_flight.values())
         if not held:
             return 0
-        args: list[Any] = [GROUP, EventKind.RELEASED.value]
-        for msg in held:
-            args += (msg.lane, msg.entry_id, msg.delivery, msg.id, encode(msg, check=False),
-                     "" if msg.expires_at_ms is None else msg.expires_at_ms, 0)
-        refused = {i - 1 for i in await self.call(SCRIPTS.retry, args)}
+        items = [(msg.lane, msg.entry_id, msg.delivery, msg.id, encode(msg, check=False),
+                  msg.expires_at_ms, 0) for msg in held]
+        refused = {i - 1 for i in await self.call("retry", lambda: scripts.retry(
+            runner.client, runner.keys, EventKind.RELEASED.value, items))}
         for i, msg in enumerate(held):
             self.settled(msg, None if i in refused else EventKind.RELEASED)
         return len(held) - len(refused)
@@ -183,18 +173,18 @@ class Settler:
         """An ACL refusal: retrying or dead-lettering the message cannot help."""
         return refusal_of(exc, self.runner.queue.app.broker.user) is not None
 
-    async def call(self, script: Script, args: list[Any]) -> list[int]:
-        """Run a settle script, retrying through connection trouble and a full server."""
+    async def call(self, name: str, run: Callable[[], Awaitable[list[int]]]) -> list[int]:
+        """Run a settle script (``run()``), retrying through connection trouble and a full
+        server; ``name`` names it in the log."""
         runner = self.runner
-        backoff = Backoff()
+        backoff = Backoff(runner.clock)
         while True:
             try:
-                result: list[int] = await script(runner.client, runner.keys, args)
-                return result
+                return await run()
             except RETRYABLE as exc:
                 if runner.worker.abandon_settles:
                     raise
-                await backoff.wait(f"{script.name} on {runner.queue.name}", exc)
+                await backoff.wait(f"{name} on {runner.queue.name}", exc)
 
     def settled(self, msg: Message, kind: EventKind | None, **extra: Any) -> None:
         """Forget a settled message; ``kind`` None: the server refused (lease lost)."""

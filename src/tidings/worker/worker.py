@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..core.errors import ValidationError
-from ..core.message import random_token
-from ..engine.broker import TRANSIENT
+from ..core.ids import random_token
+from ..engine.connection import TRANSIENT
 from .backoff import consume
 from .isolation import Isolation
 from .runner import QueueRunner
 
 if TYPE_CHECKING:
-    from ..app import Tidings
+    from ..queues.host import ExtensionHost
 
 log = logging.getLogger("tidings.worker")
 BACKGROUND_STOP_GRACE = 5.0  # seconds a cancelled heartbeat or service task gets to end
@@ -33,7 +33,7 @@ class Worker:
     redelivery, and returns.
     """
 
-    def __init__(self, app: Tidings, queues: Sequence[str] | None = None, *,
+    def __init__(self, app: ExtensionHost, queues: Sequence[str] | None = None, *,
                  concurrency: int | None = None, shutdown_grace: float | None = None,
                  consumer_name: str | None = None,
                  install_signal_handlers: bool = False) -> None:
@@ -44,7 +44,7 @@ class Worker:
         missing = [q.name for q in self.queues if q.handler_spec is None]
         if missing:
             raise ValidationError("queues", f"no handler registered for {', '.join(missing)}")
-        if not self.queues and not app.worker_services:
+        if not self.queues and not app.middleware.runs_in_workers:
             raise ValidationError("queues", "no queue has a handler; nothing to run")
         if concurrency is not None and (type(concurrency) is not int or concurrency < 1):
             raise ValidationError("concurrency", f"must be an int >= 1, got {concurrency!r}")
@@ -65,6 +65,10 @@ class Worker:
         self.stopped = asyncio.Event()
         self.isolation = Isolation(self)
         self._started = asyncio.Event()
+
+    @property
+    def queue_names(self) -> list[str]:
+        return [q.name for q in self.queues]
 
     def wake_all(self, force: bool = False) -> None:
         """Let every runner look at its capacity again (one runner's wake is its own)."""
@@ -90,12 +94,13 @@ class Worker:
                 loop.add_signal_handler(sig, self.stop)
         self.runners = [QueueRunner(self, q) for q in self.queues]
         for runner in self.runners:
-            await self.app.broker.ensure_groups(runner.queue)
+            await self.app.broker.ensure_groups(runner.keys.lanes)
             await runner.heartbeat()
-        self.app.flow  # noqa: B018 - installs the pause gate, so every worker obeys a pause
-        # Services (the schedule ticker, flow control) live and die with the worker; they
-        # start first so the gates they install apply from the first fetch.
-        services = [loop.create_task(service(self)) for service in self.app.worker_services]
+        chain = self.app.middleware
+        # Middleware start first, so what they install applies from the first fetch; their
+        # worker loops (the schedule ticker, ordered queues) live and die with the worker.
+        await chain.worker_started(self)
+        services = [loop.create_task(job) for job in chain.worker_loops(self)]
         await asyncio.sleep(0)
         fetchers = [loop.create_task(r.fetch_loop()) for r in self.runners]
         background = [loop.create_task(job()) for r in self.runners
@@ -149,6 +154,7 @@ class Worker:
                           "reclaimed after their visibility timeout", exc)
             runner.close()
         await self._stop_background(background)
+        await self.app.middleware.worker_stopped(self)
 
     async def _stop_background(self, background: list[asyncio.Task[None]]) -> None:
         for task in background:
