@@ -15,8 +15,9 @@ from conftest import Recorder
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Retry, Snooze, Tidings
 from tidings.core.errors import ConfigError, ValidationError
-from tidings.ordering.assignment import OrderedWorker, assign
+from tidings.ordering.assignment import assign
 from tidings.ordering.queue import OrderedQueue
+from tidings.ordering.worker import OrderedWorker
 
 
 class Log:
@@ -134,6 +135,27 @@ async def test_block_policy_holds_the_key_for_an_operator(app: Tidings,
         await wait_until(lambda: len(seen) == 5)
     assert seen[2:] == [(0, 0), (1, 0), (2, 0)]  # fresh attempts, then the rest in order
     assert not await q.retry_key("acct")  # nothing blocked any more
+
+
+async def test_a_message_s_own_max_attempts_overrides_the_ordered_queue_s(
+        app: Tidings, recorder: Recorder) -> None:
+    # The same retry decision as plain queues: the message's max_attempts wins.
+    q = OrderedQueue(app, "orders", partitions=1, max_attempts=10, on_failure="dead_letter",
+                     lease=2.0)
+    q.retry = q.retry.model_copy(update={"base": 0.01, "cap": 0.02})
+    attempts: list[int] = []
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        attempts.append(msg.attempts)
+        raise ConnectionError("ledger down")
+
+    await q.publish(0, key="acct", max_attempts=2)
+    async with OrderedWorker(app, [q]):
+        await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
+    assert attempts == [0, 1]  # two attempts, not the queue's ten
+    [dead] = await q.dead_letters()
+    assert dead["reason"] == "max_attempts"
 
 
 async def test_skip_dead_letters_the_head_and_the_key_goes_on(app: Tidings) -> None:

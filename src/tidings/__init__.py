@@ -35,8 +35,8 @@ from .core.message import Message, Priority
 from .core.middleware import Middleware
 from .core.settings import Settings
 from .observability.logs import JsonLogMiddleware
-from .ordering.queue import OrderedQueue
-from .queues.dead_letters import DeadLetter as DeadLetterEntry
+from .ordering import OrderedQueue, OrderedWorker
+from .queues.dead_letters import DeadLetterEntry
 from .queues.inspection import MessageInfo
 from .queues.queue import Outgoing, Queue
 from .queues.stats import QueueStats
@@ -74,6 +74,7 @@ __all__ = [
     "NonexistentPolicy",
     "OnExpire",
     "OrderedQueue",
+    "OrderedWorker",
     "Outgoing",
     "PayloadError",
     "PermissionDeniedError",

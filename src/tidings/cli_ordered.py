@@ -56,7 +56,7 @@ def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP",
            ] = None) -> None:
     """Run the app's ordered queues (only) until SIGTERM/SIGINT."""
     from .observability.logs import configure_logging
-    from .ordering.assignment import OrderedWorker
+    from .ordering.worker import OrderedWorker
 
     app = load_app(app_spec, hint="MODULE:APP")
     configure_logging(app.settings.log_level, app.settings.log_json)

@@ -5,7 +5,7 @@ on their own; ``app.flow`` (:class:`FlowControl`) wires them into the worker's f
 and handler middleware for whole queues.
 """
 
-from .breaker import BreakerState, CircuitBreaker, CircuitState, Decision, Transition
+from .breaker import BreakerDecision, BreakerState, CircuitBreaker, CircuitState, Transition
 from .breaker_guard import BreakerGuard
 from .concurrency import ConcurrencyLimit
 from .control import FlowControl
@@ -15,12 +15,12 @@ from .pause import KeyPauseGuard, PauseState, pause_queue, resume_queue
 from .ratelimit import RateLimit
 
 __all__ = [
+    "BreakerDecision",
     "BreakerGuard",
     "BreakerState",
     "CircuitBreaker",
     "CircuitState",
     "ConcurrencyLimit",
-    "Decision",
     "FairMessage",
     "FairQueue",
     "FleetConcurrency",

@@ -50,7 +50,7 @@ class Transition:
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class BreakerDecision:
     """Whether a call may go through now; if not, ``retry_after`` seconds is worth waiting."""
 
     allowed: bool
@@ -141,14 +141,14 @@ class CircuitBreaker:
     def _now_ms(self) -> int:
         return math.floor(self.clock() * 1000)
 
-    async def allow(self, name: str) -> Decision:
+    async def allow(self, name: str) -> BreakerDecision:
         """May a call go through? In half-open, a True is one of the probe slots."""
         allowed, state, wait_ms, before, after = await _ALLOW(
             self.client,
             [self.key(name)],
             [self._now_ms(), _ms(self.open_for), self.half_open_probes, _ms(self.probe_timeout)],
         )
-        return Decision(
+        return BreakerDecision(
             allowed=bool(int(allowed)),
             state=CircuitState(text(state)),
             retry_after=int(wait_ms) / 1000,

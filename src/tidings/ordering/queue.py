@@ -43,7 +43,7 @@ from ..core.config import RetryPolicy
 from ..core.errors import ConfigError, PayloadError, ValidationError
 from ..core.ids import new_message_id
 from ..core.keys import PartitionKeys
-from ..core.message import Message, encode, validate_headers
+from ..core.message import Message, check_attempts, encode, validate_headers
 from ..core.stored import text
 from ..engine.scripts import run_pipelined
 from ..queues.handlers import HandlerSpec
@@ -144,22 +144,29 @@ class OrderedQueue:
     # -- publishing --------------------------------------------------------------------
 
     async def publish(self, payload: Any, *, key: str, headers: dict[str, str] | None = None,
-                      correlation_id: str | None = None) -> str:
-        """Publish one message after every earlier message of ``key``; returns its id."""
+                      correlation_id: str | None = None, max_attempts: int | None = None) -> str:
+        """Publish one message after every earlier message of ``key``; returns its id.
+
+        ``max_attempts`` overrides the queue's for this message.
+        """
         if correlation_id is not None:
             if not isinstance(correlation_id, str) or not correlation_id:
                 raise ValidationError("correlation_id", "must be a non-empty string, got "
                                       f"{correlation_id!r}")
             headers = {**validate_headers(headers), "correlation_id": correlation_id}
-        return (await self.publish_many([(key, payload)], headers=headers))[0]
+        return (await self.publish_many([(key, payload)], headers=headers,
+                                        max_attempts=max_attempts))[0]
 
     async def publish_many(self, items: Iterable[tuple[str, Any]], *,
-                           headers: dict[str, str] | None = None) -> list[str]:
+                           headers: dict[str, str] | None = None,
+                           max_attempts: int | None = None) -> list[str]:
         """Publish ``(key, payload)`` pairs, in order per key; one round trip in all."""
         items = list(items)
         if not items:
             return []
         base = validate_headers(headers)
+        if max_attempts is not None:
+            check_attempts(max_attempts)
         await self.ensure_ready()
         created = now_ms(self.app.clock)
         chain = self.app.middleware
@@ -170,7 +177,7 @@ class OrderedQueue:
                 raise ValidationError("key", "must be a non-empty string of <= 512 chars")
             msg_id = new_message_id(created)
             message = Message(msg_id, self.name, payload, {**base, KEY_HEADER: key},
-                              created_at_ms=created)
+                              created_at_ms=created, max_attempts=max_attempts)
             if chain.publishing:
                 chain.before_publish(self.name, message)
             raw = encode(message)

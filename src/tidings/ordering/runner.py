@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,7 +31,9 @@ from ..worker.invoke import HandlerInvoker
 from ..worker.retry import Action, decide
 from . import scripts
 from .assignment import assign
-from .queue import OrderedQueue
+
+if TYPE_CHECKING:
+    from .queue import OrderedQueue
 
 log = logging.getLogger("tidings.ordering")
 IDLE_BLOCK_MS = 500

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(slots=True)
-class DeadLetter:
+class DeadLetterEntry:
     """One parked message and why it was parked.
 
     ``fields`` holds the stored entry's fields as text, ``decode_error`` why the envelope
@@ -39,7 +39,7 @@ class DeadLetter:
 
     entry_id: str
     message_id: str
-    reason: str  # max_attempts | poison | expired | undecodable | a handler's DeadLetter reason
+    reason: str  # max_attempts | poison | expired | undecodable | a DeadLetter signal's reason
     dead_at: datetime | None
     lane: Priority
     error: dict[str, Any]  # type, message, traceback, attempts, created_at, failed_at
@@ -99,7 +99,7 @@ class DeadLetterCount(int):
         return f"DeadLetterCount({int(self)}, skipped={len(self.skipped)})"
 
 
-Filter = Callable[[DeadLetter], bool]
+Filter = Callable[[DeadLetterEntry], bool]
 
 
 def make_filter(reason: str | None = None, error_type: str | None = None,
@@ -108,7 +108,7 @@ def make_filter(reason: str | None = None, error_type: str | None = None,
     if reason is None and error_type is None and before is None:
         return None
 
-    def matches(entry: DeadLetter) -> bool:
+    def matches(entry: DeadLetterEntry) -> bool:
         return ((reason is None or entry.reason == reason)
                 and (error_type is None or entry.error_type == error_type)
                 and (before is None or (entry.dead_at is not None and entry.dead_at < before)))
@@ -125,8 +125,8 @@ def _error_of(value: Any) -> dict[str, Any]:
     return error if isinstance(error, dict) else {"message": error}
 
 
-def parse_dead_letter(entry_id: Any, stored: dict[Any, Any]) -> DeadLetter:
-    """A dead-letter stream entry as a DeadLetter; never raises, whatever it holds."""
+def parse_dead_letter(entry_id: Any, stored: dict[Any, Any]) -> DeadLetterEntry:
+    """A dead-letter stream entry as a DeadLetterEntry; never raises, whatever it holds."""
     f = {text(k): v for k, v in stored.items()}
     message, decode_error = decoded(f.get("m"))
     problems = [decode_error] if decode_error else []
@@ -140,7 +140,7 @@ def parse_dead_letter(entry_id: Any, stored: dict[Any, Any]) -> DeadLetter:
     message_id = text(f.get("i", b"")) or (
         message.id if message is not None and isinstance(message.id, str) else "")
     raw = f.get("m")
-    return DeadLetter(
+    return DeadLetterEntry(
         text(entry_id), message_id, text(f.get("reason", b"")), dead_at, lane,
         _error_of(f.get("error")), message, raw if isinstance(raw, bytes) else b"",
         text_fields(stored), decode_error, problems)
@@ -165,7 +165,7 @@ class DeadLetters:
         return self.queue.keys.dlq
 
     async def scan(self, where: Filter | None = None,
-                   page: int = 500) -> AsyncIterator[DeadLetter]:
+                   page: int = 500) -> AsyncIterator[DeadLetterEntry]:
         """Every dead letter, oldest first, optionally filtered."""
         broker = self.queue.app.broker
         start = "-"
@@ -180,15 +180,15 @@ class DeadLetters:
             start = "(" + text(entries[-1][0])
 
     async def list(self, limit: int = 100,
-                   where: Filter | None = None) -> builtins.list[DeadLetter]:
-        out: builtins.list[DeadLetter] = []
+                   where: Filter | None = None) -> builtins.list[DeadLetterEntry]:
+        out: builtins.list[DeadLetterEntry] = []
         async for item in self.scan(where):
             out.append(item)
             if len(out) >= limit:
                 break
         return out
 
-    async def get(self, message_id: str) -> DeadLetter | None:
+    async def get(self, message_id: str) -> DeadLetterEntry | None:
         """The dead letter of ``message_id`` (found by its index entry, else by a scan)."""
         broker = self.queue.app.broker
         where = text(await broker.client.hget(self.queue.keys.index, message_id) or b"")
@@ -270,7 +270,7 @@ class DeadLetters:
         return DeadLetterCount(purged)
 
 
-def _replay_args(item: DeadLetter) -> tuple[str, int, str, bytes] | str:
+def _replay_args(item: DeadLetterEntry) -> tuple[str, int, str, bytes] | str:
     """dlq_replay's arguments for ``item``, or why it cannot be replayed."""
     message = item.message
     if message is None:
