@@ -8,6 +8,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -224,6 +225,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so the drivers are stopped and the keys deleted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     report = run(args)
     text = json.dumps(report, indent=2)
     print(text)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..job import payload
 from ..stats import latency_summary, median
-from .base import Ctx, Peer, child_env, load_peer, spawn, stop
+from .base import Ctx, Peer, child_env, exit_with_parent, load_peer, spawn, stop
 from .worker import protocol_stdout
 
 Metrics = dict[str, float]
@@ -201,6 +201,7 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: list[str]) -> None:
     out = protocol_stdout()
+    exit_with_parent()
     cls = load_peer(argv[0])
     out.write(json.dumps({"ready": True, "versions": cls.versions(), "setup": cls.setup,
                           "pid": os.getpid()}) + "\n")

@@ -26,7 +26,7 @@ import time
 from typing import Any, TextIO
 
 from ..stats import latency_summary
-from .base import Body, Ctx, load_peer, mark_started
+from .base import Body, Ctx, exit_with_parent, load_peer, mark_started
 
 
 class Recorder:
@@ -84,6 +84,7 @@ def main(argv: list[str]) -> None:
     mode = argv[0]
     spec: dict[str, Any] = json.loads(argv[1]) if len(argv) > 1 else {}
     out = protocol_stdout()
+    exit_with_parent()
     peer = load_peer(os.environ["BENCH_PEER"])(Ctx.from_env())
     if mode == "first":
         peer.serve(lambda body: mark_started())
