@@ -52,14 +52,15 @@ class Plan:
 
     def command(self, measurement: str) -> dict[str, Any]:
         """The driver command of one round of ``measurement`` (before url, ns, ...)."""
-        return {
+        commands: dict[str, dict[str, Any]] = {
             "single_publish": {"n": self.single_n, "warmup": self.warmup},
             "batch_publish": {"n": self.batch_n, "chunk": self.chunk},
             "drain": {"n": self.drain_n, "chunk": self.chunk},
             "e2e_latency": {"rate": self.e2e_rate, "seconds": self.e2e_seconds,
                             "skip": int(self.e2e_rate * self.e2e_skip_s)},
             "startup": {"spawns": self.startup_spawns},
-        }[measurement]
+        }
+        return commands[measurement]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

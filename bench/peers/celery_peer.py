@@ -30,7 +30,7 @@ def make_app(ctx: Ctx, handler: Handler) -> tuple[Celery, Any]:
         worker_enable_remote_control=False, worker_hijack_root_logger=False,
         worker_redirect_stdouts=False)
 
-    @app.task(name="job")
+    @app.task(name="job")  # type: ignore[untyped-decorator]
     def job(body: Body) -> None:
         handler(body)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from typing import Any
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -18,15 +19,15 @@ from .base import Body, Ctx, Handler, Peer
 QUEUE = "job"
 
 
-def make_broker(ctx: Ctx, handler: Handler) -> tuple[RedisBroker, dramatiq.Actor]:  # type: ignore[type-arg]
+def make_broker(ctx: Ctx, handler: Handler) -> tuple[RedisBroker, Any]:
     """A broker whose keys all start with the run's namespace, and the job actor."""
-    broker = RedisBroker(url=ctx.url, namespace=ctx.ns)
+    broker = RedisBroker(url=ctx.url, namespace=ctx.ns)  # type: ignore[no-untyped-call]
     dramatiq.set_broker(broker)
 
     def job(body: Body) -> None:
         handler(body)
 
-    return broker, dramatiq.actor(job, actor_name="job", queue_name=QUEUE, broker=broker)
+    return broker, dramatiq.actor(actor_name="job", queue_name=QUEUE, broker=broker)(job)
 
 
 class DramatiqPeer(Peer):
@@ -47,7 +48,8 @@ class DramatiqPeer(Peer):
         self.actor.send(body)
 
     async def publish_batch(self, bodies: list[Body]) -> None:
-        dramatiq.group([self.actor.message(body) for body in bodies]).run()
+        group = dramatiq.group([self.actor.message(body) for body in bodies])  # type: ignore[no-untyped-call]
+        group.run()  # type: ignore[no-untyped-call]
 
     def serve(self, handler: Handler) -> None:
         broker, _ = make_broker(self.ctx, handler)

@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +182,7 @@ async def spawn_once(cls: type[Peer], ctx: Ctx) -> float:
             stop(proc)
 
 
-OPS: dict[str, Callable[[type[Peer], dict[str, Any]], Awaitable[Metrics]]] = {
+OPS: dict[str, Callable[[type[Peer], dict[str, Any]], Coroutine[Any, Any, Metrics]]] = {
     "single_publish": single_publish,
     "batch_publish": batch_publish,
     "drain": drain,
