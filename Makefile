@@ -9,7 +9,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo lint typecheck test bench bench-peers peers-env clean
+.PHONY: venv demo lint typecheck test bench clean
 
 venv: $(STAMP)
 
@@ -52,6 +52,7 @@ bench: venv
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.
 # PEERS_ARGS passes options, e.g. `make bench-peers PEERS_ARGS=--quick`.
+.PHONY: bench-peers peers-env
 PEERS_VENV := bench/.venv-peers
 PEERS_STAMP := $(PEERS_VENV)/.installed
 NODE_PEERS := bench/peers/node

@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 
 import pytest
-
 from bench.peers.__main__ import Plan, parse_args
 from bench.peers.base import Ctx, load_peer
 from bench.peers.report import markdown_table, medians, ratios, summarize

@@ -29,6 +29,8 @@ MEASUREMENTS = tuple(METRICS)
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """Counts of one run; ``quick`` shrinks them for a smoke run."""
+
     rounds: int
     single_n: int
     batch_n: int
