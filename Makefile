@@ -66,6 +66,30 @@ bench: venv
 	$(BIN)/python -m bench.scheduling
 	$(BIN)/python -m bench.flow
 
+# tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
+# venv and node_modules, built here from scratch, never in tidings' dependencies.
+# PEERS_ARGS passes options, e.g. `make bench-peers PEERS_ARGS=--quick`.
+.PHONY: bench-peers peers-env
+PEERS_VENV := bench/.venv-peers
+PEERS_STAMP := $(PEERS_VENV)/.installed
+NODE_PEERS := bench/peers/node
+NODE_STAMP := $(NODE_PEERS)/node_modules/.installed
+
+$(PEERS_STAMP): pyproject.toml bench/peers/requirements.txt
+	test -x $(PEERS_VENV)/bin/python || $(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEERS_VENV)/bin/python -m pip install --quiet -e . -r bench/peers/requirements.txt
+	touch $@
+
+$(NODE_STAMP): $(NODE_PEERS)/package.json $(NODE_PEERS)/package-lock.json
+	cd $(NODE_PEERS) && npm ci --no-audit --no-fund
+	touch $@
+
+peers-env: $(PEERS_STAMP) $(NODE_STAMP)
+
+bench-peers: peers-env
+	$(PEERS_VENV)/bin/python -m bench.peers $(PEERS_ARGS)
+
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -21,10 +21,10 @@ from redis.asyncio import Redis
 
 from tidings import Message, Outgoing, Queue, Tidings
 
+from .job import payload, priority
 from .stats import latency_summary, median, ratio, rounded
 
 GROUP = "bench"
-PRIORITIES = ("high", "normal", "low")
 RAW_READ_COUNT = 100
 ACK_GRACE_S = 10.0  # after the handler saw everything, how long the worker may take to ack
 RUN_TIMEOUT_S = 300.0
@@ -62,15 +62,6 @@ class Plan:
         return cls(rounds=rounds or 3, single_n=3_000, batch_n=20_000, drain_n=10_000,
                    batch_handler_n=10_000, e2e_seconds=3.0, e2e_rounds=min(rounds or 2, 2),
                    drain_concurrencies=(256,))
-
-
-def payload(i: int) -> dict[str, Any]:
-    """A typical small notification payload (about 80 bytes once encoded)."""
-    return {"to": f"user{i}@example.com", "template": "welcome", "vars": {"name": "Ada", "n": i}}
-
-
-def priority(i: int) -> str:
-    return PRIORITIES[i % 3]
 
 
 async def read_group(r: Redis, stream: str, count: int, block: int | None = None) -> list[Entry]:

@@ -1,0 +1,1 @@
+"""``python -m bench.peers``: tidings beside other Redis-backed job queues (see __main__)."""
