@@ -18,16 +18,14 @@ import pytest
 
 from conftest import Recorder
 from tidings import EventKind, Message, Queue, Tidings, ValidationError
-from tidings.scheduling import schedules as scheduler_module
+from tidings.scheduling import ticker as ticker_module
+from tidings.scheduling.local import local_instant, publish_local
 from tidings.scheduling.recurrence import ScheduleError
 from tidings.scheduling.schedule import build_schedule
 from tidings.scheduling.schedules import (
     Schedule,
     ScheduleExistsError,
     ScheduleNotFoundError,
-    Schedules,
-    local_instant,
-    publish_local,
 )
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)  # a Monday, in the past of the real clock
@@ -204,15 +202,15 @@ async def test_ticker_that_stalls_past_its_lease_cannot_duplicate_an_occurrence(
     stalled, rescuer = make_app(), make_app()
     stalled.schedules.clock = rescuer.schedules.clock = Clock(T0)
     await stalled.schedules.add("s", queue="email", every=3600, start=T0)
-    real_commit = scheduler_module._COMMIT
+    real_commit = ticker_module._COMMIT
 
     async def crash(*args: Any) -> Any:
         raise RuntimeError("the ticker's process died between publish and commit")
 
-    monkeypatch.setattr(scheduler_module, "_COMMIT", crash)
+    monkeypatch.setattr(ticker_module, "_COMMIT", crash)
     with pytest.raises(RuntimeError):
         await stalled.schedules.tick(T0 + timedelta(seconds=1))
-    monkeypatch.setattr(scheduler_module, "_COMMIT", real_commit)
+    monkeypatch.setattr(ticker_module, "_COMMIT", real_commit)
     # Within the lease nobody else may fire it ...
     assert await rescuer.schedules.tick(T0 + timedelta(seconds=20)) == []
     # ... after it, another ticker takes over and publishes the same occurrence again,
@@ -313,16 +311,16 @@ async def test_update_while_a_tick_holds_the_claim(app: Tidings, clock: Clock,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """An update between a tick's claim and its commit wins: the tick only records history."""
     await app.schedules.add("s", queue="email", cron="0 * * * *")
-    real_fire = Schedules._fire
+    real_fire = ticker_module.Ticker._fire
 
-    async def fire_after_update(self: Schedules, *args: Any) -> Any:
+    async def fire_after_update(self: ticker_module.Ticker, *args: Any) -> Any:
         clock.now = T0 + HOUR + timedelta(seconds=1)
         await app.schedules.update("s", cron="30 * * * *")
         return await real_fire(self, *args)
 
-    monkeypatch.setattr(Schedules, "_fire", fire_after_update)
+    monkeypatch.setattr(ticker_module.Ticker, "_fire", fire_after_update)
     [fired] = await app.schedules.tick(T0 + HOUR)
-    monkeypatch.setattr(Schedules, "_fire", real_fire)
+    monkeypatch.setattr(ticker_module.Ticker, "_fire", real_fire)
     assert fired.occurrence == T0 + HOUR  # claimed under the old definition: it fires
     state = await app.schedules.get("s")
     assert state.cron == "30 * * * *" and state.fired_count == 1

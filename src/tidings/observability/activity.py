@@ -22,7 +22,7 @@ from ..core.events import Event, EventKind
 from ..core.middleware import Middleware
 
 if TYPE_CHECKING:
-    from ..app import Tidings
+    from ..queues.host import ExtensionHost
     from ..worker import Worker
 
 _FAILED = (EventKind.RETRIED, EventKind.DEAD_LETTERED, EventKind.EXPIRED)
@@ -75,7 +75,7 @@ class ActivityLog:
                           failed=failed, in_flight=worker.running, seconds=self.every)
 
 
-def install_activity_log(app: Tidings, every: float = 5.0) -> ActivityLog:
+def install_activity_log(app: ExtensionHost, every: float = 5.0) -> ActivityLog:
     """Log one INFO activity line per worker of ``app`` every ``every`` seconds."""
     counter = ActivityCounter()
     app.add_middleware(counter)

@@ -47,15 +47,12 @@ Redis layout, under the queue's hash tag (so the scripts touch one slot)::
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import re
-from collections.abc import Callable, Iterable, Iterator, Sized
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sized
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import msgpack
 import orjson
 
 from ..core.clock import now_ms, utc_now
@@ -63,15 +60,13 @@ from ..core.config import RECORD_ID_PATTERN
 from ..core.errors import (
     CampaignConflictError,
     CampaignNotFoundError,
-    PayloadError,
     ValidationError,
 )
-from ..core.ids import new_message_ids_at
-from ..core.message import Message, Priority, duration_ms, encode, validate_headers
+from ..core.message import Priority, duration_ms, validate_headers
 from ..core.progress import ProgressCallback
 from ..core.stored import text
 from ..engine.scripts import LIBRARY
-from ..queues.queue import Outgoing, Queue
+from ..queues.queue import Queue
 from . import campaign_progress
 from .campaign_plan import Plan, Throttle
 from .campaign_progress import (
@@ -79,6 +74,7 @@ from .campaign_progress import (
     CampaignProgress,
     read_progress,
 )
+from .campaign_send import ChunkSender, Recipient
 from .recurrence import (
     AmbiguousPolicy,
     NonexistentPolicy,
@@ -100,32 +96,12 @@ __all__ = [
 ]
 
 _ID = re.compile(RECORD_ID_PATTERN)
-_PIPELINE_CHUNKS = 2  # chunks per round trip; the next ones are built while it is out
 
 
-@dataclass(frozen=True, slots=True)
-class Recipient:
-    """One recipient: ``payload`` is their message; ``zone`` an IANA zone or None (default)."""
-
-    id: str
-    payload: Any
-    zone: str | None = None
-
-
-_CREATE, _PUBLISH, _CANCEL, _FINISH = (LIBRARY[f"campaign_{n}"] for n in (
-    "create", "publish", "cancel", "finish"))
+_CREATE, _CANCEL, _FINISH = (LIBRARY[f"campaign_{n}"] for n in ("create", "cancel", "finish"))
 
 
 # -- the campaign API ----------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Chunk:
-    keys: list[str]
-    args: list[Any]
-    ids: list[str]
-    items: list[Outgoing]
-    end: int
 
 
 class Campaigns:
@@ -231,10 +207,11 @@ class Campaigns:
             used = {int(k): int(v) for k, v in (await client.hgetall(slots_key)).items()}
             throttle = Throttle(throttle_per_minute, used)
         plan = Plan(spec, ref_ms, throttle)
-        chunks = self._chunks(q, campaign_id, recipients, plan, cursor, cursor_id, chunk_size,
-                              [campaign_key, pending_key, slots_key])
+        sender = ChunkSender(self.app, q, campaign_id, plan,
+                             [campaign_key, pending_key, slots_key])
         total = len(recipients) if isinstance(recipients, Sized) else None
-        await self._send_all(q, chunks, lambda done: progress(done, total) if progress else None)
+        await sender.send_all(sender.chunks(recipients, cursor, cursor_id, chunk_size),
+                              lambda done: progress(done, total) if progress else None)
         final = await client.hget(campaign_key, "cursor")
         await self.app.broker.call(_FINISH, [campaign_key], [final, now_ms(self.app.clock)])
         return await self.progress(campaign_id)
@@ -287,144 +264,6 @@ class Campaigns:
             "nonexistent": parse_policy(NonexistentPolicy, nonexistent, "nonexistent").value,
             "ambiguous": fold.value, "if_past": if_past,
         }
-
-    def _chunks(self, q: Queue, campaign_id: str, recipients: Iterable[Recipient],
-                plan: Plan, cursor: int, cursor_id: str, chunk_size: int,
-                record_keys: builtins.list[str]) -> Iterator[_Chunk]:
-        """Build the publish calls, chunk by chunk, resuming after ``cursor`` recipients."""
-        spec = plan.spec
-        priority = Priority.parse(spec["priority"])
-        base_headers: dict[str, str] = spec["headers"]
-        expires_in = None if spec["expires_in"] is None else spec["expires_in"] / 1000
-        dedupe_ms = int(q.config.dedupe_window * 1000)
-        it = iter(recipients)
-        # Skip what the interrupted run already published, checking it is the same list
-        # (cheaply: the last recipient it consumed must be the same one).
-        last: Recipient | None = None
-        skipped = 0
-        for _, recipient in zip(range(cursor), it, strict=False):
-            last = recipient
-            skipped += 1
-        if cursor and (skipped < cursor or last is None
-                       or _recipient_id(last, cursor - 1) != cursor_id):
-            raise ValidationError("recipients", f"recipient #{cursor - 1} is not the one the "
-                                  f"interrupted run ended with ({cursor_id!r}); pass the same "
-                                  "recipients in the same order to resume")
-        position = cursor
-        batch: builtins.list[Recipient] = []
-        for recipient in it:
-            batch.append(recipient)
-            if len(batch) >= chunk_size:
-                yield self._chunk(q, campaign_id, batch, position, plan, priority,
-                                  base_headers, expires_in, dedupe_ms, record_keys)
-                position += len(batch)
-                batch = []
-        if batch:
-            yield self._chunk(q, campaign_id, batch, position, plan, priority, base_headers,
-                              expires_in, dedupe_ms, record_keys)
-
-    def _chunk(self, q: Queue, campaign_id: str, batch: builtins.list[Recipient],
-               start: int, plan: Plan, priority: Priority, base_headers: dict[str, str],
-               expires_in: float | None, dedupe_ms: int,
-               record_keys: builtins.list[str]) -> _Chunk:
-        keys = [*q.keys.script_keys, *record_keys]
-        packed: builtins.list[Any] = []
-        ids: builtins.list[str] = []
-        items: builtins.list[Outgoing] = []
-        skipped = 0
-        created = now_ms(self.app.clock)
-        ttl_ms = None if expires_in is None else int(expires_in * 1000)
-        limit = q.config.max_payload_bytes
-        idem_prefix = q.keys.idempotency(f"campaign:{campaign_id}:")
-        chain = self.app.middleware
-        new_ids = new_message_ids_at(created, len(batch))
-        last_id = ""
-        for offset, recipient in enumerate(batch):
-            rid = _recipient_id(recipient, start + offset)
-            last_id = rid
-            due = plan.due_ms(recipient.zone, rid)
-            if due is None:
-                skipped += 1
-                continue
-            msg_id = next(new_ids)
-            headers = {**base_headers, "campaign_id": campaign_id, "recipient_id": rid}
-            key = f"campaign:{campaign_id}:{rid}"
-            message = Message(msg_id, q.name, recipient.payload, headers, priority, key, 0,
-                              created, due, None if ttl_ms is None else due + ttl_ms)
-            if chain.publishing:
-                chain.before_publish(q.name, message)
-            raw = encode(message)
-            if len(raw) > limit:
-                raise PayloadError("payload", f"recipient {rid!r}: encoded message is "
-                                   f"{len(raw)} bytes; queue {q.name!r} allows {limit}")
-            packed += (msg_id, raw, due)
-            keys.append(idem_prefix + rid)
-            ids.append(msg_id)
-            items.append(Outgoing(None, priority, key, headers))
-        end = start + len(batch)
-        slots = plan.throttle.take_touched() if plan.throttle is not None else []
-        args = [dedupe_ms, start, end, last_id, skipped, int(priority),
-                "" if ttl_ms is None else ttl_ms,
-                _pack(slots) if slots else "", _pack(packed)]
-        return _Chunk(keys, args, ids, items, end)
-
-    async def _send_all(self, q: Queue, chunks: Iterator[_Chunk],
-                        sent: Callable[[int], None]) -> None:
-        """Send chunks in pipelines, building the next ones while one is on the wire.
-
-        ``sent(cursor)`` is called after each round trip with the recipients done so far.
-        """
-        inflight: asyncio.Future[bool] | None = None
-        group: builtins.list[_Chunk] = []
-        try:
-            for chunk in chunks:
-                group.append(chunk)
-                if len(group) < _PIPELINE_CHUNKS:
-                    continue
-                if inflight is not None and not await inflight:
-                    return
-                inflight = asyncio.ensure_future(self._send(q, group, sent))
-                group = []
-                # Building is CPU-bound and never yields: give the pipeline the few loop
-                # turns it needs to reach the socket, so the server works meanwhile.
-                for _ in range(4):
-                    await asyncio.sleep(0)
-            if inflight is not None and not await inflight:
-                return
-            inflight = None
-            if group:
-                await self._send(q, group, sent)
-        finally:
-            if inflight is not None and not inflight.done():
-                # The caller's iterable raised: let the chunks on the wire land (they are
-                # whole and recorded by the cursor) before the error propagates.
-                await asyncio.gather(inflight, return_exceptions=True)
-
-    async def _send(self, q: Queue, group: builtins.list[_Chunk],
-                    sent: Callable[[int], None]) -> bool:
-        """One round trip for several chunks; False once the campaign stopped scheduling."""
-        results = await self.app.broker.publish_pipelined(
-            [(_PUBLISH, chunk.keys, chunk.args) for chunk in group], q.config.durability,
-            q.config.durability_timeout, [i for c in group for i in c.ids])
-        bus = self.app.middleware
-        for chunk, result in zip(group, results, strict=True):
-            status = int(result[0])
-            if status == 0:
-                return False
-            if status == -1:
-                if int(result[1]) >= chunk.end:
-                    continue  # this chunk already went in (a resent group)
-                raise CampaignConflictError(
-                    "another schedule() run of this campaign is in progress (cursor moved "
-                    f"to {text(result[1])}); run one at a time")
-            if bus.active:
-                flags = text(result[3])
-                for flag, msg_id, item in zip(flags, chunk.ids, chunk.items, strict=True):
-                    if flag == "1":
-                        bus.emit_published(q.name, msg_id, Priority.parse(item.priority),
-                                           item.headers)
-        sent(group[-1].end)
-        return True
 
     # -- observing and cancelling --------------------------------------------------------
 
@@ -479,20 +318,3 @@ class Campaigns:
                 break
         await self.counter.flush()
         return await self.progress(campaign_id)
-
-
-def _recipient_id(recipient: Recipient, position: int) -> str:
-    rid = getattr(recipient, "id", None)
-    if isinstance(rid, int) and not isinstance(rid, bool):
-        rid = str(rid)
-    if not isinstance(rid, str) or not 0 < len(rid) <= 256:
-        raise ValidationError("recipients", f"recipient #{position}: id must be a non-empty "
-                              "string of <= 256 characters")
-    return rid
-
-
-def _pack(values: builtins.list[Any]) -> bytes:
-    # Redis' Lua cmsgpack reads only the old "raw" string type, not bin: no use_bin_type.
-    packed: bytes = msgpack.packb(values, use_bin_type=False)
-    return packed
-

@@ -38,40 +38,31 @@ from __future__ import annotations
 
 import builtins
 import logging
-import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from dataclasses import replace as _replace
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from ..core.clock import now_ms, utc_now
 from ..core.errors import (
-    BrokerUnavailableError,
     ScheduleExistsError,
     ScheduleNotFoundError,
     TidingsError,
-    UnknownQueueError,
-    ValidationError,
 )
 from ..core.ids import new_message_id
 from ..core.message import Priority
-from ..core.middleware import Middleware, WorkerView
 from ..core.stored import text
-from ..engine.connection import TRANSIENT
 from ..engine.scripts import LIBRARY
+from .local import publish_local
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,
     NonexistentPolicy,
     ScheduleError,
-    at_local,
-    due_occurrences,
     epoch_ms,
-    occurrence_key,
-    parse_policy,
 )
-from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, render, state_of
+from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, state_of
+from .ticker import Fired, Ticker, TickerMiddleware
 
 if TYPE_CHECKING:
     from ..queues.host import ExtensionHost
@@ -91,27 +82,7 @@ log = logging.getLogger("tidings.scheduling.schedules")
 _SAVE_RETRIES = 20
 
 
-@dataclass(frozen=True, slots=True)
-class Fired:
-    """One occurrence a tick published (``message_id`` is the first one's for a duplicate)."""
-
-    schedule_id: str
-    occurrence: datetime
-    message_id: str
-
-
-_CLAIM, _COMMIT, _SAVE = (LIBRARY[n] for n in ("schedule_claim", "schedule_commit",
-                                               "schedule_save"))
-
-
-class _Ticker(Middleware):
-    """Runs the schedule ticker inside every worker of the app."""
-
-    def __init__(self, schedules: Schedules) -> None:
-        self.schedules = schedules
-
-    async def worker_loop(self, worker: WorkerView) -> None:
-        await self.schedules.run_ticker()
+_SAVE = LIBRARY["schedule_save"]
 
 
 class Schedules:
@@ -145,8 +116,9 @@ class Schedules:
         self.max_catch_up = max_catch_up
         self._keys = app.key_space.schedules
         self._due_key, self._ids_key = self._keys.due, self._keys.ids
+        self.ticker = Ticker(self)
         app.adopt(self)  # the app's schedules, unless it already has some
-        app.add_middleware(_Ticker(self))
+        app.add_middleware(TickerMiddleware(self.ticker))
 
     def _hash(self, schedule_id: str) -> str:
         return self._keys.record(schedule_id)
@@ -346,11 +318,10 @@ class Schedules:
             after = schedule.start - timedelta(microseconds=1)
         return schedule.recurrence.next_after(after, fired_count)
 
-    # -- firing ------------------------------------------------------------------------
+    # -- firing (ticker.py) ------------------------------------------------------------
 
-    async def tick(
-        self, now: datetime | None = None, *, lookahead: float = 0.0
-    ) -> builtins.list[Fired]:
+    async def tick(self, now: datetime | None = None, *,
+                   lookahead: float = 0.0) -> builtins.list[Fired]:
         """Fire every schedule due at ``now`` (default: the clock); returns what was published.
 
         Occurrences up to ``now + lookahead`` seconds are published, those still in the
@@ -359,167 +330,4 @@ class Schedules:
 
             fired = await app.schedules.tick(datetime(2026, 3, 8, 9, 0, tzinfo=UTC))
         """
-        now = self._now() if now is None else now
-        if now.tzinfo is None:
-            raise ScheduleError("now", "must be timezone-aware")
-        horizon = now + timedelta(seconds=lookahead)
-        fired: builtins.list[Fired] = []
-        while True:
-            claimed = await self._claim(now, horizon)
-            behind = False
-            for schedule, token in claimed:
-                batch, more = await self._fire(schedule, token, horizon)
-                fired += batch
-                behind = behind or more
-            # A full claim may have left due schedules unclaimed; a schedule catching up
-            # with missed=all is due again at once.
-            if len(claimed) < self.batch and not behind:
-                return fired
-
-    async def _claim(self, now: datetime, horizon: datetime) -> builtins.list[tuple[Schedule, str]]:
-        client = await self._client()
-        bound = epoch_ms(horizon)
-        ids = [text(i) for i in await client.zrangebyscore(
-            self._due_key, "-inf", bound, start=0, num=self.batch)]
-        if not ids:
-            return []
-        token = new_message_id(now_ms(self.app.clock))
-        lease_end = epoch_ms(now) + int(self.lease * 1000)
-        rows = await self.app.broker.retrying(
-            _CLAIM, client, [self._due_key, *(self._hash(i) for i in ids)],
-            [bound, lease_end, token, *ids])
-        out: builtins.list[tuple[Schedule, str]] = []
-        for _, flat in rows:
-            raw = dict(zip(flat[::2], flat[1::2], strict=True))
-            out.append((Schedule._from_hash(raw), token))
-        return out
-
-    async def _fire(
-        self, schedule: Schedule, token: str, horizon: datetime
-    ) -> tuple[builtins.list[Fired], bool]:
-        """Publish a claimed schedule's due occurrences and commit; True if still behind."""
-        rec = schedule.recurrence
-        occurrences = due_occurrences(
-            rec, schedule.checked_until, horizon, schedule.missed, schedule.fired_count,
-            grace=schedule.grace, max_batch=self.max_catch_up)
-        # Catching up with missed=all in bounded batches: continue from the last one fired,
-        # which keeps the schedule due, so the next tick picks up the rest.
-        behind = schedule.missed is MissedPolicy.ALL and len(occurrences) >= self.max_catch_up
-        checked = occurrences[-1] if behind else horizon
-        fired: builtins.list[Fired] = []
-        error = ""
-        try:
-            queue = self.app.get_queue(schedule.queue)
-        except UnknownQueueError:
-            # Stored by an app that declares the queue, ticked by one that does not: leave
-            # the claim to lapse, so a ticker whose app declares it fires the occurrences.
-            log.error("schedule %s targets queue %r, which this app does not declare; left "
-                      "for a worker whose app does (retried after the %.0fs claim)",
-                      schedule.id, schedule.queue, self.lease)
-            return [], False
-        for when in occurrences:
-            headers = {**schedule.headers, "schedule_id": schedule.id,
-                       "occurrence": when.astimezone(UTC).isoformat()}
-            try:
-                msg_id = await queue.publish(
-                    render(schedule.payload, schedule, when), priority=schedule.priority,
-                    idempotency_key=occurrence_key(schedule.id, when), headers=headers,
-                    send_at=when)
-            except ValidationError as exc:
-                # The occurrence can never be published (payload over the queue's limit,
-                # say): skip it rather than retry it forever, and show why.
-                log.error("schedule %s: occurrence %s not published: %s", schedule.id,
-                          when.isoformat(), exc)
-                error = str(exc)
-                continue
-            fired.append(Fired(schedule.id, when, msg_id))
-        nxt = rec.next_after(checked, schedule.fired_count + len(occurrences))
-        client = await self._client()
-        committed = await self.app.broker.retrying(
-            _COMMIT, client, [self._due_key, self._hash(schedule.id)],
-            [schedule.id, token, schedule.version, epoch_ms(checked),
-             epoch_ms(occurrences[-1]) if occurrences else "", len(occurrences),
-             "" if nxt is None else epoch_ms(nxt), error])
-        if not committed:
-            log.info("schedule %s: claim lost before commit (deleted, or re-claimed after the "
-                     "lease); its occurrences were deduplicated by their keys", schedule.id)
-        return fired, behind and bool(committed)
-
-    async def run_ticker(self) -> None:
-        """Tick every ``interval`` seconds, for ever (a worker runs it and cancels it)."""
-        failures = 0
-        while True:
-            try:
-                await self.tick(lookahead=self.lookahead)
-                failures = 0
-                pause = self.interval
-            except (*TRANSIENT, BrokerUnavailableError) as exc:
-                failures += 1
-                pause = min(30.0, self.interval * 2 ** min(failures, 5))
-                log.warning("schedule tick failed (%s); retrying in %.1fs", exc, pause)
-            except Exception:
-                # A bug or a corrupt schedule must not end the ticker of a running worker.
-                log.exception("schedule tick failed")
-                pause = self.interval
-            # Jitter keeps the tickers of many workers from hitting the server in lockstep.
-            await self.app.clock.sleep(pause * (0.9 + 0.2 * random.random()))
-
-
-async def publish_local(
-    queue: Queue,
-    payload: Any,
-    *,
-    at: datetime | tuple[date, time],
-    zone: str,
-    nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
-    ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
-    priority: Priority | str = Priority.NORMAL,
-    idempotency_key: str | None = None,
-    headers: dict[str, str] | None = None,
-    correlation_id: str | None = None,
-    expires_in: timedelta | float | None = None,
-    max_attempts: int | None = None,
-) -> str:
-    """Publish ``payload`` to be delivered when the wall clock in ``zone`` reads ``at``.
-
-    ``at`` is a *naive* local time (or a ``(date, time)`` pair); the daylight-saving
-    policies decide a time skipped by a spring-forward gap (``next_valid`` moves it forward
-    by the gap, ``skip`` refuses it) or repeated by a fall-back (``first`` / ``second``).
-    A time already past is delivered at once. Returns the message id::
-
-        await publish_local(email, {"to": "a@b.c"}, at=datetime(2026, 12, 1, 9, 0),
-                            zone="Asia/Tokyo")
-
-    Bad input raises :class:`~tidings.recurrence.ScheduleError` (a ``ValidationError``)
-    naming the field: ``at`` (aware, or a time that does not exist with ``skip``), ``zone``,
-    ``nonexistent`` or ``ambiguous``.
-    """
-    when = local_instant(at, zone, nonexistent=nonexistent, ambiguous=ambiguous)
-    return await queue.publish(payload, priority=priority, idempotency_key=idempotency_key,
-                               headers=headers, correlation_id=correlation_id, send_at=when,
-                               expires_in=expires_in, max_attempts=max_attempts)
-
-
-def local_instant(
-    at: datetime | tuple[date, time],
-    zone: str,
-    *,
-    nonexistent: NonexistentPolicy | str = NonexistentPolicy.NEXT_VALID,
-    ambiguous: AmbiguousPolicy | str = AmbiguousPolicy.FIRST,
-) -> datetime:
-    """The UTC instant of wall time ``at`` in ``zone`` (see :func:`publish_local`)."""
-    if isinstance(at, datetime) and at.tzinfo is not None:
-        raise ScheduleError("at", "must be a naive local time; the zone goes in 'zone' (for an "
-                            "absolute instant use publish(send_at=...))")
-    if not isinstance(at, datetime | tuple):
-        raise ScheduleError("at", "must be a naive datetime or a (date, time) pair")
-    gap = parse_policy(NonexistentPolicy, nonexistent, "nonexistent")
-    fold = parse_policy(AmbiguousPolicy, ambiguous, "ambiguous")
-    if fold is AmbiguousPolicy.BOTH:
-        raise ScheduleError("ambiguous", "'both' would send twice; choose 'first' or 'second'")
-    try:
-        return at_local(at, zone, nonexistent=gap, ambiguous=fold)
-    except ScheduleError as exc:
-        if exc.field == "local":
-            raise ScheduleError("at", exc.reason) from None
-        raise
+        return await self.ticker.tick(now, lookahead=lookahead)
