@@ -159,6 +159,23 @@ async def client2(redis_url: str) -> AsyncIterator[Redis]:
 
 
 @pytest.fixture
+async def acl_user(client: Redis) -> AsyncIterator[Callable[..., Any]]:
+    """Creates ACL users with unique names on the test server; deletes them after."""
+    made: list[str] = []
+
+    async def create(*rules: str, password: str = "right-password") -> str:
+        name = f"tidings_test_{uuid.uuid4().hex[:10]}"
+        await client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}",
+                                     *rules)
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        await client.execute_command("ACL", "DELUSER", name)
+
+
+@pytest.fixture
 async def prefix(client: Redis) -> AsyncIterator[str]:
     """A fresh key prefix for ``client``; its keys are deleted after the test."""
     prefix = new_prefix()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from conftest import tidings, with_app
+from test_access import prefix_rules, with_credentials
 from tidings import Tidings
 from tidings.cli_support import explain
 from tidings.errors import (
@@ -180,3 +183,18 @@ def test_a_table_too_wide_for_80_columns_becomes_records(env: dict[str, str]) ->
     with_app(env, lambda app: app.queue(name).publish({"n": 1}), name)
     text = tidings(env, "queues", COLUMNS="80").stdout
     assert f"queue: {name}" in text and "consumers: 0" in text
+
+
+async def test_refused_credentials_and_permissions_exit_4(
+        redis_url: str, acl_user: Callable[..., Any],
+        make_app: Callable[..., Tidings]) -> None:
+    prefix = make_app().settings.key_prefix
+    user = await acl_user(*prefix_rules(prefix))
+    wrong = {"TIDINGS_REDIS_URL": with_credentials(redis_url, user, "wrong-password"),
+             "TIDINGS_KEY_PREFIX": prefix}
+    line = one_line(await asyncio.to_thread(tidings, wrong, "queues", code=4))
+    assert user in line and "password" in line
+    outsider = await acl_user("~elsewhere:*", "+@all")
+    denied = {"TIDINGS_REDIS_URL": with_credentials(redis_url, outsider, "right-password"),
+              "TIDINGS_KEY_PREFIX": prefix}
+    assert outsider in one_line(await asyncio.to_thread(tidings, denied, "queues", code=4))

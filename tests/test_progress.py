@@ -21,6 +21,7 @@ def people(n: int) -> list[Recipient]:
 
 
 async def test_campaign_schedule_reports_recipients_done_per_round_trip(app: Tidings) -> None:
+    app.queue("push")
     seen: list[tuple[int, int | None]] = []
     await Campaigns.of(app).schedule("p", "push", people(2500), local_time=time(9), date=DAY,
                                      progress=lambda done, total: seen.append((done, total)))
@@ -35,6 +36,7 @@ async def test_campaign_schedule_reports_recipients_done_per_round_trip(app: Tid
 async def test_campaign_cancel_reports_each_batch(app: Tidings,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(campaign_progress, "SWEEP_BATCH", 400)
+    app.queue("push")
     campaigns = Campaigns.of(app)
     await campaigns.schedule("p", "push", people(1000), local_time=time(9), date=DAY)
     seen: list[tuple[int, int | None]] = []
@@ -73,7 +75,7 @@ def test_a_terminal_gets_a_bar_and_json_gets_nothing() -> None:
 
 def test_campaign_cancel_with_json_prints_only_json(cli_env: dict[str, str]) -> None:
     with_app(cli_env, lambda app: Campaigns.of(app).schedule(
-        "promo", "push", people(50), local_time=time(9), date=DAY))
+        "promo", "push", people(50), local_time=time(9), date=DAY), "push")
     result = tidings(cli_env, "campaigns", "cancel", "promo", "--yes", "--json")
     assert orjson.loads(result.stdout)["cancelled"] == 50 and result.stderr == ""
 
