@@ -20,6 +20,7 @@ from tidings.errors import (
     ConfigError,
     MessageNotFoundError,
     PermissionDeniedError,
+    UntrustedCertificateError,
 )
 
 
@@ -40,6 +41,7 @@ def one_line(result: Any) -> str:
     (BrokerUnavailableError("server unreachable"), 3),
     (AuthenticationFailedError("default", "WRONGPASS"), 4),
     (PermissionDeniedError("app", "NOPERM"), 4), (RuntimeError("a bug"), 5),
+    (UntrustedCertificateError("rediss://db:6380", "certificate verify failed"), 3),
 ])
 def test_every_error_maps_to_one_exit_code(exc: Exception, code: int) -> None:
     message, got = explain(exc)
@@ -55,6 +57,17 @@ def test_an_unreachable_server_exits_3(env: dict[str, str]) -> None:
 def test_a_bad_setting_exits_2_naming_the_variable(env: dict[str, str]) -> None:
     result = tidings(env, "queues", code=2, TIDINGS_WORKER_CONCURRENCY="0")
     assert "TIDINGS_WORKER_CONCURRENCY" in one_line(result)
+    sys.modules.pop("tests.apps.cli_app", None)
+    worker = tidings(env, "worker", "tests.apps.cli_app:app", code=2,
+                     TIDINGS_LOG_LEVEL="bogus")
+    assert "TIDINGS_LOG_LEVEL" in one_line(worker)
+
+
+def test_a_malformed_settings_file_exits_2_naming_file_and_line(
+        env: dict[str, str], tmp_path: Any) -> None:
+    (tmp_path / "tidings.toml").write_text('log_level = "INFO"\nshutdown_grace = = 3\n')
+    line = one_line(tidings(env, "queues", code=2, TIDINGS_CONFIG_DIR=str(tmp_path)))
+    assert "tidings.toml" in line and "line 2" in line
 
 
 @pytest.mark.parametrize(("args", "named"), [

@@ -43,6 +43,7 @@ from .errors import (
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
+    UntrustedCertificateError,
     ValidationError,
 )
 from .queue import Queue
@@ -97,7 +98,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
                   | redis_errors.TimeoutError):
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "
                 "uses the embedded server of this directory)"), EXIT_UNAVAILABLE
-    if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError):
+    if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError
+                  | UntrustedCertificateError):
         return str(exc), EXIT_UNAVAILABLE
     if isinstance(exc, ValidationError):
         return str(exc), EXIT_NOTHING if isinstance(exc, UnknownQueueError) else EXIT_USAGE
