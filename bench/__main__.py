@@ -62,9 +62,9 @@ def resolve_url(url: str) -> tuple[str, Callable[[], Any] | None]:
     """The server URL, and for ``embedded`` a callback that stops the server if we started it."""
     if url != "embedded":
         return url, None
-    if importlib.util.find_spec("tidings.embedded") is None:
-        raise SystemExit("--redis-url embedded: this tidings has no tidings.embedded module")
-    from tidings import embedded
+    if importlib.util.find_spec("tidings.engine.embedded") is None:
+        raise SystemExit("--redis-url embedded: this tidings has no tidings.engine.embedded module")
+    from tidings.engine import embedded
 
     status = getattr(embedded, "server_status", None)
     was_running = bool(status(EMBEDDED_DIR)["alive"]) if status is not None else True

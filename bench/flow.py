@@ -30,8 +30,8 @@ from typing import Any
 
 from tidings import Message, Tidings
 from tidings.flow import FairMessage
-from tidings.ordering import OrderedQueue
-from tidings.ordering_worker import OrderedWorker
+from tidings.ordering.assignment import OrderedWorker
+from tidings.ordering.queue import OrderedQueue
 
 from .stats import RESULTS, latency_summary, rounded
 

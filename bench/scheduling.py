@@ -37,8 +37,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from tidings import Message, Outgoing, Tidings
-from tidings.campaign import Campaigns, Recipient
-from tidings.scripts import SCRIPTS
+from tidings.engine.scripts import SCRIPTS
+from tidings.scheduling.campaigns import Campaigns, Recipient
 
 from .stats import RESULTS, latency_summary
 

@@ -27,7 +27,7 @@ def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None
     if os.environ.get("TIDINGS_TEST_REDIS_URL"):
         yield None
         return
-    from tidings.embedded import stop_server
+    from tidings.engine.embedded import stop_server
 
     path = tmp_path_factory.mktemp("tidings-server")
     yield path
@@ -39,7 +39,7 @@ def redis_url(server_dir: Path | None) -> str:
     url = os.environ.get("TIDINGS_TEST_REDIS_URL")
     if url:
         return url
-    from tidings.embedded import ensure_server
+    from tidings.engine.embedded import ensure_server
 
     assert server_dir is not None
     return ensure_server(server_dir)

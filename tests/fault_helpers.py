@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tidings import Queue, Tidings
-from tidings.queue import GROUP
+from tidings.queues.queue import GROUP
 
 ROOT = Path(__file__).resolve().parents[1]
 TIDINGS_BIN = Path(sys.executable).parent / "tidings"

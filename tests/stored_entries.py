@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from tidings import Message, Queue
-from tidings.message import encode, new_message_id, now_ms
+from tidings.core.message import encode, new_message_id, now_ms
 
 
 def envelope(queue: Queue, payload: Any = "x", **changes: Any) -> bytes:

@@ -26,9 +26,9 @@ from tidings import (
     PermissionDeniedError,
     Tidings,
 )
-from tidings.broker import raise_if_denied
-from tidings.embedded import find_server_binary
-from tidings.errors import UntrustedCertificateError
+from tidings.core.errors import UntrustedCertificateError
+from tidings.engine.broker import raise_if_denied
+from tidings.engine.embedded import find_server_binary
 
 
 def with_credentials(url: str, user: str, password: str | None) -> str:

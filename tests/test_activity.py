@@ -13,7 +13,7 @@ import orjson
 from conftest import Recorder
 from flow_helpers import ROOT, wait_until
 from tidings import EventKind, Message, Retry, Tidings
-from tidings.activity import ActivityCounter, ActivityLog
+from tidings.observability.activity import ActivityCounter, ActivityLog
 
 
 class Lines:

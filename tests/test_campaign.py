@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 
 from conftest import Recorder
-from tidings import EventKind, Message, Queue, Retry, Tidings, ValidationError, campaign_progress
-from tidings import campaign as campaign_module
-from tidings.campaign import (
+from tidings import EventKind, Message, Queue, Retry, Tidings, ValidationError
+from tidings.engine.scripts import SCRIPTS
+from tidings.scheduling import campaign_progress
+from tidings.scheduling import campaigns as campaign_module
+from tidings.scheduling.campaigns import (
     CampaignConflictError,
     CampaignNotFoundError,
     Campaigns,
     Recipient,
 )
-from tidings.recurrence import ScheduleError
-from tidings.scripts import SCRIPTS
+from tidings.scheduling.recurrence import ScheduleError
 
 NEXT_YEAR = datetime.now(UTC).year + 1
 DAY = date(NEXT_YEAR, 1, 12)  # a January Monday: no DST anywhere near

@@ -59,8 +59,8 @@ def test_delayed_cancel_and_reschedule(env: dict[str, str]) -> None:
 
 async def _park(app: Tidings, count: int) -> list[str]:
     """Publish ``count`` messages to sms and dead-letter them through the real scripts."""
-    from tidings.queue import GROUP
-    from tidings.scripts import SCRIPTS
+    from tidings.engine.scripts import SCRIPTS
+    from tidings.queues.queue import GROUP
 
     q = app.queue("sms")
     ids = await q.publish_many(range(count))

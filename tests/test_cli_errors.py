@@ -135,7 +135,7 @@ def test_breakers_reset_of_an_unknown_breaker_suggests_known_ones(
 
 def test_an_unexpected_error_is_one_line_and_a_traceback_only_with_debug(
         env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from tidings.queue import Queue
+    from tidings.queues.queue import Queue
 
     async def broken(self: Queue) -> Any:
         raise RuntimeError("boom")

@@ -9,7 +9,7 @@ import orjson
 
 from conftest import tidings, with_app
 from tidings import Tidings
-from tidings.campaign import Campaigns, Recipient
+from tidings.scheduling.campaigns import Campaigns, Recipient
 
 NEXT_YEAR = datetime.now(UTC).year + 1
 

@@ -7,7 +7,7 @@ import time
 
 from conftest import Recorder
 from tidings import DeadLetter, EventKind, Message, Tidings
-from tidings.dlq import make_filter
+from tidings.queues.dead_letters import make_filter
 
 
 async def _fill_dlq(app: Tidings, recorder: Recorder, count: int = 6) -> None:

@@ -17,7 +17,7 @@ from threading import Barrier
 import pytest
 import redis
 
-from tidings.embedded import (
+from tidings.engine.embedded import (
     EmbeddedServerError,
     ensure_server,
     find_server_binary,
@@ -153,7 +153,7 @@ def test_concurrent_processes_start_one_server(data_dir: Path) -> None:
     code = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tidings.embedded import ensure_server, server_status\n"
+        "from tidings.engine.embedded import ensure_server, server_status\n"
         "while time.time() < float(sys.argv[2]): time.sleep(0.001)\n"
         "url = ensure_server(Path(sys.argv[1]))\n"
         "print(url, server_status(Path(sys.argv[1]))['pid'])\n"

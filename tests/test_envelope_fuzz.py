@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from conftest import Recorder
 from tidings import EventKind, Message, Tidings
-from tidings.message import decode
+from tidings.core.message import decode
 
 FIELDS = ["v", "id", "q", "p", "h", "pr", "k", "a", "c", "nb", "x", "ma"]
 SCALARS = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from conftest import Recorder
 from tidings import EventKind, JsonLogMiddleware, Message, Middleware, Tidings
-from tidings.log import configure_logging
+from tidings.observability.logs import configure_logging
 
 
 async def test_json_log_lines_carry_message_id_queue_and_correlation_id(
@@ -117,7 +117,7 @@ async def test_demo_runs_to_completion(redis_url: str, monkeypatch: Any) -> None
 async def test_demo_summary_is_tables_and_says_the_embedded_server_keeps_running(
         tmp_path: Any, monkeypatch: Any) -> None:
     from tidings.demo import run_demo
-    from tidings.embedded import server_status, stop_server
+    from tidings.engine.embedded import server_status, stop_server
 
     monkeypatch.delenv("TIDINGS_REDIS_URL", raising=False)
     monkeypatch.setenv("TIDINGS_DATA_DIR", str(tmp_path))

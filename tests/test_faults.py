@@ -35,9 +35,9 @@ from fault_helpers import (
     wait_exit,
 )
 from tidings import BrokerUnavailableError, EventKind, Message, Outgoing, Tidings
-from tidings.embedded import ensure_server, server_status, stop_server
-from tidings.queue import GROUP
-from tidings.scripts import SCRIPTS
+from tidings.engine.embedded import ensure_server, server_status, stop_server
+from tidings.engine.scripts import SCRIPTS
+from tidings.queues.queue import GROUP
 from tidings.worker import PROMOTE_LIMIT
 
 # -- 1. SIGKILL mid-batch ------------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from flow_helpers import FakeClock
-from tidings.errors import ValidationError
+from tidings.core.errors import ValidationError
 from tidings.flow import CircuitBreaker, CircuitState, Transition
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN

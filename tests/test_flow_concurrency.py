@@ -9,7 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from flow_helpers import child_ready, kill_children, race_children, start_child
-from tidings.errors import ValidationError
+from tidings.core.errors import ValidationError
 from tidings.flow import ConcurrencyLimit
 
 

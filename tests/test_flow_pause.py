@@ -11,7 +11,7 @@ from conftest import Recorder, collect_payloads, held_by_dead_consumer, tidings,
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Tidings
 from tidings.flow import pause_queue, resume_queue
-from tidings.ordering import meta_key
+from tidings.ordering.queue import meta_key
 
 
 async def test_paused_queue_keeps_its_messages_on_every_worker(

@@ -12,9 +12,9 @@ import pytest
 from redis.asyncio import Redis
 
 from flow_helpers import race_children, start_child
-from tidings.errors import ValidationError
+from tidings.core.errors import ValidationError
+from tidings.engine.scripts import Script
 from tidings.flow import RateLimit
-from tidings.scripts import Script
 
 
 @pytest.mark.parametrize(

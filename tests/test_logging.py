@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tidings import ConfigError
-from tidings.log import configure_logging
+from tidings.observability.logs import configure_logging
 
 AWKWARD = ['he said "stop"', "two\nlines\r\n", "unicode\u2028line\x85breaks\u2029",
            "back\\slash \\n \\u0041", "naïve café ☕ 日本", "tab\tand \x00 nul",

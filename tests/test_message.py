@@ -10,10 +10,10 @@ import msgpack
 import pytest
 
 from tidings import ConfigError, Priority, RetryPolicy, ValidationError
-from tidings.allocation import LaneAllocator, parse_weights
-from tidings.config import build_queue_config
-from tidings.errors import EnvelopeError, PayloadError, UnsupportedEnvelopeError
-from tidings.message import MAX_PAYLOAD_DEPTH, Message, check_payload, decode, encode
+from tidings.core.config import build_queue_config
+from tidings.core.errors import EnvelopeError, PayloadError, UnsupportedEnvelopeError
+from tidings.core.message import MAX_PAYLOAD_DEPTH, Message, check_payload, decode, encode
+from tidings.worker.allocation import LaneAllocator, parse_weights
 
 
 def test_envelope_round_trip_keeps_every_field() -> None:
@@ -182,7 +182,7 @@ def test_weights_parse_from_the_config_hash() -> None:
 def test_message_ids_are_ulids_that_sort_by_creation() -> None:
     from ulid import ULID
 
-    from tidings.message import new_message_id
+    from tidings.core.message import new_message_id
 
     ids = [new_message_id() for _ in range(20_000)]  # many share a millisecond
     assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -17,8 +17,8 @@ from stored_entries import (
     envelope,
 )
 from tidings import DeadLetter, EventKind, Message, Queue, Tidings, ValidationError
-from tidings.dlq import DeadLetterCount
-from tidings.message import new_message_id, now_ms
+from tidings.core.message import new_message_id, now_ms
+from tidings.queues.dead_letters import DeadLetterCount
 
 
 @pytest.fixture

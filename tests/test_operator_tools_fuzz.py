@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from conftest import drop_keys
 from stored_entries import add_dead_letter, add_to_lane, dead_fields, envelope
 from tidings import Queue, Tidings
-from tidings.message import new_message_id
+from tidings.core.message import new_message_id
 
 BOUNDED = settings(max_examples=120, deadline=None,
                    suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -14,9 +14,9 @@ import pytest
 from conftest import Recorder
 from flow_helpers import wait_until
 from tidings import EventKind, Message, Retry, Snooze, Tidings
-from tidings.errors import ConfigError, ValidationError
-from tidings.ordering import OrderedQueue
-from tidings.ordering_worker import OrderedWorker, assign
+from tidings.core.errors import ConfigError, ValidationError
+from tidings.ordering.assignment import OrderedWorker, assign
+from tidings.ordering.queue import OrderedQueue
 
 
 class Log:
@@ -290,7 +290,7 @@ async def test_worker_stops_when_a_heartbeat_swallows_its_cancellation(
     # On Python 3.11 redis-py sends each command under asyncio.wait_for, which drops a
     # cancellation that arrives as the write completes: a loop stopped only by cancel()
     # then runs for ever, and the worker never stops.
-    from tidings.ordering_runner import OrderedRunner
+    from tidings.ordering.runner import OrderedRunner
 
     q = ordered(app, Log())
     in_flight, gave_up = asyncio.Event(), asyncio.Event()

@@ -22,7 +22,7 @@ import pytest
 
 from flow_helpers import start_worker, stop_worker
 from tidings import Tidings
-from tidings.ordering import OrderedQueue
+from tidings.ordering.queue import OrderedQueue
 
 APP = "tests.apps.ordered_app:app"
 KEYS, PER_KEY, WAVES = 24, 40, 4

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from tidings import Tidings, UnknownQueueError, ValidationError
-from tidings.campaign import Campaigns, Recipient
+from tidings.scheduling.campaigns import Campaigns, Recipient
 
 T0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Tests for tidings.recurrence: DST policies, cron/interval schedules, missed occurrences.
+"""tidings.scheduling.recurrence: DST policies, cron/interval schedules, missed occurrences.
 
 Expected instants are hard-coded UTC values derived from the zones' published rules (and
 checked against zoneinfo in test_transition_facts), never recomputed with the code under test.
@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tidings.recurrence import (
+from tidings.scheduling.recurrence import (
     AmbiguousPolicy,
     MissedPolicy,
     NonexistentPolicy,

@@ -18,10 +18,10 @@ import pytest
 
 from conftest import Recorder
 from tidings import EventKind, Message, Queue, Tidings, ValidationError
-from tidings import scheduler as scheduler_module
-from tidings.recurrence import ScheduleError
-from tidings.schedule import build_schedule
-from tidings.scheduler import (
+from tidings.scheduling import schedules as scheduler_module
+from tidings.scheduling.recurrence import ScheduleError
+from tidings.scheduling.schedule import build_schedule
+from tidings.scheduling.schedules import (
     Schedule,
     ScheduleExistsError,
     ScheduleNotFoundError,

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from tidings import ConfigError, Tidings
-from tidings.errors import SettingsFileError
-from tidings.settings import load_settings
+from tidings.core.errors import SettingsFileError
+from tidings.core.settings import load_settings
 
 
 def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch,

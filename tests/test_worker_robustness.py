@@ -19,7 +19,7 @@ import pytest
 
 from conftest import Recorder, held_by_dead_consumer
 from tidings import EventKind, Message, Middleware, Queue, Tidings
-from tidings.scripts import SCRIPTS
+from tidings.engine.scripts import SCRIPTS
 
 
 def envelope(msg_id: str, **fields: Any) -> bytes:
@@ -287,7 +287,7 @@ def _inject(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``stage`` raise once (decode: always) for the message with payload "target"."""
     import tidings.worker.runner as runner_module
     import tidings.worker.settle as settle_module
-    from tidings.events import EventBus
+    from tidings.core.events import EventBus
 
     fired: list[str] = []
 
@@ -343,7 +343,7 @@ def _inject(stage: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_handler_timeout_has_a_safe_default_and_none_means_no_limit() -> None:
-    from tidings.config import DEFAULT_HANDLER_TIMEOUT, build_queue_config
+    from tidings.core.config import DEFAULT_HANDLER_TIMEOUT, build_queue_config
 
     assert build_queue_config("q").handler_timeout == DEFAULT_HANDLER_TIMEOUT == 300
     assert build_queue_config("q", handler_timeout=None).handler_timeout is None

@@ -1,10 +1,8 @@
 """tidings: a reliable, fast message queue for notification platforms, on Redis Streams."""
 
 from .app import Tidings
-from .campaign import CampaignProgress, Campaigns, Recipient
-from .config import Durability, OnExpire, QueueConfig, RetryPolicy
-from .dlq import DeadLetter as DeadLetterEntry
-from .errors import (
+from .core.config import Durability, OnExpire, QueueConfig, RetryPolicy
+from .core.errors import (
     AccessDeniedError,
     AuthenticationFailedError,
     BrokerUnavailableError,
@@ -32,14 +30,16 @@ from .errors import (
     UntrustedCertificateError,
     ValidationError,
 )
-from .events import Event, EventKind, Middleware
-from .log import JsonLogMiddleware
-from .message import Message, Priority
-from .ordering import OrderedQueue
-from .queue import MessageInfo, Outgoing, Queue, QueueStats
-from .recurrence import AmbiguousPolicy, MissedPolicy, NonexistentPolicy, Recurrence
-from .scheduler import Schedule, Schedules, publish_local
-from .settings import Settings
+from .core.events import Event, EventKind, Middleware
+from .core.message import Message, Priority
+from .core.settings import Settings
+from .observability.logs import JsonLogMiddleware
+from .ordering.queue import OrderedQueue
+from .queues.dead_letters import DeadLetter as DeadLetterEntry
+from .queues.queue import MessageInfo, Outgoing, Queue, QueueStats
+from .scheduling.campaigns import CampaignProgress, Campaigns, Recipient
+from .scheduling.recurrence import AmbiguousPolicy, MissedPolicy, NonexistentPolicy, Recurrence
+from .scheduling.schedules import Schedule, Schedules, publish_local
 from .worker import Worker
 
 __all__ = [

@@ -7,17 +7,17 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .broker import Broker
-from .config import build_queue_config
-from .errors import UnknownQueueError, ValidationError
-from .events import EventBus, Middleware
-from .queue import Queue
-from .settings import Settings, load_settings
+from .core.config import build_queue_config
+from .core.errors import UnknownQueueError, ValidationError
+from .core.events import EventBus, Middleware
+from .core.settings import Settings, load_settings
+from .engine.broker import Broker
+from .queues.queue import Queue
 
 if TYPE_CHECKING:
+    from .core.progress import ProgressCallback
     from .flow.control import FlowControl
-    from .progress import ProgressCallback
-    from .scheduler import Schedules
+    from .scheduling.schedules import Schedules
     from .sync import SyncTidings
     from .worker import Worker, WorkerService
 
@@ -99,7 +99,7 @@ class Tidings:
     @property
     def schedules(self) -> Schedules:
         """Recurring schedules (one per app); workers of the app then run the ticker."""
-        from .scheduler import schedules
+        from .scheduling.schedules import schedules
 
         return schedules(self)
 
@@ -137,7 +137,7 @@ class Tidings:
         this app nor the server knows, and :class:`~tidings.errors.QueueNotEmptyError`
         while the queue holds messages or live workers consume it, unless ``force``.
         """
-        from .queue_admin import find_queue
+        from .queues.admin import find_queue
 
         if not self.broker.connected:
             await self.connect()

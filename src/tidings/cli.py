@@ -33,10 +33,10 @@ from .cli_support import (
     set_debug,
 )
 from .cli_views import as_text, dead_letter_view, message_view
-from .dlq import DeadLetterCount, make_filter
+from .core.message import Priority
 from .errors import QueueNotEmptyError
-from .message import Priority
-from .queue_admin import known_queue_names
+from .queues.admin import known_queue_names
+from .queues.dead_letters import DeadLetterCount, make_filter
 
 cli = Cli(name="tidings")
 dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")
@@ -83,9 +83,9 @@ def worker(
              "none.")] = 5.0,
 ) -> None:
     """Run a worker process for the app's handlers until SIGTERM or SIGINT."""
-    from .activity import install_activity_log
-    from .campaign import Campaigns
-    from .log import JsonLogMiddleware, configure_logging
+    from .observability.activity import install_activity_log
+    from .observability.logs import JsonLogMiddleware, configure_logging
+    from .scheduling.campaigns import Campaigns
 
     app = load_app(app_spec, hint="MODULE:APP")
     names = [n.strip() for n in queues.split(",") if n.strip()] if queues else None
@@ -348,8 +348,8 @@ def queue_delete(name: QueueArg,
 @server_cli.command("status")
 def server_status(json: JsonOption = False) -> None:
     """Show the embedded server of this directory."""
-    from .embedded import server_status as status
-    from .settings import load_settings
+    from .core.settings import load_settings
+    from .engine.embedded import server_status as status
 
     data = status(load_settings().data_dir.resolve())
     if json:
@@ -361,8 +361,8 @@ def server_status(json: JsonOption = False) -> None:
 @server_cli.command("stop")
 def server_stop() -> None:
     """Stop the embedded server of this directory (its data stays in the AOF)."""
-    from .embedded import stop_server
-    from .settings import load_settings
+    from .core.settings import load_settings
+    from .engine.embedded import stop_server
 
     if not stop_server(load_settings().data_dir.resolve()):
         raise CommandFailed("no embedded server is running for this directory")

@@ -26,7 +26,7 @@ from .cli_support import (
     run,
     suggest,
 )
-from .ordering import meta_key
+from .ordering.queue import meta_key
 
 flow_cli = Cli(help="Flow control: circuit breakers, pausing queues and keys.",
                no_args_is_help=False)

@@ -28,8 +28,8 @@ from .cli_support import (
     run,
     suggest,
 )
-from .ordering import OrderedQueue, meta_key, ordered_queues
-from .queue_admin import stored_ordered_names
+from .ordering.queue import OrderedQueue, meta_key, ordered_queues
+from .queues.admin import stored_ordered_names
 
 ordered_cli = Cli(help="Ordered queues: per-key order over partitions.")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="An ordered queue's name.")]
@@ -56,8 +56,8 @@ def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP",
                min=0, callback=finite, help="Seconds to finish in-flight work on SIGTERM.")
            ] = None) -> None:
     """Run the app's ordered queues (only) until SIGTERM/SIGINT."""
-    from .log import configure_logging
-    from .ordering_worker import OrderedWorker
+    from .observability.logs import configure_logging
+    from .ordering.assignment import OrderedWorker
 
     app = load_app(app_spec, hint="MODULE:APP")
     configure_logging(app.settings.log_level, app.settings.log_json)

@@ -11,7 +11,6 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .campaign import Campaigns
 from .cli_output import duration, progress, show_record, show_table
 from .cli_support import (
     AppOption,
@@ -26,7 +25,8 @@ from .cli_support import (
     suggest,
 )
 from .errors import CampaignNotFoundError, ScheduleNotFoundError
-from .schedule import Schedule
+from .scheduling.campaigns import Campaigns
+from .scheduling.schedule import Schedule
 
 T = TypeVar("T")
 schedules_cli = Cli(help="Recurring schedules: list, show, pause, resume, delete.")

@@ -46,7 +46,7 @@ from .errors import (
     UntrustedCertificateError,
     ValidationError,
 )
-from .queue import Queue
+from .queues.queue import Queue
 
 
 def _click_exceptions() -> Any:
@@ -298,7 +298,7 @@ async def resolve_queue(app: Tidings, name: str) -> Queue:
 
     Reads only, so a typo leaves nothing behind; the refusal suggests the closest names.
     """
-    from .queue_admin import find_queue, known_queue_names, stored_ordered_names
+    from .queues.admin import find_queue, known_queue_names, stored_ordered_names
 
     found = await find_queue(app, name)
     if found is not None:

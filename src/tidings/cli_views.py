@@ -20,12 +20,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .stored import integer
+from .queues.stored import integer
 
 if TYPE_CHECKING:
-    from .dlq import DeadLetter
-    from .message import Message
-    from .queue import MessageInfo
+    from .core.message import Message
+    from .queues.dead_letters import DeadLetter
+    from .queues.queue import MessageInfo
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -17,10 +17,10 @@ from rich.live import Live
 from rich.table import Table
 
 from .app import Tidings
-from .errors import Retry
-from .events import Event, EventKind, Middleware
-from .message import Message, now_ms
-from .queue import Outgoing
+from .core.errors import Retry
+from .core.events import Event, EventKind, Middleware
+from .core.message import Message, now_ms
+from .queues.queue import Outgoing
 
 
 class DemoStats(Middleware):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from .app import Tidings
-    from .queue import Outgoing, QueueStats
+    from .queues.queue import Outgoing, QueueStats
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ import time
 import orjson
 
 from tidings import Message, Tidings
-from tidings.ordering import OrderedQueue
+from tidings.ordering.queue import OrderedQueue
 
 PREFIX = os.environ.get("TIDINGS_KEY_PREFIX", "tidings")
 LOG_KEY = f"{PREFIX}:ordered:log"

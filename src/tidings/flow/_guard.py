@@ -20,12 +20,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..broker import TRANSIENT
-from ..events import Middleware
-from ..message import Message
+from ..core.events import Middleware
+from ..core.message import Message
+from ..engine.broker import TRANSIENT
 
 if TYPE_CHECKING:
-    from ..queue import Queue
+    from ..queues.queue import Queue
 
 log = logging.getLogger("tidings.flow")
 

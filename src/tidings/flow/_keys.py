@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..errors import ValidationError
+from ..core.errors import ValidationError
 
 
 def hash_tagged(prefix: str, kind: str, name: str) -> str:

@@ -21,9 +21,9 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ..broker import text
-from ..errors import ValidationError
-from ..scripts import Script
+from ..core.errors import ValidationError
+from ..engine.broker import text
+from ..engine.scripts import Script
 from ._keys import hash_tagged
 
 _ALLOW = Script("breaker_allow")

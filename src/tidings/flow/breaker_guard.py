@@ -30,15 +30,15 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..broker import TRANSIENT
-from ..errors import DeadLetter, Snooze
-from ..events import Event, EventKind
-from ..message import Message
+from ..core.errors import DeadLetter, Snooze
+from ..core.events import Event, EventKind
+from ..core.message import Message
+from ..engine.broker import TRANSIENT
 from ._guard import GATE_BREAKER, UNBOUND, WRAP_BREAKER, Call, Guard, queue_name, sleep_for
 from .breaker import BreakerState, CircuitBreaker, CircuitState, Transition
 
 if TYPE_CHECKING:
-    from ..queue import Queue
+    from ..queues.queue import Queue
     from .control import FlowControl
 
 log = logging.getLogger("tidings.flow")

@@ -14,9 +14,9 @@ from uuid import uuid4
 
 from redis.asyncio import Redis
 
-from ..broker import text
-from ..errors import ValidationError
-from ..scripts import Script
+from ..core.errors import ValidationError
+from ..engine.broker import text
+from ..engine.scripts import Script
 from ._keys import hash_tagged
 
 _ACQUIRE = Script("concurrency_acquire")

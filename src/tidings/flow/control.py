@@ -30,9 +30,9 @@ from weakref import WeakKeyDictionary
 
 import orjson
 
-from ..broker import text
-from ..errors import ValidationError
-from ..queue import Queue
+from ..core.errors import ValidationError
+from ..engine.broker import text
+from ..queues.queue import Queue
 from ._guard import FlowGate, FlowMiddleware, Guard, KeyFn
 from .breaker import BreakerState, CircuitBreaker
 from .breaker_guard import BreakerGuard

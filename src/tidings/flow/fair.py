@@ -25,15 +25,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from ..allocation import LaneAllocator
-from ..errors import PayloadError, ValidationError
-from ..message import Message, Priority, duration_ms, encode, new_message_id, now_ms
-from ..queue import GROUP
-from ..scripts import Script
+from ..core.errors import PayloadError, ValidationError
+from ..core.message import Message, Priority, duration_ms, encode, new_message_id, now_ms
+from ..engine.scripts import Script
+from ..queues.queue import GROUP
+from ..worker.allocation import LaneAllocator
 from ._guard import GATE_FAIR, Guard
 
 if TYPE_CHECKING:
-    from ..queue import Queue
+    from ..queues.queue import Queue
     from .control import FlowControl
 
 _PUBLISH = Script("fair_publish")

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any, Self
 
 from redis.exceptions import ResponseError
 
-from ..broker import TRANSIENT
-from ..errors import Snooze, ValidationError
-from ..message import Message
-from ..queue import GROUP
-from ..scripts import Script
+from ..core.errors import Snooze, ValidationError
+from ..core.message import Message
+from ..engine.broker import TRANSIENT
+from ..engine.scripts import Script
+from ..queues.queue import GROUP
 from ._guard import (
     GATE_CONCURRENCY,
     GATE_RATE,
@@ -45,7 +45,7 @@ from .concurrency import ConcurrencyLimit
 from .ratelimit import RateLimit
 
 if TYPE_CHECKING:
-    from ..queue import Queue
+    from ..queues.queue import Queue
     from .control import FlowControl
 
 log = logging.getLogger("tidings.flow")

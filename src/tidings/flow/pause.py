@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..broker import text
-from ..errors import Snooze
-from ..message import Message
-from ..scripts import Script
+from ..core.errors import Snooze
+from ..core.message import Message
+from ..engine.broker import text
+from ..engine.scripts import Script
 from ._guard import GATE_PAUSE, WRAP_PAUSE, Call, Guard, KeyFn, key_of, sleep_for
 
 if TYPE_CHECKING:
-    from ..queue import Queue
+    from ..queues.queue import Queue
     from .control import FlowControl
 
 _PARK = Script("key_park")

@@ -7,8 +7,8 @@ acks, retries, dead letters, hand-backs). Messages that a dying process held run
 (isolation.py), so a crash is blamed on the message that caused it.
 """
 
+from ..queues.handlers import FetchGate, HandlerSpec, WorkerService
 from .runner import PROMOTE_LIMIT, QueueRunner
-from .spec import FetchGate, HandlerSpec, WorkerService
 from .worker import Worker
 
 __all__ = ["PROMOTE_LIMIT", "FetchGate", "HandlerSpec", "QueueRunner", "Worker",

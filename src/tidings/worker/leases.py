@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ..allocation import parse_weights
-from ..broker import TRANSIENT, text
-from ..queue import GROUP
-from ..scripts import SCRIPTS
+from ..engine.broker import TRANSIENT, text
+from ..engine.scripts import SCRIPTS
+from ..queues.queue import GROUP
+from .allocation import parse_weights
 from .backoff import Backoff
 from .isolation import isolate_from
 

@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from ..allocation import LaneAllocator
-from ..broker import TRANSIENT, raise_if_denied, text
-from ..errors import EnvelopeError, HandlerTimeoutError, UnsupportedEnvelopeError
-from ..events import EventKind
-from ..message import Message, decode
-from ..queue import GROUP, Queue
-from ..scripts import SCRIPTS
+from ..core.errors import EnvelopeError, HandlerTimeoutError, UnsupportedEnvelopeError
+from ..core.events import EventKind
+from ..core.message import Message, decode
+from ..engine.broker import TRANSIENT, raise_if_denied, text
+from ..engine.scripts import SCRIPTS
+from ..queues.queue import GROUP, Queue
+from .allocation import LaneAllocator
 from .backoff import Backoff, consume
 from .leases import Leases
 from .settle import Settler

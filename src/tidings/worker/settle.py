@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import OutOfMemoryError
 
-from ..broker import TRANSIENT, refusal_of
-from ..events import Event, EventKind
-from ..message import Message, encode
-from ..queue import GROUP
-from ..retry import Action, decide
-from ..scripts import SCRIPTS, Script
+from ..core.events import Event, EventKind
+from ..core.message import Message, encode
+from ..engine.broker import TRANSIENT, refusal_of
+from ..engine.scripts import SCRIPTS, Script
+from ..queues.queue import GROUP
 from .backoff import Backoff
+from .retry import Action, decide
 
 if TYPE_CHECKING:
     from .runner import QueueRunner

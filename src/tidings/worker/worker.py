@@ -10,9 +10,9 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..broker import TRANSIENT
-from ..errors import ValidationError
-from ..message import random_token
+from ..core.errors import ValidationError
+from ..core.message import random_token
+from ..engine.broker import TRANSIENT
 from .backoff import consume
 from .isolation import Isolation
 from .runner import QueueRunner

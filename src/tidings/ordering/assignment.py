@@ -12,13 +12,13 @@ import socket
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from .message import random_token
+from ..core.message import random_token
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .ordering import OrderedQueue
+    from ..app import Tidings
+    from .queue import OrderedQueue
 
-log = logging.getLogger("tidings.ordering")
+log = logging.getLogger("tidings.ordering.queue")
 
 
 def assign(members: Sequence[str], partitions: int) -> dict[str, set[int]]:
@@ -58,7 +58,7 @@ class OrderedWorker:
         self.stopped.set()
 
     async def run(self) -> None:
-        from .ordering_runner import OrderedRunner
+        from .runner import OrderedRunner
 
         await self.app.connect()
         if self.install_signal_handlers:

@@ -43,16 +43,16 @@ from weakref import WeakKeyDictionary
 import orjson
 from redis.exceptions import NoScriptError
 
-from .broker import text
-from .config import RetryPolicy
-from .errors import ConfigError, ValidationError
-from .message import Message, decode, encode, new_message_id, now_ms
-from .scripts import Script
+from ..core.config import RetryPolicy
+from ..core.errors import ConfigError, ValidationError
+from ..core.message import Message, decode, encode, new_message_id, now_ms
+from ..engine.broker import text
+from ..engine.scripts import Script
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .progress import ProgressCallback
-    from .worker import Worker
+    from ..app import Tidings
+    from ..core.progress import ProgressCallback
+    from ..worker import Worker
 
 F = TypeVar("F", bound=Callable[..., Any])
 _DECLARED: WeakKeyDictionary[Tidings, dict[str, OrderedQueue]] = WeakKeyDictionary()
@@ -232,7 +232,7 @@ class OrderedQueue:
         return register(fn) if fn is not None else register
 
     async def _serve(self, worker: Worker) -> None:
-        from .ordering_runner import OrderedRunner, log
+        from .runner import OrderedRunner, log
 
         try:
             await OrderedRunner(self, worker.consumer,

@@ -9,9 +9,9 @@ from typing import Any, TextIO
 import orjson
 import structlog
 
-from .errors import ConfigError
-from .events import Event, EventKind, Middleware
-from .settings import check_log_level
+from ..core.errors import ConfigError
+from ..core.events import Event, EventKind, Middleware
+from ..core.settings import check_log_level
 
 # Failures are worth a line at INFO; the happy path only at DEBUG, since at thousands of
 # messages a second a line per ack is a cost nobody wants by default.

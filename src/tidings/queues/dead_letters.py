@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import ResponseError
 
-from .broker import raise_if_denied
-from .errors import ValidationError
-from .message import Message, Priority, encode
-from .progress import ProgressCallback
-from .scripts import SCRIPTS
+from ..core.errors import ValidationError
+from ..core.message import Message, Priority, encode
+from ..core.progress import ProgressCallback
+from ..engine.broker import raise_if_denied
+from ..engine.scripts import SCRIPTS
 from .stored import decoded, lane_of, text, text_fields, time_of_ms
 
 if TYPE_CHECKING:

@@ -47,8 +47,7 @@ from dataclasses import replace as _replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
-from .broker import TRANSIENT, text
-from .errors import (
+from ..core.errors import (
     BrokerUnavailableError,
     ScheduleExistsError,
     ScheduleNotFoundError,
@@ -56,7 +55,9 @@ from .errors import (
     UnknownQueueError,
     ValidationError,
 )
-from .message import Priority, new_message_id
+from ..core.message import Priority, new_message_id
+from ..engine.broker import TRANSIENT, text
+from ..engine.scripts import Script
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,
@@ -69,12 +70,11 @@ from .recurrence import (
     parse_policy,
 )
 from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, render, state_of
-from .scripts import Script
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .queue import Queue
-    from .worker import Worker
+    from ..app import Tidings
+    from ..queues.queue import Queue
+    from ..worker import Worker
 
 __all__ = [
     "Fired",
@@ -86,7 +86,7 @@ __all__ = [
     "schedules",
 ]
 
-log = logging.getLogger("tidings.scheduler")
+log = logging.getLogger("tidings.scheduling.schedules")
 
 _SAVE_RETRIES = 20
 

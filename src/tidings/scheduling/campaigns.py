@@ -60,8 +60,28 @@ import msgpack
 import orjson
 from redis.exceptions import NoScriptError
 
+from ..core.config import RECORD_ID_PATTERN, Durability
+from ..core.errors import (
+    CampaignConflictError,
+    CampaignNotFoundError,
+    DurabilityError,
+    PayloadError,
+    ValidationError,
+)
+from ..core.message import (
+    Message,
+    Priority,
+    duration_ms,
+    encode,
+    new_message_ids_at,
+    now_ms,
+    validate_headers,
+)
+from ..core.progress import ProgressCallback
+from ..engine.broker import text
+from ..engine.scripts import Script
+from ..queues.queue import Outgoing, Queue, queue_keys
 from . import campaign_progress
-from .broker import text
 from .campaign_plan import Plan, Throttle
 from .campaign_progress import (
     SWEEP,
@@ -71,25 +91,6 @@ from .campaign_progress import (
     counter_of,
     read_progress,
 )
-from .config import RECORD_ID_PATTERN, Durability
-from .errors import (
-    CampaignConflictError,
-    CampaignNotFoundError,
-    DurabilityError,
-    PayloadError,
-    ValidationError,
-)
-from .message import (
-    Message,
-    Priority,
-    duration_ms,
-    encode,
-    new_message_ids_at,
-    now_ms,
-    validate_headers,
-)
-from .progress import ProgressCallback
-from .queue import Outgoing, Queue, queue_keys
 from .recurrence import (
     AmbiguousPolicy,
     NonexistentPolicy,
@@ -97,10 +98,9 @@ from .recurrence import (
     parse_policy,
     resolve_local_time,
 )
-from .scripts import Script
 
 if TYPE_CHECKING:
-    from .app import Tidings
+    from ..app import Tidings
 
 __all__ = [
     "CampaignConflictError",

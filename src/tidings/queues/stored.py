@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from .message import Message, Priority, decode, from_ms
+from ..core.message import Message, Priority, decode, from_ms
 
 
 def text(value: Any) -> str:

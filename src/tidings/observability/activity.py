@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from .events import Event, EventKind, Middleware
+from ..core.events import Event, EventKind, Middleware
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .worker import Worker
+    from ..app import Tidings
+    from ..worker import Worker
 
 _FAILED = (EventKind.RETRIED, EventKind.DEAD_LETTERED, EventKind.EXPIRED)
 

@@ -21,15 +21,15 @@ from typing import Any
 
 import orjson
 
-from .broker import TRANSIENT, text
-from .errors import DeadLetter, Retry, Snooze
-from .events import EventKind
-from .message import Message, decode, encode
-from .ordering import SCRIPTS, OrderedQueue, ScriptCall, run_scripts
-from .ordering_worker import assign
-from .retry import error_details
+from ..core.errors import DeadLetter, Retry, Snooze
+from ..core.events import EventKind
+from ..core.message import Message, decode, encode
+from ..engine.broker import TRANSIENT, text
+from ..worker.retry import error_details
+from .assignment import assign
+from .queue import SCRIPTS, OrderedQueue, ScriptCall, run_scripts
 
-log = logging.getLogger("tidings.ordering")
+log = logging.getLogger("tidings.ordering.queue")
 IDLE_BLOCK_MS = 500
 
 

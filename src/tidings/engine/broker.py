@@ -27,8 +27,8 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .config import Durability
-from .errors import (
+from ..core.config import Durability
+from ..core.errors import (
     AccessDeniedError,
     AuthenticationFailedError,
     BrokerUnavailableError,
@@ -37,16 +37,16 @@ from .errors import (
     ServerConfigError,
     UntrustedCertificateError,
 )
-from .message import Priority, now_ms
+from ..core.message import Priority, now_ms
+from ..core.settings import Settings
+from ..queues.stored import text as text  # re-exported: the loops read stored ids with it
 from .scripts import SCRIPTS, Script
-from .settings import Settings
-from .stored import text as text  # re-exported: the loops read stored ids with it
 
 if TYPE_CHECKING:
-    from .inspection import InspectedMessage
-    from .queue import Queue, QueueStats
+    from ..queues.inspection import InspectedMessage
+    from ..queues.queue import Queue, QueueStats
 
-log = logging.getLogger("tidings.broker")
+log = logging.getLogger("tidings.engine.broker")
 T = TypeVar("T")
 TRANSIENT = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
@@ -254,7 +254,7 @@ class Broker:
                 f"the server has {fsync!r}")
 
     async def ensure_groups(self, queue: Queue) -> None:
-        from .queue import GROUP
+        from ..queues.queue import GROUP
 
         for lane_key in queue.keys[:3]:
             try:
@@ -340,7 +340,7 @@ class Broker:
         return sorted(text(n) for n in names if text(n) != "_")
 
     async def queue_stats(self, queue: Queue) -> QueueStats:
-        from .queue import GROUP, LANE_NAMES, QueueStats
+        from ..queues.queue import GROUP, LANE_NAMES, QueueStats
 
         k = queue.keys
         pipe = self.client.pipeline(transaction=False)
@@ -382,7 +382,7 @@ class Broker:
         result (``fields`` as text, ``decode_error``), with ``state`` "unknown" when even
         the location is unreadable.
         """
-        from .inspection import inspect_message
+        from ..queues.inspection import inspect_message
 
         return await self.retrying(inspect_message, self, queue, message_id)
 

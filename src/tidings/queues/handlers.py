@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..errors import ValidationError
+from ..core.errors import ValidationError
 
 if TYPE_CHECKING:
-    from ..queue import Queue
-    from .worker import Worker
+    from ..worker.worker import Worker
+    from .queue import Queue
 
 
 class FetchGate(Protocol):

@@ -21,20 +21,20 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .broker import text
-from .errors import CampaignNotFoundError
-from .events import Event, EventKind, Middleware
-from .message import from_ms
-from .queue import queue_keys
-from .scripts import Script
+from ..core.errors import CampaignNotFoundError
+from ..core.events import Event, EventKind, Middleware
+from ..core.message import from_ms
+from ..engine.broker import text
+from ..engine.scripts import Script
+from ..queues.queue import queue_keys
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .worker import Worker
+    from ..app import Tidings
+    from ..worker import Worker
 
 __all__ = ["CampaignCounter", "CampaignProgress", "read_progress"]
 
-log = logging.getLogger("tidings.campaign")
+log = logging.getLogger("tidings.scheduling.campaigns")
 
 # How many pending-set entries one sweep or cancel script call walks: bounds how long a
 # single call holds the server. Read at call time, so tests can shrink it.

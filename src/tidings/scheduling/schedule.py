@@ -14,10 +14,10 @@ from typing import Any
 
 import orjson
 
-from .broker import text
-from .config import QUEUE_NAME_PATTERN, RECORD_ID_PATTERN
-from .errors import ValidationError
-from .message import Priority, from_ms, validate_headers
+from ..core.config import QUEUE_NAME_PATTERN, RECORD_ID_PATTERN
+from ..core.errors import ValidationError
+from ..core.message import Priority, from_ms, validate_headers
+from ..engine.broker import text
 from .recurrence import (
     AmbiguousPolicy,
     MissedPolicy,

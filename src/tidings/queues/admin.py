@@ -8,15 +8,15 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from .broker import text
-from .config import QUEUE_NAME_PATTERN
-from .errors import QueueNotEmptyError
-from .progress import ProgressCallback
+from ..core.config import QUEUE_NAME_PATTERN
+from ..core.progress import ProgressCallback
+from ..engine.broker import text
+from ..engine.scripts import Script
+from ..errors import QueueNotEmptyError
 from .queue import queue_keys
-from .scripts import Script
 
 if TYPE_CHECKING:
-    from .app import Tidings
+    from ..app import Tidings
     from .queue import Queue
 
 _DELETE = Script("queue_delete")
@@ -97,7 +97,7 @@ async def known_queue_names(app: Tidings) -> set[str]:
 
 async def stored_ordered_names(app: Tidings) -> set[str]:
     """Ordered queues the app declares or the server has (read only)."""
-    from .ordering import ordered_queues
+    from ..ordering.queue import ordered_queues
 
     prefix = app.settings.key_prefix
     found = set(ordered_queues(app))

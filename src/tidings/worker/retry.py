@@ -9,9 +9,9 @@ from enum import StrEnum
 
 import orjson
 
-from .config import QueueConfig
-from .errors import DeadLetter, Retry, Snooze
-from .message import Message, now_ms
+from ..core.config import QueueConfig
+from ..core.errors import DeadLetter, Retry, Snooze
+from ..core.message import Message, now_ms
 
 
 class Action(StrEnum):

@@ -23,7 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import EmbeddedServerError
+from ..core.errors import EmbeddedServerError
 
 __all__ = [
     "EmbeddedServerError",

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .config import QueueConfig
-from .dlq import DeadLetters
-from .errors import PayloadError, ValidationError
-from .message import (
+from ..core.config import QueueConfig
+from ..core.errors import PayloadError, ValidationError
+from ..core.message import (
     Message,
     Priority,
     check_attempts,
@@ -34,11 +33,12 @@ from .message import (
     to_ms,
     validate_headers,
 )
-from .scripts import SCRIPTS
+from ..engine.scripts import SCRIPTS
+from .dead_letters import DeadLetters
 
 if TYPE_CHECKING:
-    from .app import Tidings
-    from .worker.spec import FetchGate, HandlerSpec
+    from ..app import Tidings
+    from .handlers import FetchGate, HandlerSpec
 
 GROUP = "tidings"
 LANE_NAMES = ("high", "normal", "low")
@@ -156,7 +156,7 @@ class Queue:
             async def send(msg: Message) -> None:
                 await smtp.send(**msg.payload)
         """
-        from .worker.spec import HandlerSpec
+        from .handlers import HandlerSpec
 
         def register(func: F) -> F:
             self.handler_spec = HandlerSpec.build(func, concurrency, batch_size, batch_wait)
@@ -287,7 +287,7 @@ class Queue:
         send_at: datetime | None = None,
     ) -> datetime:
         """Move a delayed message to a new due time; raises MessageNotFoundError if absent."""
-        from .errors import MessageNotFoundError
+        from ..core.errors import MessageNotFoundError
 
         _check_message_id(message_id)
         if (delay is None) == (send_at is None):
@@ -306,7 +306,7 @@ class Queue:
 
     async def set_weights(self, high: int, normal: int, low: int) -> None:
         """Change the lane weights of every running worker (applied within a heartbeat)."""
-        from .config import build_queue_config
+        from ..core.config import build_queue_config
 
         build_queue_config(self.name, weights=(high, normal, low))  # validates
         await self.app.broker.client.hset(self.keys[11], "weights", f"{high},{normal},{low}")
@@ -329,6 +329,6 @@ class Queue:
         its producers first: a publish after the deletion creates the queue again.
         ``progress(done, total)`` is called as keys are deleted.
         """
-        from .queue_admin import delete_queue
+        from .admin import delete_queue
 
         return await delete_queue(self, force=force, progress=progress)

@@ -22,7 +22,7 @@ Arg = str | bytes | int | float
 
 @cache
 def _source(name: str) -> str:
-    text = resources.files("tidings.lua").joinpath(f"{name}.lua").read_text("utf-8")
+    text = resources.files("tidings.engine.lua").joinpath(f"{name}.lua").read_text("utf-8")
     return _INCLUDE.sub(lambda m: _source(f"includes/{m.group(1)}"), text)
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from .message import Message
 
-log = logging.getLogger("tidings.events")
+log = logging.getLogger("tidings.core.events")
 
 
 class EventKind(StrEnum):

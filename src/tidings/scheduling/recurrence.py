@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from .errors import ScheduleError
+from ..core.errors import ScheduleError
 
 __all__ = [
     "AmbiguousPolicy",

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
-from .broker import raise_if_denied
+from ..engine.broker import raise_if_denied
 from .queue import GROUP, LANE_NAMES, MessageInfo
 from .stored import decoded, integer, lane_of, text, text_fields, time_of_ms
 
 if TYPE_CHECKING:
-    from .broker import Broker
+    from ..engine.broker import Broker
     from .queue import Queue
 
 

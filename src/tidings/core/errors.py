@@ -1,0 +1,243 @@
+"""Every exception tidings raises, in one place.
+
+Errors a caller can fix (bad input) name the offending ``field`` and the ``reason``.
+Handler control-flow signals (:class:`Retry`, :class:`Snooze`, :class:`DeadLetter`) live
+here too: a handler raises them to steer what happens to the message it was given.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+
+class TidingsError(Exception):
+    """Base class of every error tidings raises."""
+
+
+class ValidationError(TidingsError, ValueError):
+    """Bad input: ``field`` names what was wrong, ``reason`` says why."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class PayloadError(ValidationError):
+    """The payload cannot be encoded or is larger than the queue allows."""
+
+
+class UnknownQueueError(ValidationError):
+    """A queue name that was never declared on this app."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("queue", f"unknown queue {name!r}; declare it with app.queue({name!r})")
+
+
+class ConfigError(ValidationError):
+    """Invalid settings or queue configuration."""
+
+
+class SettingsFileError(ConfigError):
+    """The settings file is not valid TOML, or holds a bad value.
+
+    ``path`` is the file; ``field`` the key that is wrong, or ``"file"`` when the file
+    itself cannot be read (the reason then gives the line and column).
+    """
+
+    def __init__(self, path: str, field: str, reason: str) -> None:
+        super().__init__(field, reason)
+        self.path = path
+        self.args = (f"{path}: {reason}" if field == "file" else f"{path}: {field}: {reason}",)
+
+
+class ServerConfigError(TidingsError):
+    """The Redis server is configured in a way that would lose messages."""
+
+
+class BrokerUnavailableError(TidingsError):
+    """The server could not be reached after the bounded retries."""
+
+
+class AccessDeniedError(TidingsError):
+    """The server refused our credentials or a command: not transient, never retried.
+
+    ``user`` is the server user tidings connected as; ``detail`` is the server's reply.
+    """
+
+    def __init__(self, user: str, detail: str) -> None:
+        self.user = user
+        self.detail = detail
+        super().__init__(f"server refused user {user!r}: {detail}")
+
+
+class AuthenticationFailedError(AccessDeniedError):
+    """Wrong or missing password (WRONGPASS, NOAUTH)."""
+
+
+class PermissionDeniedError(AccessDeniedError):
+    """The user may not run a command or touch a key (NOPERM)."""
+
+
+class UntrustedCertificateError(TidingsError):
+    """The server's TLS certificate failed verification: not transient, never retried.
+
+    Give the CA that signed it (``?ssl_ca_certs=/path/ca.pem`` in the URL) or fix the
+    server's certificate; ``detail`` is what the TLS library reported.
+    """
+
+    def __init__(self, server: str, detail: str) -> None:
+        self.server = server
+        self.detail = detail
+        super().__init__(f"the TLS certificate of {server} was not trusted: {detail}")
+
+
+class DurabilityError(TidingsError):
+    """The write happened but the requested durability was not confirmed in time.
+
+    The message may exist: publish again with the same idempotency key to be safe.
+    """
+
+    def __init__(self, message: str, message_ids: list[str]) -> None:
+        self.message_ids = message_ids
+        super().__init__(message)
+
+
+class LeaseLostError(TidingsError):
+    """A settle (ack, retry, dead-letter) was refused because the lease had moved on."""
+
+
+class EnvelopeError(ValidationError):
+    """A stored entry that is not a valid tidings envelope (``field`` names what is wrong).
+
+    A ``ValueError`` too: every decoder failure is one.
+    """
+
+
+class UnsupportedEnvelopeError(EnvelopeError):
+    """An envelope of a newer version than this tidings reads (upgrade the workers)."""
+
+
+class HandlerTimeoutError(TidingsError, TimeoutError):
+    """A handler ran past its queue's ``handler_timeout`` and was cancelled."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        super().__init__(f"handler ran past handler_timeout ({timeout:g} s)")
+
+
+class MessageNotFoundError(TidingsError):
+    """No message with that id is where the operation expected it."""
+
+
+class EmbeddedServerError(TidingsError, RuntimeError):
+    """The embedded server could not be found or started."""
+
+
+class ScheduleError(ValidationError):
+    """Invalid schedule input: ``field`` names what was wrong, ``reason`` says why.
+
+    A :class:`tidings.errors.ValidationError` (hence also a ``ValueError``), so callers can
+    catch every bad-input error of tidings in one place.
+    """
+
+
+class ScheduleNotFoundError(TidingsError, LookupError):
+    """No schedule with that id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        self.schedule_id = schedule_id
+        super().__init__(f"no schedule {schedule_id!r}")
+
+
+class ScheduleExistsError(ValidationError):
+    """``add`` was given an id that is taken (pass ``replace=True`` to redefine it)."""
+
+
+class CampaignNotFoundError(TidingsError, LookupError):
+    """No campaign with that id."""
+
+    def __init__(self, campaign_id: str) -> None:
+        self.campaign_id = campaign_id
+        super().__init__(f"no campaign {campaign_id!r}")
+
+
+class CampaignConflictError(TidingsError):
+    """Another ``schedule`` run of the same campaign moved its cursor (run one at a time)."""
+
+
+class HandlerSignal(Exception):
+    """Base of the exceptions a handler raises on purpose to choose an outcome."""
+
+
+class Retry(HandlerSignal):
+    """Retry this message after ``delay`` (default: the queue's backoff); counts as an attempt."""
+
+    def __init__(self, delay: timedelta | float | None = None, reason: str = "retry requested"):
+        self.delay = delay
+        self.reason = reason
+        super().__init__(reason)
+
+
+class Snooze(HandlerSignal):
+    """Put the message back for ``delay`` without spending an attempt."""
+
+    def __init__(self, delay: timedelta | float) -> None:
+        self.delay = delay
+        super().__init__(f"snoozed for {delay}")
+
+
+class DeadLetter(HandlerSignal):
+    """Park the message in the dead-letter queue now, with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class QueueNotEmptyError(TidingsError):
+    """A queue was not deleted: it still holds messages or live workers consume it.
+
+    ``held`` counts its messages (queued, in flight, delayed, dead-lettered, held for fair
+    feeding); ``consumers`` the workers that heartbeated within its visibility timeout.
+    """
+
+    def __init__(self, name: str, held: int, consumers: int) -> None:
+        self.name, self.held, self.consumers = name, held, consumers
+        what = [f"{held} messages"] if held else []
+        what += [f"{consumers} live workers"] if consumers else []
+        super().__init__(f"queue {name!r} still has {' and '.join(what)}; stop its workers "
+                         "and producers first, or force the deletion")
+
+
+__all__ = [
+    "AccessDeniedError",
+    "AuthenticationFailedError",
+    "BrokerUnavailableError",
+    "CampaignConflictError",
+    "CampaignNotFoundError",
+    "ConfigError",
+    "DeadLetter",
+    "DurabilityError",
+    "EmbeddedServerError",
+    "EnvelopeError",
+    "HandlerSignal",
+    "HandlerTimeoutError",
+    "LeaseLostError",
+    "MessageNotFoundError",
+    "PayloadError",
+    "PermissionDeniedError",
+    "QueueNotEmptyError",
+    "Retry",
+    "ScheduleError",
+    "ScheduleExistsError",
+    "ScheduleNotFoundError",
+    "ServerConfigError",
+    "SettingsFileError",
+    "Snooze",
+    "TidingsError",
+    "UnknownQueueError",
+    "UnsupportedEnvelopeError",
+    "UntrustedCertificateError",
+    "ValidationError",
+]
