@@ -115,8 +115,10 @@ def test_a_misspelt_command_suggests_the_right_one(env: dict[str, str]) -> None:
     ["schedules", "show", "nope"], ["schedules", "delete", "nope", "--yes"],
     ["schedules", "pause", "nope"], ["campaigns", "cancel", "nope", "--yes"],
     ["breakers", "--reset", "nosuch"], ["ordered", "retry", "nope", "k"],
+    ["worker", "tests.apps.cli_app:app", "--queues", "emial"],
 ])
 def test_a_miss_is_exit_1_everywhere(env: dict[str, str], args: list[str]) -> None:
+    sys.modules.pop("tests.apps.cli_app", None)
     one_line(tidings(env, *args, code=1))
 
 
