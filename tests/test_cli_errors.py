@@ -14,7 +14,7 @@ from conftest import tidings, with_app
 from test_access import prefix_rules, with_credentials
 from tidings import Tidings
 from tidings.cli_support import explain
-from tidings.errors import (
+from tidings.core.errors import (
     AuthenticationFailedError,
     BrokerUnavailableError,
     ConfigError,

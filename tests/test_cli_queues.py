@@ -9,8 +9,8 @@ import pytest
 
 from conftest import tidings, with_app
 from tidings import Tidings
-from tidings.errors import QueueNotEmptyError, UnknownQueueError
-from tidings.ordering import OrderedQueue
+from tidings.core.errors import QueueNotEmptyError, UnknownQueueError
+from tidings.ordering.queue import OrderedQueue
 
 MSG = "01JDX9V6Z3K5Q8W2E4R6T8Y0U1"
 COMMANDS = [

@@ -33,8 +33,8 @@ from .cli_support import (
     set_debug,
 )
 from .cli_views import as_text, dead_letter_view, message_view
+from .core.errors import QueueNotEmptyError
 from .core.message import Priority
-from .errors import QueueNotEmptyError
 from .queues.admin import known_queue_names
 from .queues.dead_letters import DeadLetterCount, make_filter
 

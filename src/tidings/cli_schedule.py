@@ -24,7 +24,7 @@ from .cli_support import (
     run,
     suggest,
 )
-from .errors import CampaignNotFoundError, ScheduleNotFoundError
+from .core.errors import CampaignNotFoundError, ScheduleNotFoundError
 from .scheduling.campaigns import Campaigns
 from .scheduling.schedule import Schedule
 

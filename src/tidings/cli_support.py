@@ -35,7 +35,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
 from .app import Tidings
-from .errors import (
+from .core.errors import (
     AccessDeniedError,
     BrokerUnavailableError,
     DurabilityError,

@@ -210,6 +210,7 @@ class QueueNotEmptyError(TidingsError):
                          "and producers first, or force the deletion")
 
 
+
 __all__ = [
     "AccessDeniedError",
     "AuthenticationFailedError",

@@ -9,10 +9,10 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from ..core.config import QUEUE_NAME_PATTERN
+from ..core.errors import QueueNotEmptyError
 from ..core.progress import ProgressCallback
 from ..engine.broker import text
 from ..engine.scripts import Script
-from ..errors import QueueNotEmptyError
 from .queue import queue_keys
 
 if TYPE_CHECKING:
