@@ -14,10 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 from redis.asyncio import Redis
 
 from tidings import Event, EventKind, Message, Middleware, Queue, Tidings
+
+# hypothesis is imported here, at collection, because its pytest plugin otherwise imports it
+# at the end of a run that selected no hypothesis test, deep in pytest's hooks, where
+# CPython 3.11's compiler can fail with "AST constructor recursion depth mismatch".
 
 pytest_plugins = ["fault_helpers"]  # real worker processes: the workers/fault_app fixtures
 
