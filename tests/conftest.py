@@ -14,10 +14,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import hypothesis  # noqa: F401 - see below
 import pytest
 from redis.asyncio import Redis
 
 from tidings import Event, EventKind, Message, Middleware, Queue, Tidings
+
+# hypothesis is imported here, at collection, because its pytest plugin otherwise imports it
+# at the end of a run that selected no hypothesis test, deep in pytest's hooks, where
+# CPython 3.11's compiler can fail with "AST constructor recursion depth mismatch".
 
 pytest_plugins = ["fault_helpers"]  # real worker processes: the workers/fault_app fixtures
 
@@ -156,6 +161,23 @@ async def client2(redis_url: str) -> AsyncIterator[Redis]:
     redis = Redis.from_url(redis_url)
     yield redis
     await redis.aclose()
+
+
+@pytest.fixture
+async def acl_user(client: Redis) -> AsyncIterator[Callable[..., Any]]:
+    """Creates ACL users with unique names on the test server; deletes them after."""
+    made: list[str] = []
+
+    async def create(*rules: str, password: str = "right-password") -> str:
+        name = f"tidings_test_{uuid.uuid4().hex[:10]}"
+        await client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}",
+                                     *rules)
+        made.append(name)
+        return name
+
+    yield create
+    for name in made:
+        await client.execute_command("ACL", "DELUSER", name)
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -38,23 +37,6 @@ def with_credentials(url: str, user: str, password: str | None) -> str:
     login = user if password is None else f"{user}:{password}"
     host = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, f"{login}@{host}", parts.path, parts.query, ""))
-
-
-@pytest.fixture
-async def acl_user(client: Redis) -> AsyncIterator[Callable[..., Any]]:
-    """Creates ACL users with unique names on the test server; deletes them after."""
-    made: list[str] = []
-
-    async def create(*rules: str, password: str = "right-password") -> str:
-        name = f"tidings_test_{uuid.uuid4().hex[:10]}"
-        await client.execute_command("ACL", "SETUSER", name, "reset", "on", f">{password}",
-                                     *rules)
-        made.append(name)
-        return name
-
-    yield create
-    for name in made:
-        await client.execute_command("ACL", "DELUSER", name)
 
 
 async def auth_failures(client: Redis, user: str) -> int:

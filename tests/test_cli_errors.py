@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from conftest import tidings, with_app
+from test_access import prefix_rules, with_credentials
 from tidings import Tidings
 from tidings.cli_support import explain
 from tidings.core.errors import (
@@ -17,6 +20,7 @@ from tidings.core.errors import (
     ConfigError,
     MessageNotFoundError,
     PermissionDeniedError,
+    UntrustedCertificateError,
 )
 
 
@@ -37,6 +41,7 @@ def one_line(result: Any) -> str:
     (BrokerUnavailableError("server unreachable"), 3),
     (AuthenticationFailedError("default", "WRONGPASS"), 4),
     (PermissionDeniedError("app", "NOPERM"), 4), (RuntimeError("a bug"), 5),
+    (UntrustedCertificateError("rediss://db:6380", "certificate verify failed"), 3),
 ])
 def test_every_error_maps_to_one_exit_code(exc: Exception, code: int) -> None:
     message, got = explain(exc)
@@ -52,6 +57,17 @@ def test_an_unreachable_server_exits_3(env: dict[str, str]) -> None:
 def test_a_bad_setting_exits_2_naming_the_variable(env: dict[str, str]) -> None:
     result = tidings(env, "queues", code=2, TIDINGS_WORKER_CONCURRENCY="0")
     assert "TIDINGS_WORKER_CONCURRENCY" in one_line(result)
+    sys.modules.pop("tests.apps.cli_app", None)
+    worker = tidings(env, "worker", "tests.apps.cli_app:app", code=2,
+                     TIDINGS_LOG_LEVEL="bogus")
+    assert "TIDINGS_LOG_LEVEL" in one_line(worker)
+
+
+def test_a_malformed_settings_file_exits_2_naming_file_and_line(
+        env: dict[str, str], tmp_path: Any) -> None:
+    (tmp_path / "tidings.toml").write_text('log_level = "INFO"\nshutdown_grace = = 3\n')
+    line = one_line(tidings(env, "queues", code=2, TIDINGS_CONFIG_DIR=str(tmp_path)))
+    assert "tidings.toml" in line and "line 2" in line
 
 
 @pytest.mark.parametrize(("args", "named"), [
@@ -99,8 +115,10 @@ def test_a_misspelt_command_suggests_the_right_one(env: dict[str, str]) -> None:
     ["schedules", "show", "nope"], ["schedules", "delete", "nope", "--yes"],
     ["schedules", "pause", "nope"], ["campaigns", "cancel", "nope", "--yes"],
     ["breakers", "--reset", "nosuch"], ["ordered", "retry", "nope", "k"],
+    ["worker", "tests.apps.cli_app:app", "--queues", "emial"],
 ])
 def test_a_miss_is_exit_1_everywhere(env: dict[str, str], args: list[str]) -> None:
+    sys.modules.pop("tests.apps.cli_app", None)
     one_line(tidings(env, *args, code=1))
 
 
@@ -180,3 +198,18 @@ def test_a_table_too_wide_for_80_columns_becomes_records(env: dict[str, str]) ->
     with_app(env, lambda app: app.queue(name).publish({"n": 1}), name)
     text = tidings(env, "queues", COLUMNS="80").stdout
     assert f"queue: {name}" in text and "consumers: 0" in text
+
+
+async def test_refused_credentials_and_permissions_exit_4(
+        redis_url: str, acl_user: Callable[..., Any],
+        make_app: Callable[..., Tidings]) -> None:
+    prefix = make_app().settings.key_prefix
+    user = await acl_user(*prefix_rules(prefix))
+    wrong = {"TIDINGS_REDIS_URL": with_credentials(redis_url, user, "wrong-password"),
+             "TIDINGS_KEY_PREFIX": prefix}
+    line = one_line(await asyncio.to_thread(tidings, wrong, "queues", code=4))
+    assert user in line and "password" in line
+    outsider = await acl_user("~elsewhere:*", "+@all")
+    denied = {"TIDINGS_REDIS_URL": with_credentials(redis_url, outsider, "right-password"),
+              "TIDINGS_KEY_PREFIX": prefix}
+    assert outsider in one_line(await asyncio.to_thread(tidings, denied, "queues", code=4))

@@ -32,9 +32,10 @@ from .cli_support import (
     run,
     set_debug,
 )
+from .cli_views import as_text, dead_letter_view, message_view
 from .core.errors import QueueNotEmptyError
 from .core.message import Priority
-from .queues.dead_letters import make_filter
+from .queues.dead_letters import DeadLetterCount, make_filter
 
 cli = Cli(name="tidings")
 dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")
@@ -167,36 +168,28 @@ def inspect(message_id: MessageArg,
     """Where a message is (queued, in flight, delayed, dead) and what it holds."""
     app = load_app(app_spec)
 
-    async def body() -> Any:
-        if queue is not None:
-            found = [await resolve_queue(app, queue)]
-        else:
-            found = [await resolve_queue(app, n) for n in await app.queue_names()]
-        for q in found:
+    async def body() -> dict[str, Any] | None:
+        names = [queue] if queue is not None else await app.queue_names()
+        for name in names:
+            q = await resolve_queue(app, name)
             info = await q.inspect(message_id)
-            if info is not None:
-                return info
+            if info is None:
+                continue
+            if info.state == "dead":
+                item = await q.dlq.get(message_id)  # the record dlq list shows
+                if item is not None:
+                    return dead_letter_view(item, q.name)
+            return message_view(info, q.name)
         return None
 
-    info = run(app, body)
-    if info is None:
+    view = run(app, body)
+    if view is None:
         where = f"queue {queue!r}" if queue else "any queue"
         raise CommandFailed(f"no message {message_id!r} in {where}")
-    m = info.message
-    data = {
-        "id": info.id, "queue": m.queue if m else None, "state": info.state,
-        "priority": info.lane, "deliveries": info.deliveries,
-        "due_at": info.due_at.isoformat() if info.due_at else None,
-        "attempts": m.attempts if m else None,
-        "created_at": m.created_at.isoformat() if m else None,
-        "expires_at": m.expires_at.isoformat() if m and m.expires_at else None,
-        "headers": m.headers if m else None, "payload": m.payload if m else None,
-        "dead_letter": info.dead_letter,
-    }
     if json:
-        emit_json(data)
+        emit_json(view)
     else:
-        show_record(console, data)
+        show_record(console, as_text(view))
 
 
 def _filter(reason: str | None, error_type: str | None) -> Any:
@@ -211,22 +204,25 @@ def dlq_list(queue: QueueArg,
     """List dead letters with reason, error and attempts, oldest first."""
     app = load_app(app_spec)
 
-    async def body() -> list[Any]:
+    async def body() -> list[dict[str, Any]]:
         q = await resolve_queue(app, queue)
-        return await q.dlq.list(limit, _filter(reason, error_type))
+        return [dead_letter_view(item, q.name)
+                for item in await q.dlq.list(limit, _filter(reason, error_type))]
 
-    items = run(app, body)
+    views = run(app, body)
     if json:
-        emit_json([item.as_dict() for item in items])
+        emit_json(views)
         return
     rows = []
-    for item in items:
-        error = f"{item.error.get('type', '')}: {item.error.get('message', '')}".strip(": ")
-        rows.append([item.message_id, item.reason, error[:200], item.error.get("attempts", ""),
-                     item.dead_at.strftime("%Y-%m-%d %H:%M:%S") if item.dead_at else "",
-                     item.lane.label])
-    show_table(console, ["message id", "reason", "error", "attempts", "dead at", "priority"],
-               rows, ids=["message id"], text=["reason", "error"])
+    for view in views:
+        text = as_text(view)
+        rows.append([view["id"] or f"entry {view['entry_id']}", view["reason"],
+                     (view["decode_error"] or text.get("error") or "")[:200], view["attempts"],
+                     view["deliveries"], (view["dead_at"] or "")[:19].replace("T", " "),
+                     view["priority"]])
+    show_table(console, ["message id", "reason", "error", "attempts", "deliveries",
+                         "dead at", "priority"], rows, ids=["message id"],
+               text=["reason", "error"])
 
 
 Ids = Annotated[list[str] | None, typer.Option("--id", metavar="MESSAGE_ID",
@@ -250,12 +246,14 @@ def dlq_replay(queue: QueueArg, message_id: Ids = None, all_: All = False,
     _selection(message_id, all_, reason, error_type)
     app = load_app(app_spec)
 
-    async def body() -> int:
+    async def body() -> DeadLetterCount:
         q = await resolve_queue(app, queue)
-        return await q.dlq.replay(message_id or None, where=_filter(reason, error_type),
-                                  rate=rate)
+        with progress(f"replaying dead letters of {queue}", console, quiet=json) as report:
+            return await q.dlq.replay(message_id or None, where=_filter(reason, error_type),
+                                      rate=rate, progress=report)
 
-    print_count("replayed", run(app, body), json)
+    done = run(app, body)
+    print_count("replayed", done, json, skipped=[dataclasses.asdict(s) for s in done.skipped])
 
 
 @dlq_cli.command("purge")
@@ -271,7 +269,9 @@ def dlq_purge(queue: QueueArg, message_id: Ids = None, all_: All = False,
         q = await resolve_queue(app, queue)
         if not yes:
             typer.confirm(f"purge dead letters of {queue}?", abort=True)
-        return await q.dlq.purge(message_id or None, where=_filter(reason, error_type))
+        with progress(f"purging dead letters of {queue}", console, quiet=json) as report:
+            return await q.dlq.purge(message_id or None, where=_filter(reason, error_type),
+                                     progress=report)
 
     print_count("purged", run(app, body), json)
 

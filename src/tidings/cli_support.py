@@ -43,6 +43,7 @@ from .core.errors import (
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
+    UntrustedCertificateError,
     ValidationError,
 )
 from .queues.queue import Queue
@@ -97,7 +98,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
                   | redis_errors.TimeoutError):
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "
                 "uses the embedded server of this directory)"), EXIT_UNAVAILABLE
-    if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError):
+    if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError
+                  | UntrustedCertificateError):
         return str(exc), EXIT_UNAVAILABLE
     if isinstance(exc, ValidationError):
         return str(exc), EXIT_NOTHING if isinstance(exc, UnknownQueueError) else EXIT_USAGE
@@ -311,11 +313,25 @@ async def resolve_queue(app: Tidings, name: str) -> Queue:
                         "connected, or with --app MODULE:APP)")
 
 
-def print_count(verb: str, count: int, json: bool) -> None:
-    """``replayed 3`` (or ``{"replayed": 3}``); nothing done exits with code 1."""
+def print_count(verb: str, count: int, json: bool,
+                skipped: Sequence[dict[str, str]] = ()) -> None:
+    """``replayed 3`` (or ``{"replayed": 3}``); nothing done exits with code 1.
+
+    ``skipped``: entries left as they were (``entry_id``, ``message_id``, ``reason``),
+    each named on stderr (or listed under ``"skipped"`` in the JSON).
+    """
     if json:
-        emit_json({verb: count})
+        emit_json({verb: count, **({"skipped": list(skipped)} if skipped else {})})
     else:
-        typer.echo(f"{verb} {count}")
+        for item in skipped[:_SHOWN]:
+            name = item["message_id"] or f"entry {item['entry_id']}"
+            err_console.print(f"skipped {escape(name)}: {escape(item['reason'])}",
+                              soft_wrap=True, highlight=False)
+        if len(skipped) > _SHOWN:
+            err_console.print(f"... and {len(skipped) - _SHOWN} more (--json lists them all)")
+        typer.echo(f"{verb} {count}" + (f" ({len(skipped)} skipped)" if skipped else ""))
     if not count:
         raise typer.Exit(EXIT_NOTHING)
+
+
+_SHOWN = 20  # skipped entries named on stderr

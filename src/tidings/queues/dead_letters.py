@@ -19,6 +19,7 @@ from redis.exceptions import ResponseError
 
 from ..core.errors import ValidationError
 from ..core.message import Message, Priority, encode
+from ..core.progress import ProgressCallback
 from ..core.stored import decoded, lane_of, text, text_fields, time_of_ms
 from ..engine.connection import raise_if_denied
 from . import scripts
@@ -209,20 +210,24 @@ class DeadLetters:
 
     async def replay(self, message_ids: builtins.list[str] | None = None, *,
                      where: Filter | None = None, rate: float | None = None,
-                     batch: int = 100) -> DeadLetterCount:
+                     batch: int = 100,
+                     progress: ProgressCallback | None = None) -> DeadLetterCount:
         """Move dead letters back to their lane with fresh attempts; returns how many.
 
         ``message_ids`` replays those; otherwise everything matching ``where`` (all when
         None). ``rate`` caps messages per second so a replay does not flood a provider that
         just recovered. Entries that cannot be replayed (an envelope that does not decode,
         say) stay in the DLQ and are reported in the result's ``skipped``: purge them.
+        ``progress(done, total)`` is called after each batch: the dead letters gone
+        through so far, and (replaying all) how many the DLQ held when it started.
         """
         if rate is not None:
             rate = _positive(rate, "rate")
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValidationError("batch", f"must be an integer >= 1, got {batch!r}")
         wanted = set(message_ids) if message_ids is not None else None
-        done = 0
+        done = seen = 0
+        report = _reporter(progress, await self._total(wanted, where, progress))
         skipped: builtins.list[Skipped] = []
         clock = self.queue.app.clock
         started = clock.monotonic()
@@ -234,9 +239,11 @@ class DeadLetters:
                 done += int(await self.queue.app.broker.run(
                     scripts.dlq_replay(self.queue.keys, items)))
                 items = []
+            report(seen)
 
         step = max(1, min(batch, int(rate))) if rate else batch
         async for item in self.scan(where):
+            seen += 1
             if wanted is not None and item.message_id not in wanted:
                 continue
             replayable = _replay_args(item)
@@ -254,20 +261,37 @@ class DeadLetters:
         return DeadLetterCount(done, skipped)
 
     async def purge(self, message_ids: builtins.list[str] | None = None, *,
-                    where: Filter | None = None) -> DeadLetterCount:
+                    where: Filter | None = None,
+                    progress: ProgressCallback | None = None) -> DeadLetterCount:
         """Delete dead letters for good (those ids, or all matching ``where``).
 
         Entries that cannot be decoded are purged like any other (by ``--all``, a filter,
-        or the id of their ``i`` field).
+        or the id of their ``i`` field). ``progress(done, total)`` is called after each
+        batch of deletions, with the number of entries to delete as ``total``.
         """
         wanted = set(message_ids) if message_ids is not None else None
         entry_ids = [item.entry_id async for item in self.scan(where)
                      if wanted is None or item.message_id in wanted]
+        report = _reporter(progress, len(entry_ids))
         purged = 0
         for i in range(0, len(entry_ids), 500):
             purged += int(await self.queue.app.broker.run(
                 scripts.dlq_purge(self.queue.keys, entry_ids[i:i + 500])))
+            report(min(i + 500, len(entry_ids)))
         return DeadLetterCount(purged)
+
+    async def _total(self, wanted: set[str] | None, where: Filter | None,
+                     progress: ProgressCallback | None) -> int | None:
+        """What a replay of everything goes through (unknown when it picks entries)."""
+        if progress is None or wanted is not None or where is not None:
+            return None
+        return await self.count()
+
+
+def _reporter(progress: ProgressCallback | None, total: int | None) -> Callable[[int], None]:
+    if progress is None:
+        return lambda done: None
+    return lambda done: progress(done, total)
 
 
 def _replay_args(item: DeadLetterEntry) -> tuple[str, int, str, bytes] | str:

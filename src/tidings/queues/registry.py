@@ -25,7 +25,7 @@ async def register(broker: Broker, key_space: KeySpace, queues: Sequence[Queue])
 
 async def registered_names(broker: Broker, key_space: KeySpace) -> list[str]:
     """Every queue name in the registry, sorted."""
-    names = await broker.client.smembers(key_space.queue_registry)
+    names = await broker.retrying(broker.client.smembers, key_space.queue_registry)
     return sorted(text(n) for n in names if text(n) != "_")
 
 
@@ -34,9 +34,10 @@ async def known_on_server(broker: Broker, key_space: KeySpace, name: str) -> boo
     if not re.match(QUEUE_NAME_PATTERN, name):
         return False
     client: Any = broker.client
-    if await client.sismember(key_space.queue_registry, name):
+    if await broker.retrying(client.sismember, key_space.queue_registry, name):
         return True
     # A queue declared after its app connected is not in the registry: its keys are the
     # evidence.
     keys = key_space.queue(name)
-    return bool(await client.exists(*keys.lanes, keys.delayed, keys.delayed_bodies, keys.dlq))
+    return bool(await broker.retrying(client.exists, *keys.lanes, keys.delayed,
+                                      keys.delayed_bodies, keys.dlq))

@@ -57,14 +57,17 @@ local function remove_entry(group, lane, sid)
   redis.call('HDEL', DELIVERIES, lane .. sid)
 end
 
--- Move an entry to the dead-letter stream, keeping all its original fields.
-local function dead_letter_entry(group, lane, sid, flat, reason, err, now)
+-- Move an entry to the dead-letter stream, keeping all its original fields, with how many
+-- times it was delivered (its delivery counter goes with the entry; ``delivered`` when the
+-- counter already counts a delivery that did not happen).
+local function dead_letter_entry(group, lane, sid, flat, reason, err, now, delivered)
   local args = {'XADD', DLQ, '*'}
   if flat then
     for i = 1, #flat do args[#args + 1] = flat[i] end
   end
+  delivered = delivered or redis.call('HGET', DELIVERIES, lane .. sid) or '0'
   for _, v in ipairs({'reason', reason, 'error', err, 'lane', tostring(lane),
-                      'dead_at', tostring(now)}) do
+                      'dead_at', tostring(now), 'deliveries', tostring(delivered)}) do
     args[#args + 1] = v
   end
   local dsid = redis.call(unpack(args))
@@ -97,13 +100,13 @@ local function deliver_entries(group, lane, entries, now, max_deliveries, on_exp
         if f['i'] then redis.call('HDEL', INDEX, f['i']) end
         redis.call('HINCRBY', STATS, 'expired_dropped', 1)
       else
-        dead_letter_entry(group, lane, sid, flat, 'expired', '', now)
+        dead_letter_entry(group, lane, sid, flat, 'expired', '', now, token - 1)
         redis.call('HINCRBY', STATS, 'expired_dead_lettered', 1)
       end
       dropped[#dropped + 1] = {'expired', f['i'] or '', lane, f['m'] or ''}
     elseif max_deliveries > 0 and token > max_deliveries then
       dead_letter_entry(group, lane, sid, flat, 'poison',
-        'delivered ' .. (token - 1) .. ' times without being settled', now)
+        'delivered ' .. (token - 1) .. ' times without being settled', now, token - 1)
       redis.call('HINCRBY', STATS, 'poison', 1)
       dropped[#dropped + 1] = {'poison', f['i'] or '', lane, f['m'] or ''}
     else
