@@ -27,6 +27,7 @@ demo: venv
 	$(BIN)/tidings demo
 
 lint: venv
+	$(BIN)/lint-imports
 	$(BIN)/ruff check src tests bench examples
 
 typecheck: venv

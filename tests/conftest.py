@@ -237,7 +237,7 @@ def tidings(env: dict[str, str], *args: str, code: int = 0, input: str | bytes |
     """Run the ``tidings`` command in-process; asserts its exit code, returns the result."""
     from typer.testing import CliRunner
 
-    from tidings.cli import cli
+    from tidings.cli.main import cli
 
     result = CliRunner().invoke(cli, list(args), env={**env, **extra_env}, input=input)
     assert result.exit_code == code, (result.exit_code, result.output, result.exception)

@@ -98,8 +98,7 @@ def graph(typing_too: bool) -> dict[str, set[str]]:
 
 def layer_of(module: str) -> int | None:
     for index, layer in enumerate(LAYERS):
-        if any(module == top or module.startswith(top + ".") or
-               (top == "tidings.cli" and module.startswith("tidings.cli")) for top in layer):
+        if any(module == top or module.startswith(top + ".") for top in layer):
             return index
     return None  # the package root (tidings/__init__) may import anything
 

@@ -13,7 +13,7 @@ import pytest
 from conftest import tidings, with_app
 from test_access import prefix_rules, with_credentials
 from tidings import Tidings
-from tidings.cli_support import explain
+from tidings.cli.support import explain
 from tidings.core.errors import (
     AuthenticationFailedError,
     BrokerUnavailableError,
@@ -162,7 +162,7 @@ def _commands(group: Any, path: list[str]) -> list[list[str]]:
 def test_help_shows_no_bool_types_and_no_rst_markup(env: dict[str, str]) -> None:
     from typer.main import get_command
 
-    from tidings.cli import cli
+    from tidings.cli.main import cli
 
     commands = _commands(get_command(cli), [])
     assert ["queue", "delete"] in commands and len(commands) > 30

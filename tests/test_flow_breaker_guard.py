@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import Recorder, new_prefix
 from flow_helpers import FakeClock, wait_until
 from tidings import DeadLetter, EventKind, Message, Retry, Snooze, Tidings
-from tidings.cli import cli
+from tidings.cli.main import cli
 from tidings.flow import CircuitState
 
 

@@ -347,7 +347,7 @@ def test_cli_shows_and_unblocks_keys(redis_url: str) -> None:
     from typer.testing import CliRunner
 
     from conftest import new_prefix
-    from tidings.cli import cli
+    from tidings.cli.main import cli
 
     prefix = new_prefix()
     env = {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": prefix}

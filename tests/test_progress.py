@@ -11,7 +11,7 @@ from rich.console import Console
 
 from conftest import tidings, with_app
 from tidings import Campaigns, Recipient, Tidings
-from tidings.cli_output import PlainProgress, duration, progress
+from tidings.cli.output import PlainProgress, duration, progress
 from tidings.scheduling import campaign_progress
 
 DAY = date(datetime.now(UTC).year + 1, 1, 12)

@@ -100,7 +100,7 @@ async def test_the_quickstart_processes_its_messages(readme_env: str,
 def test_every_command_line_of_the_readme_names_a_real_command_and_options() -> None:
     from typer.main import get_command
 
-    from tidings.cli import cli
+    from tidings.cli.main import cli
 
     root = get_command(cli)
     lines = [line.split("#")[0].split() for language, block in fenced_blocks()

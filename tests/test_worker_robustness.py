@@ -419,3 +419,25 @@ async def test_a_malformed_delayed_body_is_dead_lettered_and_does_not_stop_fetch
     [dead] = await q.dlq.list()
     assert (dead.message_id, dead.reason) == ("bad-body", "undecodable")
     assert await _settled(q, dead=1)
+
+
+async def test_moving_the_app_clock_times_a_hung_handler_out_without_waiting(
+        make_app: Callable[..., Tidings]) -> None:
+    from tidings.core.clock import ManualClock
+
+    clock = ManualClock()
+    recorder = Recorder()
+    app = make_app(middleware=[recorder], clock=clock)
+    q = app.queue("webhook", handler_timeout=3600, max_attempts=1)
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        await asyncio.Event().wait()  # hangs for ever
+
+    await q.publish("x")
+    async with app.worker():
+        await recorder.wait_count(EventKind.DELIVERED, 1)
+        clock.advance(3601)  # an hour passes, on the app's clock only
+        await recorder.wait_count(EventKind.DEAD_LETTERED, 1, timeout=5)
+    [dead] = await q.dlq.list()
+    assert dead.error["type"] == "HandlerTimeoutError"

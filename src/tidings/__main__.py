@@ -1,5 +1,5 @@
 """``python -m tidings``: the same as the ``tidings`` command."""
 
-from .cli import main
+from .cli.main import main
 
 main()

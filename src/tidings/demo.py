@@ -163,7 +163,7 @@ async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[st
 
 def show_summary(console: Console, summary: dict[str, Any]) -> None:
     """The demo's results as tables: totals, then per lane, then why messages were parked."""
-    from .cli_output import show_table
+    from .cli.output import show_table
 
     show_table(console, ["published", "duplicates dropped", "retries", "seconds", "complete"],
                [[summary["published"], summary["duplicates_dropped"], summary["retries"],

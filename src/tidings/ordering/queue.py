@@ -26,7 +26,7 @@ is spent, ``on_failure="block"`` holds the key for an operator (:meth:`retry_key
 goes on. ``Snooze`` waits without spending an attempt; ``DeadLetter`` dead-letters at once.
 
 Workers: handlers registered here run inside every ``tidings worker`` of the app (a worker
-service), or in an :class:`~tidings.ordering_runner.OrderedWorker` of their own.
+loop), or in an :class:`~tidings.OrderedWorker` of their own.
 Redis layout, per partition ``i`` (one hash tag, one slot): see ``lua/includes/ordered.lua``;
 queue-wide: ``<prefix>:{<name>#o}:members|wake|meta``.
 """
@@ -117,7 +117,7 @@ class OrderedQueue:
     def handler(self, fn: F | None = None, *, concurrency: int = 32) -> Any:
         """Register the handler (a ``Message`` -> None function, async or sync).
 
-        It runs inside every ``tidings worker`` of the app (as a worker service)::
+        It runs inside every ``tidings worker`` of the app (as a middleware worker loop)::
 
             @orders.handler(concurrency=64)
             async def handle(msg: Message) -> None: ...

@@ -43,7 +43,7 @@ async def publish_local(
         await publish_local(email, {"to": "a@b.c"}, at=datetime(2026, 12, 1, 9, 0),
                             zone="Asia/Tokyo")
 
-    Bad input raises :class:`~tidings.recurrence.ScheduleError` (a ``ValidationError``)
+    Bad input raises :class:`~tidings.scheduling.recurrence.ScheduleError` (a ``ValidationError``)
     naming the field: ``at`` (aware, or a time that does not exist with ``skip``), ``zone``,
     ``nonexistent`` or ``ambiguous``.
     """

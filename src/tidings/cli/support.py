@@ -34,8 +34,8 @@ from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup, TyperOption
 
-from .app import Tidings
-from .core.errors import (
+from ..app import Tidings
+from ..core.errors import (
     AccessDeniedError,
     BrokerUnavailableError,
     DurabilityError,
@@ -46,7 +46,7 @@ from .core.errors import (
     UntrustedCertificateError,
     ValidationError,
 )
-from .queues.queue import Queue
+from ..queues.queue import Queue
 
 
 def _click_exceptions() -> Any:
@@ -298,7 +298,7 @@ async def resolve_queue(app: Tidings, name: str) -> Queue:
 
     Reads only, so a typo leaves nothing behind; the refusal suggests the closest names.
     """
-    from .ordering.queue import stored_ordered_names
+    from ..ordering.queue import stored_ordered_names
 
     found = await app.find_queue(name)
     if found is not None:

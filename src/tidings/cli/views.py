@@ -20,12 +20,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .core.stored import integer
+from ..core.stored import integer
 
 if TYPE_CHECKING:
-    from .core.message import Message
-    from .queues.dead_letters import DeadLetterEntry
-    from .queues.inspection import MessageInfo
+    from ..core.message import Message
+    from ..queues.dead_letters import DeadLetterEntry
+    from ..queues.inspection import MessageInfo
 
 
 def _iso(value: datetime | None) -> str | None:

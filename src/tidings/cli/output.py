@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .core.progress import ProgressCallback
+from ..core.progress import ProgressCallback
 
 PLAIN_EVERY = 2.0  # seconds between two plain progress lines
 

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import Tidings
-from .cli_output import progress, show_table
-from .cli_support import (
+from ..app import Tidings
+from ..ordering.queue import OrderedQueue, ordered_queues, stored_ordered_names
+from .output import progress, show_table
+from .support import (
     AppOption,
     Cli,
     CommandFailed,
@@ -28,7 +29,6 @@ from .cli_support import (
     run,
     suggest,
 )
-from .ordering.queue import OrderedQueue, ordered_queues, stored_ordered_names
 
 ordered_cli = Cli(help="Ordered queues: per-key order over partitions.")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="An ordered queue's name.")]
@@ -55,8 +55,8 @@ def worker(app_spec: Annotated[str, typer.Argument(metavar="MODULE:APP",
                min=0, callback=finite, help="Seconds to finish in-flight work on SIGTERM.")
            ] = None) -> None:
     """Run the app's ordered queues (only) until SIGTERM/SIGINT."""
-    from .observability.logs import configure_logging
-    from .ordering.worker import OrderedWorker
+    from ..observability.logs import configure_logging
+    from ..ordering.worker import OrderedWorker
 
     app = load_app(app_spec, hint="MODULE:APP")
     configure_logging(app.settings.log_level, app.settings.log_json)

@@ -11,8 +11,11 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from .cli_output import duration, progress, show_record, show_table
-from .cli_support import (
+from ..core.errors import CampaignNotFoundError, ScheduleNotFoundError
+from ..scheduling.campaigns import Campaigns
+from ..scheduling.schedule import Schedule
+from .output import duration, progress, show_record, show_table
+from .support import (
     AppOption,
     Cli,
     CommandFailed,
@@ -24,9 +27,6 @@ from .cli_support import (
     run,
     suggest,
 )
-from .core.errors import CampaignNotFoundError, ScheduleNotFoundError
-from .scheduling.campaigns import Campaigns
-from .scheduling.schedule import Schedule
 
 T = TypeVar("T")
 schedules_cli = Cli(help="Recurring schedules: list, show, pause, resume, delete.")

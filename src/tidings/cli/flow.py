@@ -12,8 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_output import show_table
-from .cli_support import (
+from .output import show_table
+from .support import (
     EXIT_USAGE,
     AppOption,
     Cli,

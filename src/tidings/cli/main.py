@@ -13,8 +13,11 @@ from typing import Annotated, Any
 
 import typer
 
-from .cli_output import progress, show_record, show_table
-from .cli_support import (
+from ..core.errors import QueueNotEmptyError
+from ..core.message import Priority
+from ..queues.dead_letters import DeadLetterCount, make_filter
+from .output import progress, show_record, show_table
+from .support import (
     EXIT_NOTHING,
     AppOption,
     Cli,
@@ -32,10 +35,7 @@ from .cli_support import (
     run,
     set_debug,
 )
-from .cli_views import as_text, dead_letter_view, message_view
-from .core.errors import QueueNotEmptyError
-from .core.message import Priority
-from .queues.dead_letters import DeadLetterCount, make_filter
+from .views import as_text, dead_letter_view, message_view
 
 cli = Cli(name="tidings")
 dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")
@@ -82,15 +82,15 @@ def worker(
              "none.")] = 5.0,
 ) -> None:
     """Run a worker process for the app's handlers until SIGTERM or SIGINT."""
-    from .observability.activity import install_activity_log
-    from .observability.logs import JsonLogMiddleware, configure_logging
-    from .scheduling.campaigns import Campaigns
+    from ..observability.activity import install_activity_log
+    from ..observability.logs import JsonLogMiddleware, configure_logging
+    from ..scheduling.campaigns import Campaigns
 
     app = load_app(app_spec, hint="MODULE:APP")
     names = [n.strip() for n in queues.split(",") if n.strip()] if queues else None
     for name in names or ():
         if name not in app.queues:
-            from .cli_support import suggest
+            from .support import suggest
 
             raise CommandFailed(f"{app_spec} declares no queue {name!r}"
                                 f"{suggest(name, set(app.queues))}", EXIT_NOTHING)
@@ -347,8 +347,8 @@ def queue_delete(name: QueueArg,
 @server_cli.command("status")
 def server_status(json: JsonOption = False) -> None:
     """Show the embedded server of this directory."""
-    from .core.settings import load_settings
-    from .engine.embedded import server_status as status
+    from ..core.settings import load_settings
+    from ..engine.embedded import server_status as status
 
     data = status(load_settings().data_dir.resolve())
     if json:
@@ -360,8 +360,8 @@ def server_status(json: JsonOption = False) -> None:
 @server_cli.command("stop")
 def server_stop() -> None:
     """Stop the embedded server of this directory (its data stays in the AOF)."""
-    from .core.settings import load_settings
-    from .engine.embedded import stop_server
+    from ..core.settings import load_settings
+    from ..engine.embedded import stop_server
 
     if not stop_server(load_settings().data_dir.resolve()):
         raise CommandFailed("no embedded server is running for this directory")
@@ -372,7 +372,7 @@ def server_stop() -> None:
 def demo(messages: Annotated[int, typer.Option(min=1, help="How many messages.")] = 3000,
          json: JsonOption = False) -> None:
     """Run the demo: embedded server, worker, a realistic mix, live progress, summary."""
-    from .demo import run_demo
+    from ..demo import run_demo
 
     summary = asyncio.run(run_demo(messages, console, quiet=json))
     if json:
@@ -380,14 +380,14 @@ def demo(messages: Annotated[int, typer.Option(min=1, help="How many messages.")
 
 
 # Flow control (tidings.cli_flow): top-level `breakers`, `pause`, `resume`, `paused`.
-from .cli_flow import flow_cli  # noqa: E402
+from .flow import flow_cli  # noqa: E402
 
 cli.add_typer(flow_cli)
-from .cli_ordered import ordered_cli  # noqa: E402
+from .ordered import ordered_cli  # noqa: E402
 
 cli.add_typer(ordered_cli, name="ordered")
 
-from .cli_schedule import campaigns_cli, schedules_cli  # noqa: E402
+from .schedules import campaigns_cli, schedules_cli  # noqa: E402
 
 cli.add_typer(schedules_cli, name="schedules")
 cli.add_typer(campaigns_cli, name="campaigns")
