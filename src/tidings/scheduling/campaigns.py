@@ -12,7 +12,7 @@
 
 Each recipient's message is published to go out at ``local_time`` in the recipient's own
 zone (``default_zone`` when it has none), with the same daylight-saving policies as
-:func:`~tidings.scheduler.publish_local`, or at one instant ``at`` for everyone. Messages
+:func:`~tidings.publish_local`, or at one instant ``at`` for everyone. Messages
 carry the headers ``campaign_id`` and ``recipient_id`` and the idempotency key
 ``campaign:<campaign id>:<recipient id>``.
 

@@ -1,6 +1,6 @@
 """A recurring schedule: its definition, validation, payload rendering and stored form.
 
-The :class:`Schedule` record and the rules for building one; :mod:`tidings.scheduler`
+The :class:`Schedule` record and the rules for building one; :mod:`tidings.scheduling.schedules`
 stores schedules in Redis and fires them.
 """
 

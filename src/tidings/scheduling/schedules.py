@@ -12,10 +12,11 @@ Recurring schedules (``app.schedules``)::
 Every worker of an app whose ``app.schedules`` was touched runs the ticker (there is no
 special scheduler process): each tick claims the due schedules in one atomic script, so two
 tickers never fire the same occurrence, and publishes each occurrence with the idempotency
-key :func:`~tidings.scheduling.recurrence.occurrence_key`, so even a ticker that lost its claim half-way
-(it stalled past the lease) cannot make a second message for the same occurrence. The
-:class:`~tidings.schedule.Schedule` record itself (validation, payload templates, stored
-form) is in :mod:`tidings.schedule`.
+key :func:`~tidings.scheduling.recurrence.occurrence_key`, so even a ticker that lost its
+claim half-way (it stalled past the lease) cannot make a second message for the same
+occurrence (the ticker is in ticker.py). The :class:`~tidings.scheduling.schedule.Schedule`
+record itself (validation, payload templates, stored form) is in
+:mod:`tidings.scheduling.schedule`.
 
 Redis layout under prefix ``tidings`` (one hash tag, one cluster slot)::
 
