@@ -22,18 +22,37 @@ def new_message_id(ms: int | None = None) -> str:
     so a batch keeps its order. Hand-written because python-ulid costs 2-4x as much, and
     this runs once per published message.
     """
+    global _stamp, _high
     if ms is None:
         ms = time.time_ns() // 1_000_000
     with _id_lock:
         if ms <= _last_id[0]:  # same millisecond (or the clock stepped back)
             ms, rand = _last_id[0], _last_id[1] + 1
+            if rand > _RAND_MASK:  # the random part ran over: carry into the time part
+                ms, rand = ms + 1, 0
         else:
             rand = int.from_bytes(os.urandom(10), "big")
         _last_id[0], _last_id[1] = ms, rand
-    value = (ms << 80) | rand
-    pairs = _PAIRS
-    out = [pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)]
-    return "".join(out)
+        if ms != _stamp[0]:
+            _stamp = (ms, _time_digits(ms))
+        # Ids of one millisecond differ in their last digits only: the first 12 of the 16
+        # random digits (its top 60 bits) are made once for a run of them.
+        top = rand >> 20
+        if top != _high[0]:
+            pairs = _PAIRS
+            _high = (top, "".join([pairs[(top >> s) & 1023] for s in (50, 40, 30, 20, 10, 0)]))
+        head = _stamp[1] + _high[1]
+    return head + _PAIRS[(rand >> 10) & 1023] + _PAIRS[rand & 1023]
+
+
+def _time_digits(ms: int) -> str:
+    """The first 10 digits of a ULID: its 48-bit timestamp, five 10-bit pairs."""
+    return "".join(_PAIRS[(ms >> shift) & 1023] for shift in range(40, -1, -10))
+
+
+_RAND_MASK = (1 << 80) - 1
+_stamp: tuple[int, str] = (-1, "")  # the last millisecond and its timestamp digits
+_high: tuple[int, str] = (-1, "")  # the last top 60 random bits and their digits
 
 
 # base64.b32encode's alphabet, mapped onto Crockford's by bytes.translate.
@@ -48,8 +67,7 @@ def new_message_ids_at(created_ms: int, n: int) -> Iterator[str]:
     random bits of each id are exactly 16 base32 digits, which ``b32encode`` produces in C.
     Unlike :func:`new_message_id`, ids of one batch are not ordered among themselves.
     """
-    # The 48-bit timestamp is the first 10 digits: five 10-bit pairs.
-    stamp = "".join(_PAIRS[(created_ms >> shift) & 1023] for shift in range(40, -1, -10))
+    stamp = _time_digits(created_ms)
     digits = base64.b32encode(os.urandom(10 * n)).translate(_FROM_RFC4648).decode()
     for i in range(0, 16 * n, 16):
         yield stamp + digits[i:i + 16]

@@ -34,19 +34,23 @@ class Priority(IntEnum):
     def parse(cls, value: Priority | str | int) -> Priority:
         if isinstance(value, Priority):
             return value
+        found = _PRIORITY_NAMES.get(value) if isinstance(value, str | int) else None
+        if found is not None and not isinstance(value, bool):
+            return found
         if isinstance(value, str):
             try:
                 return cls[value.upper()]
             except KeyError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 2:
-            return cls(value)
         raise ValidationError("priority", f"must be one of high, normal, low; got {value!r}")
 
     @property
     def label(self) -> str:
         return self.name.lower()
 
+
+_PRIORITY_NAMES: dict[str | int, Priority] = {
+    **{p.name.lower(): p for p in Priority}, **{int(p): p for p in Priority}}
 
 # Bounds of what an envelope may hold. Times are Unix milliseconds from 1970 up to the end
 # of year 9999 (what datetime can show; far below 2**53, so Lua's doubles hold them
@@ -229,6 +233,42 @@ def decode(raw: bytes) -> Message:
         raise EnvelopeError("envelope", f"not msgpack: {exc}") from None
     if type(doc) is not dict:
         raise EnvelopeError("envelope", f"not a tidings envelope (a {type(doc).__name__})")
+    # One pass over what a well-formed envelope holds (this runs for every delivery); an
+    # envelope that does not pass it gets the field-by-field check, which names the field.
+    get = doc.get
+    msg_id, queue, lane, attempts, created = (get("id"), get("q"), get("pr", 1), get("a", 0),
+                                              get("c", 0))
+    headers, key, not_before, expires, max_attempts = (get("h"), get("k"), get("nb"),
+                                                       get("x"), get("ma"))
+    version = get("v")
+    if (type(version) is int and version == ENVELOPE_VERSION
+            and type(msg_id) is str and msg_id and type(queue) is str and queue
+            and type(lane) is int and 0 <= lane <= 2
+            and type(attempts) is int and 0 <= attempts <= 1_000_000
+            and type(created) is int and 0 <= created <= MAX_TIME_MS
+            and (key is None or (type(key) is str and key))
+            and (not_before is None or (type(not_before) is int
+                                        and 0 <= not_before <= MAX_TIME_MS))
+            and (expires is None or (type(expires) is int and 0 <= expires <= MAX_TIME_MS))
+            and (max_attempts is None or (type(max_attempts) is int
+                                          and 1 <= max_attempts <= 1_000_000))
+            and (headers is None or _plain_headers(headers))):
+        return Message(msg_id, queue, get("p"), headers or {}, _PRIORITIES[lane], key,
+                       attempts, created, not_before, expires, max_attempts)
+    return _decode_checked(doc)
+
+
+def _plain_headers(headers: Any) -> bool:
+    if type(headers) is not dict:
+        return False
+    for name, value in headers.items():
+        if type(name) is not str or type(value) is not str:
+            return False
+    return True
+
+
+def _decode_checked(doc: dict[Any, Any]) -> Message:
+    """The field-by-field check: raises the EnvelopeError that names what is wrong."""
     version = doc.get("v")
     if type(version) is not int or version != ENVELOPE_VERSION:
         if type(version) is int and version > ENVELOPE_VERSION:
@@ -239,8 +279,7 @@ def decode(raw: bytes) -> Message:
     headers = doc.get("h")
     if headers is None:
         headers = {}
-    elif type(headers) is not dict or not all(
-            type(k) is str and type(v) is str for k, v in headers.items()):
+    elif not _plain_headers(headers):
         raise EnvelopeError("h", f"headers must map str to str, got {headers!r:.100}")
     lane = doc.get("pr", 1)
     if type(lane) is not int or not 0 <= lane <= 2:
@@ -292,32 +331,47 @@ def check_payload(payload: Any) -> None:
 
 
 def _plain_ok(value: Any, depth: int) -> bool:
-    """The fast check: exact built-in types only; anything else goes to _find_problem."""
-    kind = type(value)
-    if kind is str or value is None or kind is bool:
-        return True
-    if kind is int:
-        return bool(_MSGPACK_INT[0] <= value <= _MSGPACK_INT[1])
-    if kind is float:
-        return bool(value - value == 0.0)  # false for NaN and both infinities
-    if depth >= MAX_PAYLOAD_DEPTH:
-        return False
-    # Loops rather than all(...): this runs for every published message.
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str:
+    """The fast check: exact built-in types only; anything else goes to _find_problem.
+
+    Iterative, with the scalars checked inline: this runs for every published message.
+    """
+    low, high = _MSGPACK_INT
+    stack = [(value, depth)]
+    while stack:
+        item, level = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            if level >= MAX_PAYLOAD_DEPTH:
                 return False
-            kind = type(item)
-            if kind is not str and not _plain_ok(item, depth + 1):
+            for key, child in item.items():
+                if type(key) is not str:
+                    return False
+                kind = type(child)
+                if kind is str or child is None or kind is bool:
+                    continue
+                if kind is int:
+                    if not low <= child <= high:
+                        return False
+                elif kind is float:
+                    if child - child != 0.0:  # NaN and both infinities
+                        return False
+                else:
+                    stack.append((child, level + 1))
+        elif kind is list or kind is tuple:
+            if level >= MAX_PAYLOAD_DEPTH:
                 return False
-        return True
-    if kind is list or kind is tuple:
-        for item in value:
-            kind = type(item)
-            if kind is not str and not _plain_ok(item, depth + 1):
+            stack.extend((child, level + 1) for child in item)
+        elif kind is str or item is None or kind is bool:
+            continue
+        elif kind is int:
+            if not low <= item <= high:
                 return False
-        return True
-    return False
+        elif kind is float:
+            if item - item != 0.0:
+                return False
+        else:
+            return False
+    return True
 
 
 def _child(path: str, key: str) -> str:

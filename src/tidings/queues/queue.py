@@ -119,7 +119,39 @@ class Queue:
 
     def _prepare(self, item: Outgoing, created: int, batch: scripts.PublishBatch) -> str:
         """Validate one message and add it to ``batch``; returns its id."""
-        priority = Priority.parse(item.priority)
+        priority = item.priority
+        if type(priority) is not Priority:
+            priority = Priority.parse(priority)
+        expires = due_at = delay = not_before = None
+        if (item.delay is not None or item.send_at is not None or item.expires_in is not None
+                or item.expires_at is not None):
+            expires, due_at, delay, not_before = self._times(item, created)
+        elif self.config.default_ttl is not None:
+            expires = created + int(self.config.default_ttl * 1000)
+        if item.max_attempts is not None:
+            check_attempts(item.max_attempts)
+        key = item.idempotency_key
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 512):
+            raise ValidationError("idempotency_key", "must be a non-empty string of <= 512 chars")
+        msg_id = new_message_id(created)
+        headers = item.headers
+        message = Message(msg_id, self.name, item.payload,
+                          {} if headers is None else validate_headers(headers), priority, key,
+                          0, created, not_before, expires, item.max_attempts)
+        chain = self.app.middleware
+        if chain.publishing:
+            chain.before_publish(self.name, message)
+        raw = encode(message)
+        if len(raw) > self.config.max_payload_bytes:
+            raise PayloadError("payload", f"encoded message is {len(raw)} bytes; queue "
+                               f"{self.name!r} allows {self.config.max_payload_bytes}")
+        batch.add(msg_id, int(priority), raw, expires, due_at, delay,
+                  None if key is None else self.keys.idempotency(key))
+        return msg_id
+
+    def _times(self, item: Outgoing, created: int
+               ) -> tuple[int | None, int | None, int | None, int | None]:
+        """(expires, due at, delay, not before) in ms, from the message's time options."""
         if item.delay is not None and item.send_at is not None:
             raise ValidationError("delay", "give either delay or send_at, not both")
         if item.expires_in is not None and item.expires_at is not None:
@@ -133,27 +165,9 @@ class Queue:
             expires = created + int(self.config.default_ttl * 1000)
         due_at = None if item.send_at is None else to_ms(item.send_at, "send_at")
         delay = None if item.delay is None else duration_ms(item.delay, "delay")
-        if item.max_attempts is not None:
-            check_attempts(item.max_attempts)
-        key = item.idempotency_key
-        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= 512):
-            raise ValidationError("idempotency_key", "must be a non-empty string of <= 512 chars")
         not_before = due_at if due_at is not None else (
             created + delay if delay is not None else None)
-        msg_id = new_message_id(created)
-        message = Message(msg_id, self.name, item.payload, validate_headers(item.headers),
-                          priority, key, 0, created, not_before, expires, item.max_attempts)
-        chain = self.app.middleware
-        if chain.publishing:
-            chain.before_publish(self.name, message)
-        raw = encode(message)
-        if len(raw) > self.config.max_payload_bytes:
-            raise PayloadError("payload", f"encoded message is {len(raw)} bytes; queue "
-                               f"{self.name!r} allows {self.config.max_payload_bytes}")
-        batch.add(msg_id, int(priority), raw, expires_at_ms=expires, due_at_ms=due_at,
-                  delay_ms=delay, idempotency_key=None if key is None else
-                  self.keys.idempotency(key))
-        return msg_id
+        return expires, due_at, delay, not_before
 
     async def publish(
         self,

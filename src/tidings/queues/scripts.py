@@ -47,14 +47,16 @@ class PublishBatch:
         self.keys: list[str] = list(keys.script_keys)
         self.args: list[Arg] = [dedupe_window_ms]
 
-    def add(self, msg_id: str, lane: int, envelope: bytes, *, expires_at_ms: int | None,
+    def add(self, msg_id: str, lane: int, envelope: bytes, expires_at_ms: int | None,
             due_at_ms: int | None, delay_ms: int | None, idempotency_key: str | None) -> None:
+        """One message (positional arguments: this runs for every message published)."""
         index = 0
         if idempotency_key is not None:
             self.keys.append(idempotency_key)
             index = len(self.keys)
-        self.args += (msg_id, lane, envelope, _optional(expires_at_ms), _optional(due_at_ms),
-                      _optional(delay_ms), index)
+        self.args += (msg_id, lane, envelope, "" if expires_at_ms is None else expires_at_ms,
+                      "" if due_at_ms is None else due_at_ms, "" if delay_ms is None else delay_ms,
+                      index)
 
     def call(self) -> ScriptCall:
         return PUBLISH, self.keys, self.args

@@ -62,12 +62,13 @@ class HandlerInvoker:
             else:
                 await chain.call_handler(arg, lambda: self._call(arg))
         except asyncio.CancelledError:
-            if not self._unwatch(watched):
+            if watched is None or watched not in self.timed_out:
                 raise
             error = HandlerTimeoutError(self.timeout or 0)
         except Exception as exc:
             error = exc
-        self._unwatch(watched)  # a handler may have swallowed the watchdog's cancellation
+        if watched is not None:
+            self._unwatch(watched)
         return error, self.clock.monotonic() - started
 
     async def _call(self, arg: Message | list[Message]) -> Any:
@@ -85,16 +86,13 @@ class HandlerInvoker:
         self.deadlines[task] = (self.clock.monotonic() + self.timeout, what)
         return task
 
-    def _unwatch(self, task: asyncio.Task[Any] | None) -> bool:
-        """End the call's deadline; True if the watchdog cancelled it (it timed out)."""
-        if task is None:
-            return False
+    def _unwatch(self, task: asyncio.Task[Any]) -> None:
+        """End the call's deadline; take back a cancellation the watchdog sent (the call
+        timed out, or the handler swallowed the cancellation)."""
         self.deadlines.pop(task, None)
-        if task not in self.timed_out:
-            return False
-        self.timed_out.discard(task)
-        task.uncancel()  # the cancellation was ours, and it is handled
-        return True
+        if task in self.timed_out:
+            self.timed_out.discard(task)
+            task.uncancel()
 
     async def watchdog_loop(self) -> None:
         """Cancel handler calls that run past ``handler_timeout``; they count as failed."""
