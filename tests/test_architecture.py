@@ -9,8 +9,10 @@ other. Imports inside functions count (a lazy import is still a dependency); imp
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
+import sys
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,10 +34,7 @@ MAX_FUNCTION_LINES = 60
 
 
 def parse(source: str) -> ast.Module:
-    """ast.parse in a thread of its own: CPython 3.11 can raise "AST constructor recursion
-    depth mismatch" in a thread whose recursion count an earlier test disturbed."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(ast.parse, source).result()
+    return ast.parse(source)
 
 
 def modules() -> dict[str, Path]:
@@ -107,12 +106,12 @@ def top_of(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-def test_there_is_no_import_cycle() -> None:
+def cycles() -> list[list[str]]:
     edges = graph(typing_too=False)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: list[str] = []
-    cycles: list[list[str]] = []
+    found: list[list[str]] = []
 
     def visit(node: str) -> None:  # Tarjan's strongly connected components
         index[node] = low[node] = len(index)
@@ -131,16 +130,15 @@ def test_there_is_no_import_cycle() -> None:
                 if item == node:
                     break
             if len(component) > 1:
-                cycles.append(sorted(component))
+                found.append(sorted(component))
 
     for module in edges:
         if module not in index:
             visit(module)
-    assert cycles == []
+    return found
 
 
-@pytest.mark.parametrize("typing_too", [False, True], ids=["runtime", "type-only"])
-def test_imports_never_point_up_a_layer(typing_too: bool) -> None:
+def upward(typing_too: bool) -> list[str]:
     bad = []
     for module, deps in graph(typing_too).items():
         mine = layer_of(module)
@@ -153,21 +151,19 @@ def test_imports_never_point_up_a_layer(typing_too: bool) -> None:
             elif (theirs == mine and LAYERS[mine] is INDEPENDENT
                   and top_of(dep) != top_of(module)):
                 bad.append(f"{module} -> {dep} (extensions must not import each other)")
-    assert sorted(bad) == []
+    return sorted(bad)
 
 
-def test_every_module_belongs_to_a_layer() -> None:
-    stray = [m for m in modules() if m != "tidings" and layer_of(m) is None]
-    assert stray == []
+def strays() -> list[str]:
+    return [m for m in modules() if m != "tidings" and layer_of(m) is None]
 
 
-def test_files_fit_in_one_head() -> None:
-    long = {str(p.relative_to(SRC)): n for p in ROOT.rglob("*.py")
+def long_files() -> dict[str, int]:
+    return {str(p.relative_to(SRC)): n for p in ROOT.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > MAX_FILE_LINES}
-    assert long == {}
 
 
-def test_functions_fit_on_a_screen_or_say_why() -> None:
+def long_functions() -> list[str]:
     long = []
     for path in ROOT.rglob("*.py"):
         lines = path.read_text().splitlines()
@@ -182,7 +178,43 @@ def test_functions_fit_on_a_screen_or_say_why() -> None:
             reason = "# long:" in lines[node.lineno - 1]
             if size > MAX_FUNCTION_LINES and not reason:
                 long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({size})")
-    assert long == []
+    return long
+
+
+def findings() -> dict[str, object]:
+    return {"cycles": cycles(), "upward": upward(False), "upward_typing": upward(True),
+            "strays": strays(), "long_files": long_files(), "long_functions": long_functions()}
+
+
+@pytest.fixture(scope="module")
+def found() -> dict[str, object]:
+    """The findings, computed in a fresh interpreter: CPython 3.11.7 can fail ast.parse with
+    "AST constructor recursion depth mismatch" after other tests ran in the process."""
+    out = subprocess.run([sys.executable, __file__], capture_output=True, text=True,
+                         check=True)
+    result: dict[str, object] = json.loads(out.stdout)
+    return result
+
+
+def test_there_is_no_import_cycle(found: dict[str, object]) -> None:
+    assert found["cycles"] == []
+
+
+@pytest.mark.parametrize("kind", ["upward", "upward_typing"], ids=["runtime", "type-only"])
+def test_imports_never_point_up_a_layer(found: dict[str, object], kind: str) -> None:
+    assert found[kind] == []
+
+
+def test_every_module_belongs_to_a_layer(found: dict[str, object]) -> None:
+    assert found["strays"] == []
+
+
+def test_files_fit_in_one_head(found: dict[str, object]) -> None:
+    assert found["long_files"] == {}
+
+
+def test_functions_fit_on_a_screen_or_say_why(found: dict[str, object]) -> None:
+    assert found["long_functions"] == []
 
 
 def test_the_key_space_names_the_keys_in_the_order_the_scripts_read_them() -> None:
@@ -209,3 +241,7 @@ def test_the_key_space_names_the_keys_in_the_order_the_scripts_read_them() -> No
     aliases = {"bodies": "delayed_bodies", "consumers": "consumers", "config": "config"}
     assert [aliases.get(n, n) for n in lua_order("common")] == list(QUEUE_KEY_ORDER)
     assert lua_order("ordered") == list(PARTITION_KEY_ORDER)
+
+
+if __name__ == "__main__":
+    print(json.dumps(findings()))
