@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Durability
@@ -25,7 +25,7 @@ from ..core.keys import GROUP
 from ..core.settings import Settings
 from ..core.stored import text
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
-from .scripts import LIBRARY, Script, ScriptCall
+from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
 
 log = logging.getLogger("tidings.engine")
 T = TypeVar("T")
@@ -189,22 +189,11 @@ class Broker:
         """
         confirm = self.confirms(durability)
         timeout_ms = int(timeout * 1000)
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for script, keys, args in calls:
-                pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-            if confirm and durability is Durability.DISK:
-                pipe.execute_command("WAITAOF", 1, 0, timeout_ms)
-            elif confirm:
-                pipe.execute_command("WAIT", 1, timeout_ms)
-            try:
-                replies: list[Any] = await pipe.execute()
-                break
-            except NoScriptError:
-                if attempt:
-                    raise
-                # The server lost its scripts (a restart) and nothing ran: load, run again.
-                await LIBRARY.preload(self.client)
+        after: list[tuple[Any, ...]] = []
+        if confirm:
+            after.append(("WAITAOF", 1, 0, timeout_ms) if durability is Durability.DISK
+                         else ("WAIT", 1, timeout_ms))
+        replies = await run_pipelined(self.client, calls, after)
         if confirm:
             confirmed = replies.pop()
             ok = confirmed[0] >= 1 if durability is Durability.DISK else confirmed >= 1

@@ -83,21 +83,27 @@ LIBRARY = ScriptLibrary()
 ScriptCall = tuple[Script, Sequence[str], Sequence[Arg]]
 
 
-async def run_pipelined(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+async def run_pipelined(client: Any, calls: Sequence[ScriptCall],
+                        after: Sequence[tuple[Arg, ...]] = ()) -> list[Any]:
     """Run script calls in one round trip; those the server lost are loaded and run again.
 
-    Raises the first error reply. A call refused with NOSCRIPT did not run, so running it
-    again is safe; every other reply stands.
+    ``after``: plain commands sent behind the calls in the same round trip (a WAIT that
+    confirms them, say); their replies follow the calls' in the result. Raises the first
+    error reply. A call refused with NOSCRIPT did not run, so running it again is safe;
+    every other reply stands. This is the one place that handles NOSCRIPT for pipelines.
     """
-    results: list[Any] = [None] * len(calls)
+    results: list[Any] = [None] * (len(calls) + len(after))
     todo = list(range(len(calls)))
     for attempt in range(2):
         pipe = client.pipeline(transaction=False)
         for i in todo:
             script, keys, args = calls[i]
             pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        for command in after:
+            pipe.execute_command(*command)
+        replies = await pipe.execute(raise_on_error=False)
         missing = []
-        for i, reply in zip(todo, await pipe.execute(raise_on_error=False), strict=True):
+        for i, reply in zip([*todo, *range(len(calls), len(results))], replies, strict=True):
             if isinstance(reply, NoScriptError) and attempt == 0:
                 missing.append(i)
             elif isinstance(reply, Exception):
