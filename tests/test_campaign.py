@@ -264,9 +264,15 @@ async def test_cancel_interleaved_with_promotion_counts_each_message_once(
         app: Tidings, campaigns: Campaigns, monkeypatch: pytest.MonkeyPatch) -> None:
     """Deterministic race: the fetch script promotes between every cancel batch."""
     q = app.queue("push")
-    at = datetime.now(UTC) + timedelta(milliseconds=300)
-    await campaigns.schedule("race", q, people(3000), at=at)
-    await asyncio.sleep(max(0.0, (at - datetime.now(UTC)).total_seconds()) + 0.02)
+    # Scheduled well ahead (a slow machine must not publish them already due), then made
+    # due by hand: every waiting message's due time (and the campaign's record of it) set
+    # to the epoch.
+    await campaigns.schedule("race", q, people(3000), at=datetime.now(UTC) + timedelta(hours=1))
+    client = app.broker.client
+    waiting = dict.fromkeys(await client.zrange(q.keys.delayed, 0, -1), 0)
+    assert len(waiting) == 3000
+    await client.zadd(q.keys.delayed, waiting, xx=True)
+    await client.zadd(q.keys.campaign("race").pending, waiting, xx=True)
     monkeypatch.setattr(campaign_progress, "SWEEP_BATCH", 250)
     real_call = app.broker.call
     promoted: list[int] = []

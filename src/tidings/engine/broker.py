@@ -24,6 +24,7 @@ from ..core.errors import BrokerUnavailableError, DurabilityError, ServerConfigE
 from ..core.keys import GROUP
 from ..core.settings import Settings
 from ..core.stored import text
+from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
 
@@ -38,6 +39,7 @@ class Broker:
         self.settings = settings
         self.clock = clock
         self._client: Redis | None = None
+        self._channel: Channel | None = None
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
         self.has_waitaof = False
@@ -49,6 +51,13 @@ class Broker:
         if self._client is None:
             raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
         return self._client
+
+    @property
+    def channel(self) -> Channel:
+        """The shared pipelined connection for script calls (see :mod:`.channel`)."""
+        if self._channel is None:
+            raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
+        return self._channel
 
     @property
     def connected(self) -> bool:
@@ -74,14 +83,17 @@ class Broker:
             self.url = url
             self.user = pool.connection_kwargs.get("username") or "default"
             self._client = client
+            self._channel = Channel(pool, self.settings.socket_timeout)
             try:
                 await self.retrying(self._check_server, needs_disk)
             except BaseException:
-                self._client = None
-                await client.aclose()
+                await self.close()
                 raise
 
     async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None:
+            await channel.aclose()
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -102,7 +114,7 @@ class Broker:
         self.has_waitaof = self.server_version >= (7, 2)
         if needs_disk:
             await self._check_disk(int(persistence.get("aof_enabled", 0)) == 1)
-        await LIBRARY.preload(self.client)
+        await LIBRARY.preload(self.channel)  # and opens the channel before the first call
 
     async def _check_disk(self, aof_enabled: bool) -> None:
         if not aof_enabled:
@@ -151,7 +163,7 @@ class Broker:
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:  # the first try without the retry machinery: this is the publish hot path
-            return await script(self.client, keys, args)
+            return await script(self.channel, keys, args)
         except ResponseError as exc:
             raise_if_denied(exc, self.user, f"script {script.name} on {keys[0]}")
             raise
@@ -159,7 +171,7 @@ class Broker:
             if self.settings.connect_retries == 0:
                 raise BrokerUnavailableError(f"server unreachable: {exc}") from exc
             await self.clock.sleep(self.settings.connect_backoff)
-            return await self.retrying(script, self.client, keys, args, already_failed=1)
+            return await self.retrying(script, self.channel, keys, args, already_failed=1)
 
     async def run(self, call: ScriptCall) -> Any:
         """Run one script call (see :meth:`call`)."""
@@ -193,7 +205,7 @@ class Broker:
         if confirm:
             after.append(("WAITAOF", 1, 0, timeout_ms) if durability is Durability.DISK
                          else ("WAIT", 1, timeout_ms))
-        replies = await run_pipelined(self.client, calls, after)
+        replies = await run_pipelined(self.channel, calls, after)
         if confirm:
             confirmed = replies.pop()
             ok = confirmed[0] >= 1 if durability is Durability.DISK else confirmed >= 1

@@ -186,10 +186,10 @@ class OrderedQueue:
                                    f"queue {self.name!r} allows {self.max_payload_bytes}")
             batches[self.index_of(key)].append((key, msg_id.encode() + b"|" + raw))
             ids.append(msg_id)
-        client = self.app.broker.client
-        await run_pipelined(client, [scripts.publish(self.parts[p], batch)
-                                     for p, batch in batches.items()])
-        await client.xadd(self.wake_key, {"w": "1"}, maxlen=1, approximate=False)
+        # The wake entry rides in the same round trip, behind the scripts it announces.
+        await run_pipelined(self.app.broker.channel,
+                            [scripts.publish(self.parts[p], batch) for p, batch in batches.items()],
+                            after=[("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1")])
         return ids
 
     async def ensure_ready(self) -> None:

@@ -273,7 +273,7 @@ class OrderedRunner:
         backoff = Backoff(self.clock, cap=2.0)
         while True:
             try:
-                return await run_pipelined(self.client, calls)
+                return await run_pipelined(self.q.app.broker.channel, calls)
             except TRANSIENT as exc:
                 if not settle or self.stopping:
                     raise

@@ -38,7 +38,7 @@ class Leases:
         runner = self.runner
         items = list(runner.in_flight.items())
         lost, config = await scripts.extend(
-            runner.client, runner.keys, consumer=runner.worker.consumer,
+            runner.channel, runner.keys, consumer=runner.worker.consumer,
             leases=[(msg.lane, msg.entry_id, msg.delivery) for _, msg in items])
         for index in lost:
             key, msg = items[index - 1]
@@ -90,7 +90,7 @@ class Leases:
         config = runner.config
         vt_ms = int(config.visibility_timeout * 1000)
         return await scripts.reclaim(
-            runner.client, runner.keys, consumer=runner.worker.consumer, min_idle_ms=vt_ms,
+            runner.channel, runner.keys, consumer=runner.worker.consumer, min_idle_ms=vt_ms,
             count=count, max_deliveries=config.max_deliveries,
             on_expire=config.on_expire.value, dead_after_ms=max(3 * vt_ms, 10_000),
             isolate_from=isolate_from(config.max_deliveries), suspect=suspect)

@@ -72,7 +72,13 @@ class QueueRunner:
 
     @property
     def client(self) -> Any:
+        """redis-py's pool: for blocking reads and typed commands."""
         return self.queue.app.broker.client
+
+    @property
+    def channel(self) -> Any:
+        """The shared pipelined connection: for the script calls of every loop."""
+        return self.queue.app.broker.channel
 
     def free(self) -> int:
         if self.worker.isolation.active:
@@ -104,7 +110,7 @@ class QueueRunner:
                 continue
             try:
                 delivered, dropped, next_due, last = await scripts.fetch(
-                    self.client, self.keys, consumer=self.worker.consumer,
+                    self.channel, self.keys, consumer=self.worker.consumer,
                     quotas=self.allocator.split(free), capacity=free,
                     promote_limit=PROMOTE_LIMIT, on_expire=on_expire)
             except TRANSIENT as exc:

@@ -56,7 +56,7 @@ class Settler:
         runner = self.runner
         settles = [(msg.lane, msg.entry_id, msg.delivery, msg.id) for msg, _ in batch]
         try:
-            refused = await self.call("ack", lambda: scripts.ack(runner.client, runner.keys,
+            refused = await self.call("ack", lambda: scripts.ack(runner.channel, runner.keys,
                                                                  settles))
         except RETRYABLE as exc:  # only at shutdown: otherwise call() retries these
             self.abandon([msg for msg, _ in batch], exc)
@@ -94,7 +94,7 @@ class Settler:
     async def _settle_failure(self, msg: Message, exc: BaseException, duration: float) -> None:
         runner = self.runner
         decision = decide(msg, exc, runner.config.retry, runner.clock)
-        client, keys = runner.client, runner.keys
+        client, keys = runner.channel, runner.keys
         if decision.action is Action.DEAD_LETTER:
             item = (msg.lane, msg.entry_id, msg.delivery, decision.reason, decision.error_json)
             refused = await self.call("dead_letter", lambda: scripts.dead_letter(
@@ -124,7 +124,7 @@ class Settler:
         item = (msg.lane, msg.entry_id, msg.delivery, "settle_failed", detail)
         try:
             refused = await self.call("dead_letter", lambda: scripts.dead_letter(
-                runner.client, runner.keys, [item]))
+                runner.channel, runner.keys, [item]))
         except Exception as exc:
             self.abandon([msg], exc)
             return
@@ -139,7 +139,7 @@ class Settler:
         runner = self.runner
         try:
             refused = await self.call("dead_letter", lambda: scripts.dead_letter(
-                runner.client, runner.keys, [(lane, entry_id, token, reason, error)]))
+                runner.channel, runner.keys, [(lane, entry_id, token, reason, error)]))
         except Exception as failure:
             log.error("could not dead-letter entry %s of %s (%s); it is redelivered when its "
                       "lease expires", entry_id, runner.queue.name, failure)
@@ -162,7 +162,7 @@ class Settler:
         items = [(msg.lane, msg.entry_id, msg.delivery, msg.id, encode(msg, check=False),
                   msg.expires_at_ms, 0) for msg in held]
         refused = {i - 1 for i in await self.call("retry", lambda: scripts.retry(
-            runner.client, runner.keys, EventKind.RELEASED.value, items))}
+            runner.channel, runner.keys, EventKind.RELEASED.value, items))}
         for i, msg in enumerate(held):
             self.settled(msg, None if i in refused else EventKind.RELEASED)
         return len(held) - len(refused)

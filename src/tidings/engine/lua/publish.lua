@@ -7,7 +7,7 @@
 -- Returns per message the id that stands for it, and 1 if it was new, 0 if a duplicate.
 -- @include common
 local dedupe_ms = ARGV[1]
-local now = now_ms()
+local now = nil  -- read only for a delayed message: TIME is one more call (~3 us) per publish
 local out = {}
 local added = 0
 for i = 2, #ARGV, 7 do
@@ -22,6 +22,7 @@ for i = 2, #ARGV, 7 do
     out[#out + 1] = {existing, 0}
   else
     local due = nil
+    if due_at ~= '' or delay ~= '' then now = now or now_ms() end
     if due_at ~= '' then due = tonumber(due_at) end
     if delay ~= '' then due = now + tonumber(delay) end
     if due ~= nil and due > now then
