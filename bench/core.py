@@ -494,9 +494,21 @@ TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
 )
 
 
+# Relative targets (issue 10): tidings against the raw floor in the same run, which holds on
+# a noisy machine where absolute figures do not. (target, measurement, ratio field, ...)
+RATIO_TARGETS: tuple[tuple[str, str, str, float, str], ...] = (
+    ("single_publish_ratio", "single_publish", "ratio_paired_median", 0.75, ">="),
+    ("single_publish_p99_ratio", "single_publish", "latency_ratio_p99", 1.3, "<="),
+    ("batch_publish_ratio", "batch_publish", "ratio_paired_median", 0.9, ">="),
+    ("worker_drain_ratio", "worker_drain", "ratio_paired_median", 0.6, ">="),
+    ("e2e_p99_ratio", "e2e_latency", "latency_ratio_p99", 1.5, "<="),
+)
+
+
 def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
     """Mark each target met / not met; ``raw_status`` says whether plain redis-py meets it
-    on this machine (if raw does not, the target is out of reach here for any library)."""
+    on this machine (if raw does not, the target is out of reach here for any library).
+    Ratio targets compare tidings with the raw floor measured beside it."""
     def check(value: float | None, threshold: float, op: str) -> str:
         if value is None:
             return "not measured"
@@ -513,4 +525,8 @@ def evaluate_targets(results: dict[str, Any]) -> dict[str, Any]:
             "status": check(value, threshold, op),
             "raw_value": raw_value, "raw_status": check(raw_value, threshold, op),
         }
+    for name, measurement, ratio_field, threshold, op in RATIO_TARGETS:
+        value = results.get(measurement, {}).get(ratio_field)
+        targets[name] = {"target": f"{op} {threshold}", "value": value,
+                         "status": check(value, threshold, op)}
     return targets

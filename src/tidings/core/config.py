@@ -25,6 +25,18 @@ class OnExpire(StrEnum):
     DROP = "drop"
 
 
+class OnFull(StrEnum):
+    """What a queue at its ``max_depth`` does with a publish (see the README's overload
+    section): refuse every lane, or refuse the low lane first (from LOW_LANE_SHARE of
+    ``max_depth``), keeping the rest of the room for high and normal messages."""
+
+    REFUSE = "refuse"
+    SHED_LOW = "shed_low"
+
+
+LOW_LANE_SHARE = 0.8
+
+
 PositiveSeconds = Annotated[float, Field(gt=0)]
 DEFAULT_HANDLER_TIMEOUT = 300.0  # seconds; see QueueConfig.handler_timeout
 MAX_HANDLER_TIMEOUT = 24 * 3600.0
@@ -80,6 +92,18 @@ class QueueConfig(BaseModel):
     on_expire: OnExpire = OnExpire.DEAD_LETTER
     durability: Durability = Durability.MEMORY
     durability_timeout: PositiveSeconds = 1.0
+    # What the queue may hold (queued, in flight, delayed) before publishes are refused;
+    # None: bounded only by the server's memory (see Settings.memory_refuse_at).
+    max_depth: int | None = Field(None, ge=1)
+    on_full: OnFull = OnFull.REFUSE
+
+    def depth_limits(self) -> tuple[int | None, int | None]:
+        """The depth a publish may fill the queue to: (high and normal, low)."""
+        if self.max_depth is None:
+            return None, None
+        if self.on_full is OnFull.SHED_LOW:
+            return self.max_depth, max(1, int(self.max_depth * LOW_LANE_SHARE))
+        return self.max_depth, self.max_depth
 
     @field_validator(
         "visibility_timeout", "handler_timeout", "dedupe_window", "default_ttl",

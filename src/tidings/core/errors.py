@@ -103,6 +103,28 @@ class DurabilityError(TidingsError):
         super().__init__(message)
 
 
+class QueueFullError(TidingsError):
+    """A publish was refused whole: nothing of it was stored.
+
+    ``reason`` is ``"max_depth"`` (the queue holds its ``max_depth`` messages, or, with
+    ``on_full="shed_low"``, a low-priority message met the share kept for the others) or
+    ``"server_memory"`` (the server's used memory is at ``memory_refuse_at`` of its
+    ``maxmemory``, or past it). Publish again after ``retry_after`` seconds; with
+    idempotency keys a repeated publish is always safe.
+    """
+
+    def __init__(self, queue: str, reason: str, retry_after: float, *,
+                 depth: int | None = None, limit: int | None = None,
+                 detail: str = "") -> None:
+        self.queue, self.reason, self.retry_after = queue, reason, retry_after
+        self.depth, self.limit = depth, limit
+        what = (f"holds {depth} messages queued or in flight (max_depth {limit})"
+                if reason == "max_depth"
+                else f"server memory is full{': ' + detail if detail else ''}")
+        super().__init__(f"queue {queue!r} refused the publish: {what}; nothing was "
+                         f"stored, retry after {retry_after:g}s")
+
+
 class LeaseLostError(TidingsError):
     """A settle (ack, retry, dead-letter) was refused because the lease had moved on."""
 
@@ -228,6 +250,7 @@ __all__ = [
     "MessageNotFoundError",
     "PayloadError",
     "PermissionDeniedError",
+    "QueueFullError",
     "QueueNotEmptyError",
     "Retry",
     "ScheduleError",

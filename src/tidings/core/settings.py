@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     connect_retries: int = Field(5, ge=0)
     connect_backoff: float = Field(0.1, gt=0)
     socket_timeout: float = Field(10.0, gt=0)
+    # Producer backpressure from the server's used memory, as a share of its maxmemory:
+    # publishes slow down from memory_slow_at and are refused from memory_refuse_at.
+    memory_slow_at: float = Field(0.85, gt=0, le=1)
+    memory_refuse_at: float = Field(0.95, gt=0, le=1)
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -106,6 +110,14 @@ class Settings(BaseSettings):
     @classmethod
     def _log_level(cls, value: str) -> str:
         return check_log_level(value)
+
+    @field_validator("memory_refuse_at")
+    @classmethod
+    def _refuse_after_slowing(cls, value: float, info: ValidationInfo) -> float:
+        slow_at = info.data.get("memory_slow_at")
+        if slow_at is not None and value < slow_at:
+            raise ValueError(f"must be >= memory_slow_at ({slow_at})")
+        return value
 
     @classmethod
     def settings_customise_sources(

@@ -16,16 +16,22 @@ from typing import Any, TypeVar
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import ResponseError
+from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Durability
-from ..core.errors import BrokerUnavailableError, DurabilityError, ServerConfigError
+from ..core.errors import (
+    BrokerUnavailableError,
+    DurabilityError,
+    QueueFullError,
+    ServerConfigError,
+)
 from ..core.keys import GROUP
 from ..core.settings import Settings
 from ..core.stored import text
 from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
+from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
 
 log = logging.getLogger("tidings.engine")
@@ -44,6 +50,7 @@ class Broker:
         self.server_version: tuple[int, ...] = (0,)
         self.has_waitaof = False
         self.user = "default"  # the server user we connect as (from the URL)
+        self.memory = MemoryGauge(settings, clock)
         self._lock = asyncio.Lock()
 
     @property
@@ -91,6 +98,7 @@ class Broker:
                 raise
 
     async def close(self) -> None:
+        await self.memory.close()
         channel, self._channel = self._channel, None
         if channel is not None:
             await channel.aclose()
@@ -99,9 +107,10 @@ class Broker:
             await client.aclose()
 
     async def _check_server(self, needs_disk: bool) -> None:
-        info = await self.client.info("server")
-        memory = await self.client.info("memory")
-        persistence = await self.client.info("persistence")
+        pipe = self.client.pipeline(transaction=False)
+        for section in ("server", "memory", "persistence"):
+            pipe.info(section)
+        info, memory, persistence = await pipe.execute()
         self.server_version = tuple(int(p) for p in str(info["redis_version"]).split(".")[:3])
         if self.server_version < (7, 0):
             raise ServerConfigError(f"Redis >= 7.0 (or Valkey >= 7.2) is required; server is "
@@ -112,6 +121,7 @@ class Broker:
                 f"the server's maxmemory-policy is {policy!r}: eviction silently deletes queued "
                 "messages. Set `maxmemory-policy noeviction` on the server.")
         self.has_waitaof = self.server_version >= (7, 2)
+        self.memory.update(memory)
         if needs_disk:
             await self._check_disk(int(persistence.get("aof_enabled", 0)) == 1)
         await LIBRARY.preload(self.channel)  # and opens the channel before the first call
@@ -134,14 +144,46 @@ class Broker:
                 f"the server has {fsync!r}")
 
     async def ensure_groups(self, lane_keys: Sequence[str]) -> None:
-        """Create the consumer group of each lane stream (and the stream) if missing."""
+        """Create the consumer group of each lane stream (and the stream) if missing.
+
+        A full server refuses XGROUP CREATE even where the group exists; a worker must
+        start there all the same (draining is what frees memory), so the group is looked
+        up instead, and only a queue that never had one waits for room.
+        """
+        pipe = self.client.pipeline(transaction=False)  # the usual case: one round trip
         for lane_key in lane_keys:
+            pipe.xgroup_create(lane_key, GROUP, id="0", mkstream=True)
+        replies = await pipe.execute(raise_on_error=False)
+        for lane_key, reply in zip(lane_keys, replies, strict=True):
+            if isinstance(reply, Exception) and "BUSYGROUP" not in str(reply):
+                await self._ensure_group(lane_key)  # raises what is not a full server
+
+    async def _ensure_group(self, lane_key: str) -> None:
+        waited = 0
+        while True:
             try:
                 await self.client.xgroup_create(lane_key, GROUP, id="0", mkstream=True)
+                return
+            except OutOfMemoryError:
+                if await self._has_group(lane_key):
+                    return
+                if waited == 0:
+                    log.warning("server memory is full: waiting for room to create the "
+                                "consumer group of %s", lane_key)
+                waited += 1
+                await self.clock.sleep(min(2.0, self.settings.connect_backoff * waited))
             except ResponseError as exc:
                 raise_if_denied(exc, self.user, f"XGROUP CREATE {lane_key}")
                 if "BUSYGROUP" not in str(exc):
                     raise
+                return
+
+    async def _has_group(self, lane_key: str) -> bool:
+        try:
+            groups = await self.client.xinfo_groups(lane_key)
+        except ResponseError:  # no such stream
+            return False
+        return any(text(g.get("name", b"")) == GROUP for g in groups)
 
     async def retrying(self, op: Callable[..., Awaitable[T]], *args: Any,
                        already_failed: int = 0) -> T:
@@ -182,30 +224,58 @@ class Broker:
         return durability is Durability.REPLICATED or (
             durability is Durability.DISK and self.has_waitaof)
 
-    async def publish(self, call: ScriptCall, durability: Durability, timeout: float,
-                      ids: list[str] | None = None) -> Any:
+    async def publish(self, queue: str, call: ScriptCall, durability: Durability,
+                      timeout: float, ids: list[str] | None = None) -> Any:
         """Run a publishing script call and wait for ``durability`` (see the README).
 
         ``ids``: the ids the script writes, for a DurabilityError (publish.lua returns them).
+        Raises QueueFullError when the server's memory is (nearly) full; waits a little
+        first when it is getting there (see :mod:`.memory`).
         """
-        if not self.confirms(durability):
-            return await self.call(*call)
-        replies = await self.retrying(self.publish_pipelined, [call], durability, timeout, ids)
+        delay = self.memory.delay(queue, self.client)
+        if delay:
+            await self.clock.sleep(delay)
+        try:
+            if not self.confirms(durability):
+                return await self.call(*call)
+            replies = await self.retrying(self._publish_pipelined, [call], durability, timeout,
+                                          ids, ())
+        except OutOfMemoryError as exc:
+            raise QueueFullError(queue, "server_memory", RETRY_AFTER_FULL,
+                                 detail=str(exc).rstrip(".")) from None
         return replies[0]
 
-    async def publish_pipelined(self, calls: Sequence[ScriptCall], durability: Durability,
-                                timeout: float, ids: list[str] | None = None) -> list[Any]:
+    async def publish_pipelined(self, queue: str, calls: Sequence[ScriptCall],
+                                durability: Durability, timeout: float,
+                                ids: list[str] | None = None,
+                                after: Sequence[tuple[Any, ...]] = ()) -> list[Any]:
         """Several publishing calls in one round trip, then one confirmation of them all.
 
-        Not retried here: a caller that sends a run of them resumes by its own cursor.
+        ``after``: plain commands sent behind them (a wake-up entry, say). Not retried
+        here: a caller that sends a run of them resumes by its own cursor. Backpressure
+        and QueueFullError as for :meth:`publish`.
         """
+        delay = self.memory.delay(queue, self.client)
+        if delay:
+            await self.clock.sleep(delay)
+        try:
+            return await self._publish_pipelined(calls, durability, timeout, ids, after)
+        except OutOfMemoryError as exc:
+            raise QueueFullError(queue, "server_memory", RETRY_AFTER_FULL,
+                                 detail=str(exc).rstrip(".")) from None
+
+    async def _publish_pipelined(self, calls: Sequence[ScriptCall], durability: Durability,
+                                 timeout: float, ids: list[str] | None,
+                                 after: Sequence[tuple[Any, ...]]) -> list[Any]:
         confirm = self.confirms(durability)
         timeout_ms = int(timeout * 1000)
-        after: list[tuple[Any, ...]] = []
+        commands = list(after)
         if confirm:
-            after.append(("WAITAOF", 1, 0, timeout_ms) if durability is Durability.DISK
-                         else ("WAIT", 1, timeout_ms))
-        replies = await run_pipelined(self.channel, calls, after)
+            commands.append(("WAITAOF", 1, 0, timeout_ms) if durability is Durability.DISK
+                            else ("WAIT", 1, timeout_ms))
+        replies = await run_pipelined(self.channel, calls, commands)
+        if after:
+            del replies[len(calls):len(calls) + len(after)]
         if confirm:
             confirmed = replies.pop()
             ok = confirmed[0] >= 1 if durability is Durability.DISK else confirmed >= 1

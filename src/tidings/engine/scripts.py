@@ -2,12 +2,18 @@
 
 Every ``*.lua`` file under ``engine/lua`` is a script named after its file; a line
 ``-- @include NAME`` inlines ``lua/includes/NAME.lua``, so shared helpers (moving an entry
-to the dead-letter stream, say) are written once. Each script's header names its KEYS and
-ARGV; the typed wrappers that build them by name live beside the code that uses them
-(``queues/scripts.py``, ``flow/scripts.py``, ``ordering/scripts.py``,
-``scheduling/scripts.py``). This module is the one place that talks EVALSHA: the one
-NOSCRIPT path (a restarted or failed-over server has an empty script cache) and the one
-pipelined call.
+to the dead-letter stream, say) are written once.
+
+A full server (used memory past ``maxmemory``) refuses every script at its start, before it
+writes anything, so a publish is refused whole, never half done. Scripts that keep accepted
+messages moving (fetch, ack, retry, heartbeats, flow-control gates ...) declare
+``-- @flags allow-oom``: they must run on a full server, or nothing would ever drain it.
+
+Each script's header names its KEYS and ARGV; the typed wrappers that build them by name
+live beside the code that uses them (``queues/scripts.py``, ``flow/scripts.py``,
+``ordering/scripts.py``, ``scheduling/scripts.py``). This module is the one place that
+talks EVALSHA: the one NOSCRIPT path (a restarted or failed-over server has an empty script
+cache) and the one pipelined call.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^-- @include (\w+)$", re.MULTILINE)
+_FLAGS = re.compile(r"^-- @flags ([a-z-]+(?:,[a-z-]+)*)$", re.MULTILINE)
 _PACKAGE = "tidings.engine.lua"
 
 Arg = str | bytes | int | float
@@ -40,7 +47,10 @@ class Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = _source(name)
+        body = _source(name)
+        flags = _FLAGS.search(body)
+        # The shebang makes the server honour the flags (Redis >= 7.0, Valkey).
+        self.source = (f"#!lua flags={flags.group(1)}\n" if flags else "#!lua\n") + body
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def __repr__(self) -> str:
@@ -72,11 +82,20 @@ class ScriptLibrary:
         return len(self._scripts)
 
     async def preload(self, client: Any) -> None:
-        """Load every script in one round trip (at connect), so no first call pays for it."""
-        pipe = client.pipeline(transaction=False)
-        for script in self:
-            pipe.execute_command("SCRIPT", "LOAD", script.source)
-        await pipe.execute()
+        """Load the scripts the server lacks (at connect), so no first call pays for it.
+
+        One round trip asks which are cached already (a server other workers use has them
+        all, and compiling them again is most of a start-up's server time); a second loads
+        the rest, if any.
+        """
+        scripts = list(self)
+        cached = await client.execute_command("SCRIPT", "EXISTS", *(s.sha for s in scripts))
+        missing = [s for s, known in zip(scripts, cached, strict=True) if not int(known)]
+        if missing:
+            pipe = client.pipeline(transaction=False)
+            for script in missing:
+                pipe.execute_command("SCRIPT", "LOAD", script.source)
+            await pipe.execute()
 
 
 LIBRARY = ScriptLibrary()

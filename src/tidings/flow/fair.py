@@ -120,7 +120,7 @@ class FairQueue(Guard):
                      "" if expires is None else expires, msg_id.encode() + b"|" + raw)
             ids.append(msg_id)
         config = self.queue.config
-        await app.broker.publish((_PUBLISH, keys, args), config.durability,
+        await app.broker.publish(self.queue.name, (_PUBLISH, keys, args), config.durability,
                                  config.durability_timeout, ids)
         if chain.active:
             for msg_id, item in zip(ids, items, strict=True):

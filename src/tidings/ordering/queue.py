@@ -39,13 +39,12 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..core.clock import now_ms
-from ..core.config import RetryPolicy
+from ..core.config import Durability, RetryPolicy
 from ..core.errors import ConfigError, PayloadError, ValidationError
 from ..core.ids import new_message_id
 from ..core.keys import PartitionKeys
 from ..core.message import Message, check_attempts, encode, validate_headers
 from ..core.stored import text
-from ..engine.scripts import run_pipelined
 from ..queues.handlers import HandlerSpec
 from . import scripts
 
@@ -187,9 +186,10 @@ class OrderedQueue:
             batches[self.index_of(key)].append((key, msg_id.encode() + b"|" + raw))
             ids.append(msg_id)
         # The wake entry rides in the same round trip, behind the scripts it announces.
-        await run_pipelined(self.app.broker.channel,
-                            [scripts.publish(self.parts[p], batch) for p, batch in batches.items()],
-                            after=[("XADD", self.wake_key, "MAXLEN", "1", "*", "w", "1")])
+        await self.app.broker.publish_pipelined(
+            self.name, [scripts.publish(self.parts[p], batch) for p, batch in batches.items()],
+            Durability.MEMORY, 1.0, ids, after=[("XADD", self.wake_key, "MAXLEN", "1", "*",
+                                                 "w", "1")])
         return ids
 
     async def ensure_ready(self) -> None:

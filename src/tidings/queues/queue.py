@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..core.clock import now_ms
 from ..core.config import QueueConfig, build_queue_config
-from ..core.errors import MessageNotFoundError, PayloadError, ValidationError
+from ..core.errors import MessageNotFoundError, PayloadError, QueueFullError, ValidationError
 from ..core.ids import new_message_id
 from ..core.message import (
     Message,
@@ -27,6 +27,7 @@ from ..core.message import (
     validate_headers,
 )
 from ..core.progress import ProgressCallback
+from ..engine.memory import RETRY_AFTER_FULL
 from . import scripts
 from .dead_letters import DeadLetters
 from .handlers import HandlerSpec
@@ -226,12 +227,17 @@ class Queue:
         if not app.broker.connected:
             await app.connect()
         created = now_ms(app.clock)
-        batch = scripts.PublishBatch(self.keys, int(self.config.dedupe_window * 1000))
+        config = self.config
+        batch = scripts.PublishBatch(self.keys, int(config.dedupe_window * 1000),
+                                     config.depth_limits())
         for item in items:
             self._prepare(item, created, batch)
-        config = self.config
-        result = await app.broker.publish(batch.call(), config.durability,
+        result = await app.broker.publish(self.name, batch.call(), config.durability,
                                           config.durability_timeout)
+        depth = scripts.refused_depth(result)
+        if depth is not None:
+            raise QueueFullError(self.name, "max_depth", RETRY_AFTER_FULL, depth=depth,
+                                 limit=config.max_depth)
         ids = [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in result]
         chain = app.middleware
         if chain.active:

@@ -38,14 +38,16 @@ class PublishBatch:
     """The KEYS and ARGV of one publish.lua call, built message by message.
 
     Idempotency keys are extra KEYS after the queue's twelve; a message names its own by
-    index (0: none).
+    index (0: none). ``limits``: the depth high/normal and low messages may fill the lanes
+    to (None: unbounded).
     """
 
     __slots__ = ("args", "keys")
 
-    def __init__(self, keys: QueueKeys, dedupe_window_ms: int) -> None:
+    def __init__(self, keys: QueueKeys, dedupe_window_ms: int,
+                 limits: tuple[int | None, int | None] = (None, None)) -> None:
         self.keys: list[str] = list(keys.script_keys)
-        self.args: list[Arg] = [dedupe_window_ms]
+        self.args: list[Arg] = [dedupe_window_ms, _optional(limits[0]), _optional(limits[1])]
 
     def add(self, msg_id: str, lane: int, envelope: bytes, expires_at_ms: int | None,
             due_at_ms: int | None, delay_ms: int | None, idempotency_key: str | None) -> None:
@@ -60,6 +62,11 @@ class PublishBatch:
 
     def call(self) -> ScriptCall:
         return PUBLISH, self.keys, self.args
+
+
+def refused_depth(reply: list[Any]) -> int | None:
+    """The lanes' depth if publish.lua refused the batch for want of room, else None."""
+    return int(reply[1]) if reply and reply[0] == -1 else None
 
 
 async def fetch(client: Any, keys: QueueKeys, *, consumer: str, quotas: Sequence[int],

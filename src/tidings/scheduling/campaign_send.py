@@ -167,7 +167,7 @@ class ChunkSender:
         """One round trip for several chunks; False once the campaign stopped scheduling."""
         q = self.queue
         results = await self.app.broker.publish_pipelined(
-            [(_PUBLISH, chunk.keys, chunk.args) for chunk in group], q.config.durability,
+            q.name, [(_PUBLISH, chunk.keys, chunk.args) for chunk in group], q.config.durability,
             q.config.durability_timeout, [i for c in group for i in c.ids])
         bus = self.app.middleware
         for chunk, result in zip(group, results, strict=True):

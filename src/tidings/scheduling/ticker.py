@@ -12,7 +12,12 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from ..core.clock import now_ms
-from ..core.errors import BrokerUnavailableError, UnknownQueueError, ValidationError
+from ..core.errors import (
+    BrokerUnavailableError,
+    QueueFullError,
+    UnknownQueueError,
+    ValidationError,
+)
 from ..core.ids import new_message_id
 from ..core.middleware import Middleware, WorkerView
 from ..core.stored import text
@@ -155,7 +160,9 @@ class Ticker:
                 await self.tick(lookahead=self.schedules.lookahead)
                 failures = 0
                 pause = self.schedules.interval
-            except (*TRANSIENT, BrokerUnavailableError) as exc:
+            except (*TRANSIENT, BrokerUnavailableError, QueueFullError) as exc:
+                # Nothing committed: the claim lapses and a later tick fires the occurrences
+                # (their idempotency keys keep the ones already published from doubling).
                 failures += 1
                 pause = min(30.0, self.schedules.interval * 2 ** min(failures, 5))
                 log.warning("schedule tick failed (%s); retrying in %.1fs", exc, pause)

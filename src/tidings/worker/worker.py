@@ -93,9 +93,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         self.runners = [QueueRunner(self, q) for q in self.queues]
-        for runner in self.runners:
-            await self.app.broker.ensure_groups(runner.keys.lanes)
-            await runner.heartbeat()
+        await asyncio.gather(*(self._join(runner) for runner in self.runners))
         chain = self.app.middleware
         # Middleware start first, so what they install applies from the first fetch; their
         # worker loops (the schedule ticker, ordered queues) live and die with the worker.
@@ -125,6 +123,11 @@ class Worker:
             await self._drain(fetchers, background)
         if failure is not None:
             raise failure
+
+    async def _join(self, runner: QueueRunner) -> None:
+        """Join the queue's consumer group and announce ourselves (queues side by side)."""
+        await self.app.broker.ensure_groups(runner.keys.lanes)
+        await runner.heartbeat()
 
     async def _drain(self, fetchers: list[asyncio.Task[None]],
                      background: list[asyncio.Task[None]]) -> None:
@@ -163,7 +166,10 @@ class Worker:
             return
         # Bounded: a task that swallows its cancellation (a service's bug, a client call
         # that does not give way) must not keep the process from exiting.
-        _done, stuck = await asyncio.wait(background, timeout=BACKGROUND_STOP_GRACE)
+        done, stuck = await asyncio.wait(background, timeout=BACKGROUND_STOP_GRACE)
+        for task in done:  # a second loop that failed with the first: already reported
+            if not task.cancelled() and task.exception() is not None:
+                log.debug("background task also failed: %r", task.exception())
         if stuck:
             log.error("%d background tasks did not stop within %.0fs; abandoning them",
                       len(stuck), BACKGROUND_STOP_GRACE)

@@ -3,6 +3,7 @@
 -- ARGV: group, then per message: lane, entry id, token, msg id (at most 2000 messages:
 --   the batch is unpacked into single XACK / XDEL / HDEL calls, one per lane or hash).
 -- Returns the 1-based indexes of refused acks (lease lost: reclaimed or already settled).
+-- @flags allow-oom
 -- @include common
 local group = ARGV[1]
 local counters = {}

@@ -3,6 +3,7 @@
 -- ARGV[1]: now ms (the caller's injectable clock), ARGV[2]: open for ms,
 -- ARGV[3]: half-open probes, ARGV[4]: probe timeout ms.
 -- Returns {allowed 1/0, state after, retry after ms, from state or '', to state or ''}.
+-- @flags allow-oom
 local key = KEYS[1]
 local now, open_for = tonumber(ARGV[1]), tonumber(ARGV[2])
 local probes_wanted, probe_timeout = tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -7,6 +7,7 @@
 -- ARGV[6]: failure rate 0..1 (negative: unused), ARGV[7]: min calls for the rate,
 -- ARGV[8]: half-open probes, ARGV[9]: idle ttl ms of a closed breaker.
 -- Returns {from, to} on a state change, else {}.
+-- @flags allow-oom
 local key = KEYS[1]
 local now, ok = tonumber(ARGV[1]), ARGV[2] == '1'
 local bucket_ms, buckets = tonumber(ARGV[3]), tonumber(ARGV[4])

@@ -7,6 +7,7 @@
 -- still in the delayed set at its scheduled due time -> removed and counted cancelled;
 -- otherwise it was released already -> counted released (see campaign_sweep.lua).
 -- Returns {cancelled, released, pending left}, or {-1, 0, 0} for an unknown campaign.
+-- @flags allow-oom
 -- @include common
 local CAMPAIGN, PENDING, SLOTS = KEYS[13], KEYS[14], KEYS[15]
 if redis.call('EXISTS', CAMPAIGN) == 0 then return {-1, 0, 0} end

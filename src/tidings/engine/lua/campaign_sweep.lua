@@ -10,6 +10,7 @@
 -- message still waiting.
 -- Returns {released now, 1 if the limit stopped the sweep else 0, pending left,
 --          flat campaign hash}.
+-- @flags allow-oom
 -- @include common
 local CAMPAIGN, PENDING = KEYS[13], KEYS[14]
 local limit = tonumber(ARGV[1])

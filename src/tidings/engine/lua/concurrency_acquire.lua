@@ -2,6 +2,7 @@
 -- KEYS[1]: slots zset (holder token -> lease expiry, server ms).
 -- ARGV[1]: limit, ARGV[2]: lease ms, ARGV[3..]: candidate tokens, one per slot wanted.
 -- Returns the tokens granted: the first min(n, limit - live holders) candidates.
+-- @flags allow-oom
 local limit, lease = tonumber(ARGV[1]), tonumber(ARGV[2])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

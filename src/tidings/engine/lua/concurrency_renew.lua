@@ -3,6 +3,7 @@
 -- ARGV[1]: lease ms, ARGV[2..]: holder tokens.
 -- Returns the tokens that were no longer held (expired or released): those are lost, and
 -- their slots may already belong to someone else.
+-- @flags allow-oom
 local lease = tonumber(ARGV[1])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

@@ -3,6 +3,7 @@
 -- KEYS[1..12]: the queue keys (see includes/common.lua).
 -- ARGV: group, then per message: lane, entry id, token, reason, error (JSON text).
 -- Returns the 1-based indexes of refused settles (lease lost).
+-- @flags allow-oom
 -- @include common
 local group = ARGV[1]
 local now = now_ms()

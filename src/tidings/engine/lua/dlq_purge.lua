@@ -1,6 +1,7 @@
 -- dlq_purge: delete dead-lettered messages for good.
 -- KEYS[1..12]: the queue keys (see includes/common.lua). ARGV: dead-letter entry ids.
 -- Returns the number of entries deleted.
+-- @flags allow-oom
 -- @include common
 local purged = 0
 for _, sid in ipairs(ARGV) do

@@ -4,6 +4,7 @@
 -- A lease is owned while the delivery counter still equals the token handed out with it;
 -- a reclaim (or a settle) changes or removes it.
 -- Returns {indexes (1-based, in ARGV order) of leases lost, config hash as a flat list}.
+-- @flags allow-oom
 -- @include common
 local group, consumer = ARGV[1], ARGV[2]
 redis.call('ZADD', CONSUMERS, now_ms(), consumer)

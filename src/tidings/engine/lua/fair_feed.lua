@@ -9,6 +9,7 @@
 -- Returns {messages moved, messages now undelivered in the lanes, messages still held}.
 -- While messages stay held it writes to the wake stream: a worker that blocked after a
 -- fetch another worker raced it to is woken for the next turn.
+-- @flags allow-oom
 -- @include common
 local group = ARGV[1]
 local prefixes = {ARGV[2], ARGV[3], ARGV[4]}

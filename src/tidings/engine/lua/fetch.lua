@@ -7,6 +7,7 @@
 -- where delivered items are {lane, entry id, token, envelope, msg id}. The last entry ids
 -- (of the three lanes and the wake stream) come back when every lane ran dry, so the
 -- worker can block on them right away instead of asking again.
+-- @flags allow-oom
 -- @include common
 local group, consumer = ARGV[1], ARGV[2]
 local quota = {tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])}

@@ -5,6 +5,7 @@
 -- Returns how many parked messages were made due. A parked message whose snooze has not
 -- been settled yet (its handler is still returning) is not in the delayed set yet; it
 -- comes back when its snooze runs out instead.
+-- @flags allow-oom
 -- @include common
 local was = redis.call('SREM', KEYS[13], ARGV[1])
 local now = now_ms()

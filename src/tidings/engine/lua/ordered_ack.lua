@@ -2,6 +2,7 @@
 -- KEYS[1..8]: the partition keys (see includes/ordered.lua); KEYS[9..]: key lists.
 -- ARGV: worker, epoch, then per message: KEYS index of its key's list, key, msg id.
 -- Returns the 1-based indexes of refused acks (the partition or the head moved on).
+-- @flags allow-oom
 -- @include ordered
 local worker, epoch = ARGV[1], ARGV[2]
 local owner = owns(worker, epoch)

@@ -6,6 +6,7 @@
 -- under a lost epoch: the epoch goes up (fencing the previous owner) and every head the
 -- previous owner had in flight becomes ready again. Returns the new epoch, or 0 when
 -- another worker holds a live lease.
+-- @flags allow-oom
 -- @include ordered
 local worker, held, lease = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local now = now_ms()

@@ -7,6 +7,7 @@
 --         'snooze' (wait delay; no attempt spent), 'block' (hold the key for an
 --         operator), 'dead_letter' (to the dead-letter stream; the key goes on).
 -- Returns 1, or 0 if refused (the partition or the head moved on).
+-- @flags allow-oom
 -- @include ordered
 local worker, epoch, key, id, action = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 local list = KEYS[9]

@@ -3,6 +3,7 @@
 -- own tag {name#o}.
 -- ARGV: worker, ttl ms (silent longer: dead), '1' to leave instead.
 -- Returns the live workers, sorted.
+-- @flags allow-oom
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if ARGV[3] == '1' then

@@ -4,6 +4,7 @@
 --       on failure ('block' | 'dead_letter').
 -- Returns {1, items, ms until the next waiting key is due or -1} where items are
 -- {key, item, deliveries}, or {0} when the caller does not own the partition.
+-- @flags allow-oom
 -- @include ordered
 local worker, epoch, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local prefix, max_deliveries, policy = ARGV[4], tonumber(ARGV[5]), ARGV[6]

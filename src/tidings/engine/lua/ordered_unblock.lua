@@ -3,6 +3,7 @@
 -- KEYS[1..8]: the partition keys (see includes/ordered.lua); KEYS[9]: the key's list.
 -- ARGV: key, action, expected head msg id, new item (for retry), reason (for skip).
 -- Returns 1 done, 0 the key is not blocked or its head changed, -1 it is running now.
+-- @flags allow-oom
 -- @include ordered
 local key, action, expected = ARGV[1], ARGV[2], ARGV[3]
 local list = KEYS[9]

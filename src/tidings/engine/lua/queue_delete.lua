@@ -4,6 +4,7 @@
 -- heartbeated within it is live).
 -- Returns {deleted (1|0), messages held, live consumers}. One script, so no message can
 -- arrive between the check and the deletion.
+-- @flags allow-oom
 -- @include common
 local held = 0
 for _, lane in ipairs(LANES) do held = held + redis.call('XLEN', lane) end

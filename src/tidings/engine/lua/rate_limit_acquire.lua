@@ -3,6 +3,7 @@
 -- ARGV[1]: rate (tokens per second), ARGV[2]: burst (bucket size), ARGV[3]: n wanted.
 -- Returns {granted, seconds until the next whole token (string: replies truncate numbers)}.
 -- A missing bucket is a full one: keys expire only once they would have refilled anyway.
+-- @flags allow-oom
 local rate, burst, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])

@@ -11,6 +11,7 @@
 -- max_deliveries are dead-lettered as poison without running again.
 -- Returns {delivered, dropped, removed consumer names, suspects skipped} (items as in
 -- fetch.lua).
+-- @flags allow-oom
 -- @include common
 local group, consumer = ARGV[1], ARGV[2]
 local min_idle, count, max_deliveries = ARGV[3], tonumber(ARGV[4]), tonumber(ARGV[5])

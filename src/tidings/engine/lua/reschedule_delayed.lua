@@ -2,6 +2,7 @@
 -- KEYS[1..12]: the queue keys (see includes/common.lua).
 -- ARGV: msg id, due_at ms (absolute) or '', delay ms (relative to the server clock) or ''.
 -- Returns the new due time in ms, or -1 if the message was not in the delayed set.
+-- @flags allow-oom
 -- @include common
 local msg_id = ARGV[1]
 if not redis.call('ZSCORE', DELAYED, msg_id) then return -1 end

@@ -4,6 +4,7 @@
 -- ARGV: group, stats field ('retried' | 'snoozed' | 'released'), then per message:
 --   lane, entry id, token, msg id, new envelope, expires ms or '', delay ms (server clock).
 -- Returns the 1-based indexes of refused settles (lease lost).
+-- @flags allow-oom
 -- @include common
 local group, stat = ARGV[1], ARGV[2]
 local now = now_ms()

@@ -7,6 +7,7 @@
 -- before it commits, another ticker claims the schedule again once the lease is over and
 -- enqueues the same occurrences, which their idempotency keys collapse into one message each.
 -- Returns {id, flat hash fields} per schedule claimed.
+-- @flags allow-oom
 local bound, lease_end, token = tonumber(ARGV[1]), ARGV[2], ARGV[3]
 local out = {}
 for i = 2, #KEYS do

@@ -8,6 +8,7 @@
 -- definition meanwhile (version differs) they already placed the due entry for the new
 -- definition, so only the history is recorded here.
 -- Returns 1 if committed, 0 if the claim was lost.
+-- @flags allow-oom
 local DUE, H = KEYS[1], KEYS[2]
 if redis.call('HGET', H, 'claim') ~= ARGV[2] then return 0 end
 redis.call('HDEL', H, 'claim')
