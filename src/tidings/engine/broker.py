@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -46,6 +47,8 @@ class Broker:
         self.clock = clock
         self._client: Redis | None = None
         self._channel: Channel | None = None
+        self._pool: ConnectionPool | None = None
+        self._own_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
         self.has_waitaof = False
@@ -65,6 +68,15 @@ class Broker:
         if self._channel is None:
             raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
         return self._channel
+
+    def new_channel(self, blocks_for: float = 0.0) -> Channel:
+        """A channel of its own (for a blocking read that may wait ``blocks_for`` seconds);
+        closed with the broker."""
+        if self._pool is None:
+            raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
+        channel = Channel(self._pool, self.settings.socket_timeout + blocks_for)
+        self._own_channels.add(channel)
+        return channel
 
     @property
     def connected(self) -> bool:
@@ -89,7 +101,7 @@ class Broker:
             client = Redis.from_pool(pool)
             self.url = url
             self.user = pool.connection_kwargs.get("username") or "default"
-            self._client = client
+            self._client, self._pool = client, pool
             self._channel = Channel(pool, self.settings.socket_timeout)
             try:
                 await self.retrying(self._check_server, needs_disk)
@@ -100,8 +112,10 @@ class Broker:
     async def close(self) -> None:
         await self.memory.close()
         channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.aclose()
+        for own in [*self._own_channels, *([channel] if channel is not None else [])]:
+            await own.aclose()
+        self._own_channels.clear()
+        self._pool = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()

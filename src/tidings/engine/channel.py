@@ -150,6 +150,7 @@ class Channel:
         self._wire: _Wire | None = None
         self._connection: Any = None  # redis-py's connection object, kept to close it
         self._connecting: asyncio.Future[_Wire] | None = None
+        self._closing: set[asyncio.Future[None]] = set()
         self._closed = False
 
     def execute_command(self, *args: Arg) -> Awaitable[Any]:
@@ -236,6 +237,19 @@ class Channel:
         self._connection, self._wire = connection, wire
         return wire
 
+    def reset(self) -> None:
+        """Drop the connection now (its pending calls fail); the next call opens another.
+
+        For a connection left blocked on a command whose caller gave up waiting."""
+        wire = self._wire
+        if wire is not None and wire.loop is asyncio.get_running_loop():
+            wire.drop(RedisConnectionError("connection reset by tidings"))
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            closing = asyncio.ensure_future(connection.disconnect(nowait=True))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
+
     def forget(self, wire: _Wire) -> None:
         if self._wire is wire:
             self._wire = None
@@ -253,6 +267,8 @@ class Channel:
         elif wire is not None:
             wire.drop(RedisConnectionError("the channel was closed"))
         await self._release_connection()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 class ChannelPipeline:

@@ -55,7 +55,7 @@ class Isolation:
     def want(self, runner: QueueRunner) -> None:
         if self.wanted_by is None and not self.active:
             self.wanted_by = runner
-            runner.nudge.set()  # its fetch loop runs the suspect protocol
+            runner.wake_fetch()  # its fetch loop runs the suspect protocol
             runner.capacity.set()
 
     def handler_finished(self) -> None:

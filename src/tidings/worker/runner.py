@@ -26,7 +26,7 @@ from ..engine.connection import TRANSIENT, raise_if_denied
 from ..queues import scripts
 from ..queues.queue import Queue
 from .allocation import LaneAllocator
-from .backoff import Backoff, consume
+from .backoff import Backoff
 from .invoke import HandlerInvoker
 from .leases import Leases
 from .settle import Settler
@@ -61,7 +61,10 @@ class QueueRunner:
         self.reclaimed: deque[Message] = deque()  # leased, waiting for a slot: they go first
         self.tasks: set[asyncio.Task[None]] = set()
         self.capacity = asyncio.Event()
-        self.nudge = asyncio.Event()  # wakes a fetch loop blocked on the lanes
+        self.woken = False  # set by wake_fetch(): the next wait for work returns at once
+        self._blocked_read: asyncio.Future[Any] | None = None
+        # Its own connection: a blocked XREAD must not hold up the shared channel's calls.
+        self.waiter = queue.app.broker.new_channel(MAX_IDLE_BLOCK_MS / 1000)
         self.settler = Settler(self)
         self.leases = Leases(self)
         self.invoker = HandlerInvoker(self.spec, self.bus, self.clock,
@@ -95,6 +98,7 @@ class QueueRunner:
         on_expire = self.config.on_expire.value
         isolation = self.worker.isolation
         while not self.worker.stopping:
+            self.woken = False  # what woke us is looked at below, before the next wait
             if isolation.wanted_by is self:
                 await self._run_suspect()
                 continue
@@ -138,35 +142,43 @@ class QueueRunner:
         """Block until an entry newer than ``last`` lands in a lane or the wake stream.
 
         Returns early when the worker stops, a reclaim hands over messages, or the timeout
-        passes. The blocked read is then abandoned rather than awaited: cancelling it does
-        not interrupt a read on the wire.
+        passes. A read cut short is abandoned with its connection: the server would answer
+        it only at the timeout, and the next read must not queue behind it.
         """
+        if self.woken:
+            return
         k = self.keys
-        streams = {k.high: last[0], k.normal: last[1], k.low: last[2], k.wake: last[3]}
-        self.nudge.clear()
-        read = asyncio.ensure_future(self.client.xread(streams, block=timeout_ms, count=1))
-        stop = asyncio.ensure_future(self.worker.stopped.wait())
-        nudge = asyncio.ensure_future(self.nudge.wait())
+        read = self.waiter.execute_command(
+            "XREAD", "COUNT", 1, "BLOCK", timeout_ms, "STREAMS", k.high, k.normal, k.low,
+            k.wake, *last)
+        self._blocked_read = read = asyncio.ensure_future(read)
         # Our own timer too: the server fires block timeouts only on its cron tick (every
         # 100 ms at the default hz 10), which would make delayed messages that late.
-        await asyncio.wait([read, stop, nudge], timeout=timeout_ms / 1000,
-                           return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        nudge.cancel()
-        if not read.done():
+        timer = asyncio.get_running_loop().call_later(timeout_ms / 1000, read.cancel)
+        try:
+            await read
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # we are cancelled, not just the read
+            self.waiter.reset()
+        except TRANSIENT as exc:
+            await self._backoff.wait(f"wait on {self.queue.name}", exc)
+        finally:
+            timer.cancel()
+            self._blocked_read = None
+
+    def wake_fetch(self) -> None:
+        """Wake a fetch loop blocked on the lanes: reclaimed work, a suspect, shutdown."""
+        self.woken = True
+        read = self._blocked_read
+        if read is not None and not read.done():
             read.cancel()
-            read.add_done_callback(consume)
-            return
-        error = None if read.cancelled() else read.exception()
-        if isinstance(error, TRANSIENT):
-            await self._backoff.wait(f"wait on {self.queue.name}", error)
-        elif error is not None:
-            raise error
 
     def interrupt(self) -> None:
         """Stop fetching: a blocked wait returns; a fetch in flight completes and dispatches."""
         self.capacity.set()
-        self.nudge.set()
+        self.wake_fetch()
         self._launch_batch()
 
     def _take(self, delivered: list[list[Any]]) -> list[Message]:
@@ -193,7 +205,7 @@ class QueueRunner:
     def take_reclaimed(self, delivered: list[list[Any]]) -> None:
         self.reclaimed.extend(self._take(delivered))
         if self.reclaimed:
-            self.nudge.set()
+            self.wake_fetch()
             self.capacity.set()
 
     def _start_reclaimed(self) -> bool:
@@ -380,3 +392,4 @@ class QueueRunner:
 
     def close(self) -> None:
         self.invoker.close()
+        self.waiter.reset()
