@@ -17,6 +17,7 @@ from Redis.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -95,8 +96,8 @@ class ProcessMetrics(Middleware):
     def __init__(self, registry: CollectorRegistry | None = None, *,
                  process_collectors: bool = True) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
-        self.counts: dict[tuple[EventKind, str, str], int] = {}
-        self.errors: dict[tuple[str, str], int] = {}
+        self.counts: defaultdict[tuple[EventKind, str, str], int] = defaultdict(int)
+        self.errors: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.handler = Histograms(HANDLER_BUCKETS)
         self.end_to_end = Histograms(LATENCY_BUCKETS)
         self.in_queue = Histograms(LATENCY_BUCKETS)
@@ -114,8 +115,7 @@ class ProcessMetrics(Middleware):
 
     def on_event(self, event: Event) -> None:
         kind = event.kind
-        key = (kind, event.queue, event.priority)
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.counts[kind, event.queue, event.priority] += 1
         outcome = _SETTLED.get(kind)
         if outcome is not None:
             if event.duration is not None:
@@ -123,8 +123,7 @@ class ProcessMetrics(Middleware):
             if kind is EventKind.ACKED and event.message is not None:
                 self._since_due(self.end_to_end, event)
             elif kind in _FAILED and event.duration is not None:
-                errors = (event.queue, error_type(event))
-                self.errors[errors] = self.errors.get(errors, 0) + 1
+                self.errors[event.queue, error_type(event)] += 1
         elif kind is EventKind.DELIVERED:
             msg = event.message
             if msg is not None and msg.attempts == 0 and msg.delivery <= 1:

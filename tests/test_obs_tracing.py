@@ -1,0 +1,192 @@
+"""OpenTelemetry tracing with the SDK's in-memory exporter: the span tree, links and
+attributes across a real publish, a retry and a dead letter; batches; log correlation."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+import structlog
+from conftest import Recorder
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
+
+from tidings import DeadLetter, EventKind, Message, Retry, Tidings
+from tidings.observability.logs import LogContext, configure_logging
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider
+    provider.shutdown()
+
+
+def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
+    return [s for s in spans if s.name == name]
+
+
+def parent_id(span: ReadableSpan) -> int | None:
+    return span.parent.span_id if span.parent is not None else None
+
+
+async def test_publish_retry_and_dead_letter_share_one_trace(
+        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    app = make_app(middleware=[recorder])
+    app.observability.trace(provider)
+    email = app.queue("email")
+
+    @email.handler
+    async def handle(msg: Message) -> None:
+        if msg.attempts == 0:
+            raise Retry(timedelta(milliseconds=10))
+        raise DeadLetter("recipient unsubscribed")
+
+    async with app:
+        msg_id = await email.publish({"to": "a@b.c"}, correlation_id="order-42")
+        async with app.worker():
+            await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
+    spans = exporter.get_finished_spans()
+    (send,) = by_name(spans, "send email")
+    first, second = sorted(by_name(spans, "process email"), key=lambda s: s.start_time or 0)
+    (retry,) = by_name(spans, "retry email")
+    (dead,) = by_name(spans, "dead_letter email")
+    assert send.kind is SpanKind.PRODUCER
+    assert send.attributes["messaging.message.id"] == msg_id
+    assert send.attributes["messaging.system"] == "redis"
+    # One trace: both attempts are children of the publish, each settle of its attempt.
+    assert {s.context.trace_id for s in (send, first, second, retry, dead)} == {
+        send.context.trace_id}
+    assert parent_id(first) == parent_id(second) == send.context.span_id
+    assert parent_id(retry) == first.context.span_id
+    assert parent_id(dead) == second.context.span_id
+    for process in (first, second):
+        assert process.kind is SpanKind.CONSUMER
+        assert process.attributes["messaging.destination.name"] == "email"
+        assert process.attributes["messaging.message.id"] == msg_id
+        assert process.attributes["messaging.message.conversation_id"] == "order-42"
+        assert process.attributes["messaging.consumer.group.name"] == "tidings"
+        assert process.attributes["messaging.message.delivery_count"] == 1
+        assert process.status.status_code is StatusCode.ERROR
+    assert first.attributes["error.type"] == "Retry"
+    assert second.attributes["error.type"] == "DeadLetter"
+    assert retry.kind is dead.kind is SpanKind.CLIENT
+    assert dead.attributes["messaging.operation.type"] == "settle"
+    assert dead.status.status_code is StatusCode.ERROR
+
+
+async def test_an_ack_span_links_the_process_spans_it_settled(
+        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    app = make_app(middleware=[recorder])
+    app.observability.trace(provider)
+    email = app.queue("email")
+    email.handler(_noop)
+    async with app:
+        await email.publish("x")
+        async with app.worker():
+            await recorder.wait_count(EventKind.ACKED, 1)
+    spans = exporter.get_finished_spans()
+    (process,) = by_name(spans, "process email")
+    (ack,) = by_name(spans, "ack email")
+    assert process.status.status_code is StatusCode.UNSET
+    assert ack.kind is SpanKind.CLIENT
+    assert [link.context.span_id for link in ack.links] == [process.context.span_id]
+    assert ack.attributes["messaging.batch.message_count"] == 1
+
+
+async def test_a_batch_publish_makes_a_create_span_per_message(
+        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    app = make_app(middleware=[recorder])
+    app.observability.trace(provider)
+    email = app.queue("email")
+    email.handler(_noop)
+    async with app:
+        ids = await email.publish_many(["a", "b", "c"])
+        async with app.worker():
+            await recorder.wait_count(EventKind.ACKED, 3)
+    spans = exporter.get_finished_spans()
+    (send,) = by_name(spans, "send email")
+    creates = by_name(spans, "create email")
+    assert send.kind is SpanKind.CLIENT
+    assert send.attributes["messaging.batch.message_count"] == 3
+    assert sorted(c.attributes["messaging.message.id"] for c in creates) == sorted(ids)
+    assert all(c.kind is SpanKind.PRODUCER for c in creates)
+    assert {link.context.span_id for link in send.links} == {c.context.span_id for c in creates}
+    # Each message is its own trace, handled under its create span.
+    processes = by_name(spans, "process email")
+    assert {parent_id(p) for p in processes} == {c.context.span_id for c in creates}
+
+
+async def test_a_batch_handler_call_links_every_message(
+        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    app = make_app(middleware=[recorder])
+    app.observability.trace(provider)
+    email = app.queue("email")
+
+    @email.handler(batch_size=10, batch_wait=0.2)
+    async def handle(batch: list[Message]) -> None:
+        return None
+
+    async with app:
+        await email.publish_many(["a", "b"])
+        async with app.worker():
+            await recorder.wait_count(EventKind.ACKED, 2)
+    spans = exporter.get_finished_spans()
+    creates = {c.context.span_id for c in by_name(spans, "create email")}
+    processes = by_name(spans, "process email")
+    linked = {link.context.span_id for p in processes for link in p.links}
+    assert linked == creates
+    assert sum(p.attributes["messaging.batch.message_count"] for p in processes) == 2
+
+
+async def test_handler_log_lines_carry_message_and_trace_ids(
+        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
+        exporter: InMemorySpanExporter) -> None:
+    stream = io.StringIO()
+    handler = configure_logging("INFO", json=True, stream=stream)
+    app = make_app(middleware=[recorder, LogContext()])
+    app.observability.trace(provider)
+    email = app.queue("email")
+
+    @email.handler
+    async def handle(msg: Message) -> None:
+        structlog.get_logger("myapp").info("sending")
+        logging.getLogger("myapp.stdlib").warning("stdlib line")
+
+    try:
+        async with app:
+            msg_id = await email.publish("x", correlation_id="order-7")
+            async with app.worker():
+                await recorder.wait_count(EventKind.ACKED, 1)
+    finally:
+        logging.getLogger().removeHandler(handler)
+    (process,) = by_name(exporter.get_finished_spans(), "process email")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    mine = [line for line in lines if line.get("logger", "").startswith("myapp")]
+    assert [line["event"] for line in mine] == ["sending", "stdlib line"]
+    for line in mine:
+        assert line["message_id"] == msg_id
+        assert line["queue"] == "email"
+        assert line["correlation_id"] == "order-7"
+        assert line["trace_id"] == format(process.context.trace_id, "032x")
+        assert line["span_id"] == format(process.context.span_id, "016x")
+
+
+async def _noop(msg: Message) -> None:
+    return None
