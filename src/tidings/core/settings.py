@@ -174,4 +174,7 @@ def load_settings(**overrides: Any) -> Settings:
         top = str(first["loc"][0]) if first["loc"] else ""
         if top in in_file and top not in overrides and not _set_in_environment(top):
             raise SettingsFileError(str(path), name, reason) from None
+        if len(first["loc"]) > 1:  # a field of a nested setting (alerts.queues.email ...)
+            inner = ".".join(str(part) for part in first["loc"][1:])
+            raise ConfigError(f"TIDINGS_{top.upper()}", f"{inner}: {reason}") from None
         raise ConfigError(f"TIDINGS_{name.upper()}", reason) from None

@@ -50,7 +50,9 @@ ALERTS: tuple[AlertSpec, ...] = (
               "sum by (queue) (tidings_queue_depth_messages{@sel}) > @value",
               "{{ $labels.queue }} has {{ $value }} messages waiting (threshold @value)"),
     AlertSpec("TidingsDeadLettersGrowing", lambda t: t.dlq_growth,
-              "max by (queue) (delta(tidings_queue_dead_letters{@sel}[@window])) > @value",
+              # max by queue: the reporter may have changed in between (another instance).
+              "max by (queue) (tidings_queue_dead_letters{@sel}) - max by (queue) "
+              "(tidings_queue_dead_letters{@sel} offset @window) > @value",
               "the dead-letter queue of {{ $labels.queue }} grew by {{ $value }} in @window"),
     AlertSpec("TidingsErrorRatio", lambda t: t.error_ratio,
               "sum by (queue) (rate(tidings_handler_errors_total{@sel}[@window]))"
