@@ -10,7 +10,6 @@ from collections.abc import Callable
 from conftest import Recorder
 from obs_helpers import get
 from servers import private_server
-
 from tidings import EventKind, Message, Tidings
 from tidings.engine.embedded import find_server_binary
 from tidings.engine.scripts import LIBRARY

@@ -3,14 +3,13 @@ the reporter election, and names that promtool accepts."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
 from conftest import Recorder
 from obs_helpers import promtool, samples, scrape_text, value
-
-from tidings import DeadLetter, EventKind, Message, Outgoing, Retry, Tidings
+from tidings import DeadLetter, EventKind, Message, Outgoing, Retry, Tidings, Worker
+from tidings.observability.endpoints import WorkerEndpoints
 
 
 def failing_app(make_app: Callable[..., Tidings], recorder: Recorder) -> Tidings:
@@ -87,7 +86,8 @@ async def test_fleet_metrics_read_depth_oldest_age_dlq_and_consumers_from_redis(
         async with app.worker(["email"]) as worker:
             await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
             collector = endpoints.collectors[worker.consumer]
-            await wait_until(lambda: collector.active)
+            await collector.decided.wait()
+            assert collector.active  # the only candidate
             found = samples(await scrape_text(endpoints.port_of(worker)))
     assert value(found, "tidings_fleet_up") == 1
     assert value(found, "tidings_queue_depth_messages", queue="sms", lane="normal") == 2
@@ -113,7 +113,8 @@ async def test_only_the_elected_worker_reports_the_fleet(make_app: Callable[...,
     async with one, two:
         async with one.worker() as w1, two.worker() as w2:
             c1, c2 = ends[0].collectors[w1.consumer], ends[1].collectors[w2.consumer]
-            await wait_until(lambda: c1.active or c2.active)
+            await c1.decided.wait()
+            await c2.decided.wait()
             texts = [await scrape_text(e.port_of(w)) for e, w in ((ends[0], w1), (ends[1], w2))]
             holder = w1 if c1.active else w2
         # The holder gives the lease up when it stops: the other can take it at once.
@@ -131,17 +132,15 @@ async def test_promtool_accepts_every_metric_name(make_app: Callable[..., Tiding
         await app.get_queue("email").publish_many(["ok", "retry", "dead"])
         async with app.worker() as worker:
             await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
-            await wait_until(lambda: endpoints.collectors[worker.consumer].active)
+            await reporting(endpoints, worker)
             text = await scrape_text(endpoints.port_of(worker))
     assert "tidings_queue_depth_messages" in text
     result = promtool("check", "metrics", stdin=text)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-    """Poll ``predicate`` (state another task changes on its own schedule)."""
-    async def loop() -> None:
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-    await asyncio.wait_for(loop(), timeout)
+async def reporting(endpoints: WorkerEndpoints, worker: Worker) -> None:
+    """Wait for the worker's first election round; it must have won (the only candidate)."""
+    collector = endpoints.collectors[worker.consumer]
+    await collector.decided.wait()
+    assert collector.active

@@ -17,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
+
 from conftest import with_app
 from fault_helpers import ROOT, TIDINGS_BIN
 from obs_helpers import MISSING_PROMETHEUS, PROMETHEUS, get
 from servers import free_port
-
 from tidings import Tidings
 
 MESSAGES = 25

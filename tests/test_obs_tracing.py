@@ -11,12 +11,12 @@ from datetime import timedelta
 
 import pytest
 import structlog
-from conftest import Recorder
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
+from conftest import Recorder
 from tidings import DeadLetter, EventKind, Message, Retry, Tidings
 from tidings.observability.logs import LogContext, configure_logging
 

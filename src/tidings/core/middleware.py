@@ -186,11 +186,14 @@ class MiddlewareChain:
             except Exception:
                 log.exception("middleware %r failed on %s", listener, event.kind)
 
-    def message_event(self, kind: EventKind, message: Message, **extra: Any) -> None:
+    def message_event(self, kind: EventKind, message: Message, duration: float | None = None,
+                      delay: float | None = None, reason: str | None = None,
+                      error: str | None = None) -> None:
+        # Two of these per message when anything listens: every argument positional.
         if self._listeners:
             self.emit(Event(kind, message.queue, message.id, message.priority.label,
-                            message.attempts, message.headers.get("correlation_id"),
-                            message=message, timestamp=self.clock.time(), **extra))
+                            message.attempts, message.headers.get("correlation_id"), duration,
+                            delay, reason, error, self.clock.time(), message))
 
     def emit_published(self, queue: str, message_id: str, priority: Any,
                        headers: dict[str, str] | None) -> None:

@@ -107,6 +107,7 @@ class AnalyticsHook(Middleware):
         self.buffer: deque[dict[str, Any]] = deque()
         self.sent = self.dropped = self.failed_batches = 0
         self._full = asyncio.Event()
+        self.failing = asyncio.Event()  # set while the sink fails, cleared when it takes one
         self._task: asyncio.Task[None] | None = None
 
     def on_event(self, event: Event) -> None:
@@ -139,6 +140,7 @@ class AnalyticsHook(Middleware):
             await asyncio.wait_for(self.sink.send(batch), self.send_timeout)
         except Exception as exc:
             self.failed_batches += 1
+            self.failing.set()
             room = max(0, self.max_buffer - len(self.buffer))
             self.buffer.extendleft(reversed(batch[:room]))
             self.dropped += max(0, len(batch) - room)
@@ -146,6 +148,7 @@ class AnalyticsHook(Middleware):
                         type(exc).__name__, exc, len(self.buffer), self.dropped)
             return False
         self.sent += len(batch)
+        self.failing.clear()
         return True
 
     async def flush(self) -> None:

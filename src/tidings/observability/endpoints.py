@@ -70,6 +70,7 @@ class WorkerEndpoints(Middleware):
             except Exception as exc:  # the server is away: the next round tries again
                 collector.active = False
                 log.debug("fleet reporter election failed: %s", exc)
+            collector.decided.set()
             await self.app.clock.sleep(self.lease_ttl / 3)
 
     async def on_worker_stop(self, worker: WorkerView) -> None:

@@ -12,6 +12,7 @@ Prometheus; ``tidings exporter`` runs one, and a worker can run one too, elected
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -211,6 +212,7 @@ class FleetCollector:
         self.snapshot: FleetSnapshot | None = None
         self.error: str | None = None
         self.active = True  # False: another worker reports the fleet (see ReporterLease)
+        self.decided = asyncio.Event()  # set once an election round has decided ``active``
         self._taken = float("-inf")
 
     async def refresh(self) -> None:

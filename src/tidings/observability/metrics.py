@@ -45,7 +45,6 @@ MESSAGE_KINDS = (EventKind.PUBLISHED, EventKind.DELIVERED, EventKind.ACKED,
                  EventKind.DEAD_LETTERED, EventKind.EXPIRED, EventKind.LEASE_LOST)
 _SETTLED = {EventKind.ACKED: "acked", EventKind.RETRIED: "retried",
             EventKind.SNOOZED: "snoozed", EventKind.DEAD_LETTERED: "dead_lettered"}
-_FAILED = (EventKind.RETRIED, EventKind.DEAD_LETTERED)
 _BREAKER = {EventKind.BREAKER_OPENED: "open", EventKind.BREAKER_HALF_OPEN: "half_open",
             EventKind.BREAKER_CLOSED: "closed"}
 
@@ -102,7 +101,7 @@ class ProcessMetrics(Middleware):
         self.end_to_end = Histograms(LATENCY_BUCKETS)
         self.in_queue = Histograms(LATENCY_BUCKETS)
         self.rate_waits: dict[tuple[str, str], list[float]] = {}
-        self.breakers: dict[tuple[str, str], int] = {}
+        self.breakers: defaultdict[tuple[str, str], int] = defaultdict(int)
         self.workers: list[WorkerView] = []
         self.heartbeat_ages: dict[str, float] = {}  # queue -> seconds (set by a refresh)
         if process_collectors:
@@ -110,40 +109,52 @@ class ProcessMetrics(Middleware):
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
         self.registry.register(self)
+        self._handlers = {EventKind.ACKED: self._acked, EventKind.DELIVERED: self._delivered,
+                          EventKind.RETRIED: self._settled, EventKind.SNOOZED: self._settled,
+                          EventKind.DEAD_LETTERED: self._settled,
+                          EventKind.RATE_LIMITED: self._rate_limited,
+                          **dict.fromkeys(_BREAKER, self._breaker)}
 
     # -- counting ----------------------------------------------------------------------
 
     def on_event(self, event: Event) -> None:
-        kind = event.kind
-        self.counts[kind, event.queue, event.priority] += 1
-        outcome = _SETTLED.get(kind)
-        if outcome is not None:
-            if event.duration is not None:
-                self.handler.observe((event.queue, outcome), event.duration)
-            if kind is EventKind.ACKED and event.message is not None:
-                self._since_due(self.end_to_end, event)
-            elif kind in _FAILED and event.duration is not None:
-                self.errors[event.queue, error_type(event)] += 1
-        elif kind is EventKind.DELIVERED:
-            msg = event.message
-            if msg is not None and msg.attempts == 0 and msg.delivery <= 1:
-                self._since_due(self.in_queue, event)
-        elif kind is EventKind.RATE_LIMITED:
-            waits = self.rate_waits.setdefault((event.queue, event.reason or ""), [0, 0.0])
-            waits[0] += 1
-            waits[1] += event.delay or 0.0
-        elif kind in _BREAKER:
-            name = (event.reason or "").removeprefix("breaker ").split(":", 1)[0]
-            state = (name, _BREAKER[kind])
-            self.breakers[state] = self.breakers.get(state, 0) + 1
+        self.counts[event.kind, event.queue, event.priority] += 1
+        handle = self._handlers.get(event.kind)
+        if handle is not None:
+            handle(event)
 
-    def _since_due(self, histograms: Histograms, event: Event) -> None:
-        """Seconds from when the message was due (published, or its delay's end)."""
+    def _acked(self, event: Event) -> None:
+        if event.duration is not None:
+            self.handler.observe((event.queue, "acked"), event.duration)
         msg = event.message
-        assert msg is not None
-        due = msg.not_before_ms if msg.not_before_ms is not None else msg.created_at_ms
-        histograms.observe((event.queue, event.priority),
-                           max(0.0, event.timestamp - due / 1000))
+        if msg is not None:
+            due = msg.not_before_ms if msg.not_before_ms is not None else msg.created_at_ms
+            self.end_to_end.observe((event.queue, event.priority),
+                                    max(0.0, event.timestamp - due / 1000))
+
+    def _delivered(self, event: Event) -> None:
+        msg = event.message
+        if msg is not None and msg.attempts == 0 and msg.delivery <= 1:  # first delivery
+            due = msg.not_before_ms if msg.not_before_ms is not None else msg.created_at_ms
+            self.in_queue.observe((event.queue, event.priority),
+                                  max(0.0, event.timestamp - due / 1000))
+
+    def _settled(self, event: Event) -> None:
+        """Retried, snoozed or dead-lettered: a handler outcome, a failure but for snooze."""
+        if event.duration is None:
+            return  # not from a handler call (poison, undecodable, expired)
+        self.handler.observe((event.queue, _SETTLED[event.kind]), event.duration)
+        if event.kind is not EventKind.SNOOZED:
+            self.errors[event.queue, error_type(event)] += 1
+
+    def _rate_limited(self, event: Event) -> None:
+        waits = self.rate_waits.setdefault((event.queue, event.reason or ""), [0, 0.0])
+        waits[0] += 1
+        waits[1] += event.delay or 0.0
+
+    def _breaker(self, event: Event) -> None:
+        name = (event.reason or "").removeprefix("breaker ").split(":", 1)[0]
+        self.breakers[name, _BREAKER[event.kind]] += 1
 
     async def on_worker_start(self, worker: WorkerView) -> None:
         self.workers.append(worker)

@@ -80,8 +80,13 @@ def creation_context(message: Message) -> Context | None:
 class Tracing(Middleware):
     """Spans for publish, handling and settling (see the module docstring)."""
 
-    def __init__(self, tracer_provider: TracerProvider | None = None) -> None:
+    def __init__(self, tracer_provider: TracerProvider | None = None, *,
+                 follow_parent_sampling: bool = True) -> None:
         self.tracer = trace.get_tracer("tidings", tracer_provider=tracer_provider)
+        # A message published unsampled is handled without a span of its own, under its
+        # creation context, as the SDK's default parent-based sampler would decide anyway
+        # (at a fraction of the cost). False: ask the sampler for every message.
+        self.follow_parent_sampling = follow_parent_sampling
         # (message id, delivery) -> (its recorded process span, when its handler returned)
         self.pending: dict[tuple[str, int], tuple[SpanContext, int]] = {}
         self.acks: dict[str, list[tuple[SpanContext, int]]] = {}  # this turn's, by queue
@@ -148,8 +153,12 @@ class Tracing(Middleware):
             span = self._batch_span(message)
             batch = message
         else:
+            parent = creation_context(message)
+            if parent is not None and self.follow_parent_sampling and not trace.get_current_span(
+                    parent).get_span_context().trace_flags.sampled:
+                return await _under(parent, call_next)
             span = self.tracer.start_span(
-                f"process {message.queue}", context=creation_context(message) or _ROOT,
+                f"process {message.queue}", context=parent or _ROOT,
                 kind=SpanKind.CONSUMER, attributes=_consumer_attributes(message))
             batch = [message]
         token = attach(trace.set_span_in_context(span))
@@ -235,6 +244,14 @@ class Tracing(Middleware):
                     "messaging.operation.type": "settle",
                     "messaging.batch.message_count": len(chunk)})
             span.end()
+
+
+async def _under(context: Context, call_next: Call) -> Any:
+    token = attach(context)
+    try:
+        return await call_next()
+    finally:
+        detach(token)
 
 
 def _failed(span: Span, exc: BaseException) -> None:
