@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from conftest import Recorder
-from obs_helpers import family_names, promtool, scrape_text
-from test_obs_metrics import failing_app, reporting
-from tidings import EventKind, Tidings
+from obs_helpers import family_names, promtool
+from test_obs_metrics import reporter_exposition
+from tidings import Tidings
 from tidings.core.thresholds import AlertSettings
 from tidings.observability.alerts import rules, rules_yaml
 
@@ -44,14 +44,7 @@ def rule_exprs() -> list[str]:
 @pytest.fixture
 async def exported(make_app: Callable[..., Tidings], recorder: Recorder) -> set[str]:
     """Every metric name a worker that is also the fleet reporter exports."""
-    app = failing_app(make_app, recorder)
-    endpoints = app.observability.serve(port=0, host="127.0.0.1")
-    async with app:
-        await app.get_queue("email").publish_many(["ok", "retry", "dead"])
-        async with app.worker() as worker:
-            await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
-            await reporting(endpoints, worker)
-            return family_names(await scrape_text(endpoints.port_of(worker)))
+    return family_names(await reporter_exposition(make_app, recorder))
 
 
 @pytest.mark.parametrize("source", [dashboard_exprs, keda_queries, rule_exprs],

@@ -124,8 +124,8 @@ async def test_only_the_elected_worker_reports_the_fleet(make_app: Callable[...,
     assert holder.consumer in (w1.consumer, w2.consumer)
 
 
-async def test_promtool_accepts_every_metric_name(make_app: Callable[..., Tidings],
-                                                  recorder: Recorder) -> None:
+async def reporter_exposition(make_app: Callable[..., Tidings], recorder: Recorder) -> str:
+    """What a worker that acked, retried and dead-lettered, and reports the fleet, serves."""
     app = failing_app(make_app, recorder)
     endpoints = app.observability.serve(port=0, host="127.0.0.1")
     async with app:
@@ -133,7 +133,12 @@ async def test_promtool_accepts_every_metric_name(make_app: Callable[..., Tiding
         async with app.worker() as worker:
             await recorder.wait_count(EventKind.DEAD_LETTERED, 1)
             await reporting(endpoints, worker)
-            text = await scrape_text(endpoints.port_of(worker))
+            return await scrape_text(endpoints.port_of(worker))
+
+
+async def test_promtool_accepts_every_metric_name(make_app: Callable[..., Tidings],
+                                                  recorder: Recorder) -> None:
+    text = await reporter_exposition(make_app, recorder)
     assert "tidings_queue_depth_messages" in text
     result = promtool("check", "metrics", stdin=text)
     assert result.returncode == 0 and not result.stdout.strip(), result.stdout + result.stderr

@@ -21,20 +21,10 @@ import pytest
 from conftest import with_app
 from fault_helpers import ROOT, TIDINGS_BIN
 from obs_helpers import MISSING_PROMETHEUS, PROMETHEUS, get
-from servers import free_port
+from servers import free_port, stop_process
 from tidings import Tidings
 
 MESSAGES = 25
-
-
-def stop(proc: subprocess.Popen[Any]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -54,7 +44,7 @@ def worker_port(cli_env: dict[str, str], tmp_path: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        stop(proc)
+        stop_process(proc, timeout=30)
         log.close()
 
 
@@ -75,7 +65,7 @@ def prometheus(worker_port: int, tmp_path: Path) -> Iterator[int]:
     try:
         yield port
     finally:
-        stop(proc)
+        stop_process(proc, timeout=30)
         log.close()
 
 

@@ -34,6 +34,25 @@ def provider(exporter: InMemorySpanExporter) -> Iterator[TracerProvider]:
     provider.shutdown()
 
 
+@pytest.fixture
+def traced(make_app: Callable[..., Tidings], recorder: Recorder,
+           provider: TracerProvider) -> Tidings:
+    """An app traced through ``provider``, recording events, with a queue ``email``."""
+    app = make_app(middleware=[recorder])
+    app.observability.trace(provider)
+    app.queue("email")
+    return app
+
+
+async def handled(app: Tidings, recorder: Recorder, payloads: list[str]) -> list[str]:
+    """Publish ``payloads`` as one batch and let a worker ack them all; returns the ids."""
+    async with app:
+        ids = await app.get_queue("email").publish_many(payloads)
+        async with app.worker():
+            await recorder.wait_count(EventKind.ACKED, len(payloads))
+    return ids
+
+
 def by_name(spans: tuple[ReadableSpan, ...], name: str) -> list[ReadableSpan]:
     return [s for s in spans if s.name == name]
 
@@ -89,16 +108,9 @@ async def test_publish_retry_and_dead_letter_share_one_trace(
 
 
 async def test_an_ack_span_links_the_process_spans_it_settled(
-        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
-        exporter: InMemorySpanExporter) -> None:
-    app = make_app(middleware=[recorder])
-    app.observability.trace(provider)
-    email = app.queue("email")
-    email.handler(_noop)
-    async with app:
-        await email.publish("x")
-        async with app.worker():
-            await recorder.wait_count(EventKind.ACKED, 1)
+        traced: Tidings, recorder: Recorder, exporter: InMemorySpanExporter) -> None:
+    traced.get_queue("email").handler(_noop)
+    await handled(traced, recorder, ["x"])
     spans = exporter.get_finished_spans()
     (process,) = by_name(spans, "process email")
     (ack,) = by_name(spans, "ack email")
@@ -109,16 +121,9 @@ async def test_an_ack_span_links_the_process_spans_it_settled(
 
 
 async def test_a_batch_publish_makes_a_create_span_per_message(
-        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
-        exporter: InMemorySpanExporter) -> None:
-    app = make_app(middleware=[recorder])
-    app.observability.trace(provider)
-    email = app.queue("email")
-    email.handler(_noop)
-    async with app:
-        ids = await email.publish_many(["a", "b", "c"])
-        async with app.worker():
-            await recorder.wait_count(EventKind.ACKED, 3)
+        traced: Tidings, recorder: Recorder, exporter: InMemorySpanExporter) -> None:
+    traced.get_queue("email").handler(_noop)
+    ids = await handled(traced, recorder, ["a", "b", "c"])
     spans = exporter.get_finished_spans()
     (send,) = by_name(spans, "send email")
     creates = by_name(spans, "create email")
@@ -133,20 +138,12 @@ async def test_a_batch_publish_makes_a_create_span_per_message(
 
 
 async def test_a_batch_handler_call_links_every_message(
-        make_app: Callable[..., Tidings], recorder: Recorder, provider: TracerProvider,
-        exporter: InMemorySpanExporter) -> None:
-    app = make_app(middleware=[recorder])
-    app.observability.trace(provider)
-    email = app.queue("email")
-
-    @email.handler(batch_size=10, batch_wait=0.2)
+        traced: Tidings, recorder: Recorder, exporter: InMemorySpanExporter) -> None:
+    @traced.get_queue("email").handler(batch_size=10, batch_wait=0.2)
     async def handle(batch: list[Message]) -> None:
         return None
 
-    async with app:
-        await email.publish_many(["a", "b"])
-        async with app.worker():
-            await recorder.wait_count(EventKind.ACKED, 2)
+    await handled(traced, recorder, ["a", "b"])
     spans = exporter.get_finished_spans()
     creates = {c.context.span_id for c in by_name(spans, "create email")}
     processes = by_name(spans, "process email")

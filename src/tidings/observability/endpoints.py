@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from ..core.middleware import Middleware, WorkerView
-from ..queues.host import QueueHost
+from ..queues.host import ExtensionHost
 from .fleet import BreakerSource, FleetCollector, ReporterLease
 from .health import Health
 from .metrics import ProcessMetrics
@@ -24,7 +24,7 @@ log = logging.getLogger("tidings.observability")
 class WorkerEndpoints(Middleware):
     """Serves ``/metrics``, ``/livez``, ``/readyz`` and ``/stats`` from each worker."""
 
-    def __init__(self, app: QueueHost, metrics: ProcessMetrics, *, port: int,
+    def __init__(self, app: ExtensionHost, metrics: ProcessMetrics, *, port: int,
                  host: str = "0.0.0.0", fleet: bool = True, deadline: float = 60.0,
                  breakers: BreakerSource | None = None, lease_ttl: float = 15.0) -> None:
         self.app = app

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from ..core.events import EventKind
 from ..core.middleware import Middleware, WorkerView
 from ..core.thresholds import AlertSettings, AlertThresholds
-from ..queues.host import QueueHost
+from ..queues.host import ExtensionHost
 from .alerts import ALERTS, AlertSpec
 from .fleet import BreakerSource, FleetSnapshot, QueueFigures, ReporterLease, read_fleet
 from .metrics import ProcessMetrics
@@ -31,6 +31,8 @@ log = logging.getLogger("tidings.observability")
 _SPECS = {(spec.name, spec.lane): spec for spec in ALERTS}
 _FAILED = ("retried", "dead_lettered")
 _HANDLED = ("acked", "retried", "dead_lettered", "snoozed")
+AlertKey = tuple[str, str, str | None]  # alert, subject (queue or breaker), lane
+Condition = tuple[AlertKey, tuple[bool, str, float]]  # key, (holding, detail, for seconds)
 
 
 @dataclass(slots=True)
@@ -42,7 +44,7 @@ class AlertState:
 class AlertEvaluator(Middleware):
     """Evaluates the alert thresholds in-process (see the module docstring)."""
 
-    def __init__(self, app: QueueHost, settings: AlertSettings | None = None, *,
+    def __init__(self, app: ExtensionHost, settings: AlertSettings | None = None, *,
                  every: float = 15.0, metrics: ProcessMetrics | None = None,
                  breakers: BreakerSource | None = None) -> None:
         self.app = app
@@ -50,11 +52,11 @@ class AlertEvaluator(Middleware):
         self.every = every
         self.metrics = metrics
         self.breakers = breakers
-        self.states: dict[tuple[str, str, str | None], AlertState] = {}
+        self.states: dict[AlertKey, AlertState] = {}
         self.history: deque[tuple[float, FleetSnapshot, dict[str, int]]] = deque()
 
     @property
-    def firing(self) -> list[tuple[str, str, str | None]]:
+    def firing(self) -> list[AlertKey]:
         """(alert, subject, lane) of every alert firing now."""
         return [key for key, state in self.states.items() if state.firing]
 
@@ -79,7 +81,7 @@ class AlertEvaluator(Middleware):
         for key in [k for k in self.states if k not in conditions]:  # queue gone
             self._update(key, False, "no longer reported", 0.0, now)
 
-    def _update(self, key: tuple[str, str, str | None], holding: bool, detail: str,
+    def _update(self, key: AlertKey, holding: bool, detail: str,
                 holds_for: float, now: float) -> None:
         state = self.states.get(key)
         if not holding:
@@ -94,14 +96,14 @@ class AlertEvaluator(Middleware):
             state.firing = True
             self._emit(EventKind.ALERT_FIRING, key, detail)
 
-    def _emit(self, kind: EventKind, key: tuple[str, str, str | None], detail: str) -> None:
+    def _emit(self, kind: EventKind, key: AlertKey, detail: str) -> None:
         name, subject, lane = key
         self.app.middleware.event(kind, subject, "", reason=name, error=detail,
                                   priority=lane or "normal")
 
     # -- conditions ----------------------------------------------------------------------
 
-    def _conditions(self, snap: FleetSnapshot, now: float) -> Any:
+    def _conditions(self, snap: FleetSnapshot, now: float) -> Iterator[Condition]:
         """((alert, subject, lane), (holding, detail, for seconds)) for each alert."""
         for q in snap.queues:
             t = self.settings.for_queue(q.name)

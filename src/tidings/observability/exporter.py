@@ -10,13 +10,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from ..queues.host import QueueHost
+from ..queues.host import ExtensionHost
 from .fleet import BreakerSource, FleetCollector
 from .health import Health
 from .server import ObservabilityServer
 
 
-async def run_exporter(app: QueueHost, *, host: str = "0.0.0.0", port: int = 9465,
+async def run_exporter(app: ExtensionHost, *, host: str = "0.0.0.0", port: int = 9465,
                        breakers: BreakerSource | None = None,
                        on_ready: Callable[[int], None] | None = None,
                        stop: asyncio.Event | None = None) -> None:

@@ -93,9 +93,11 @@ class Observability:
             self.app.add_middleware(self.evaluator)
         return self.evaluator
 
-    def analytics(self, sink: Sink, **options: float) -> AnalyticsHook:
+    def analytics(self, sink: Sink, *, batch_size: int = 500, flush_every: float = 1.0,
+                  max_buffer: int = 10_000, send_timeout: float = 5.0) -> AnalyticsHook:
         """Stream lifecycle events to ``sink`` in batches (see :mod:`.analytics`)."""
-        hook = AnalyticsHook(sink, **options)  # type: ignore[arg-type]
+        hook = AnalyticsHook(sink, batch_size=batch_size, flush_every=flush_every,
+                             max_buffer=max_buffer, send_timeout=send_timeout)
         self.hooks.append(hook)
         self.app.add_middleware(hook)
         if self._metrics is not None:

@@ -23,7 +23,7 @@ from redis.exceptions import ResponseError
 from ..core.keys import GROUP, LANE_NAMES
 from ..core.stored import text
 from ..engine.scripts import LIBRARY
-from ..queues.host import QueueHost
+from ..queues.host import ExtensionHost
 from ..queues.registry import registered_names
 
 _LEASE = LIBRARY["fleet_reporter"]
@@ -79,7 +79,7 @@ class FleetSnapshot:
         return out
 
 
-async def read_fleet(app: QueueHost, names: list[str] | None = None,
+async def read_fleet(app: ExtensionHost, names: list[str] | None = None,
                      breakers: BreakerSource | None = None) -> FleetSnapshot:
     """One snapshot of ``names`` (default: every queue the server knows)."""
     client = app.broker.client
@@ -136,7 +136,7 @@ def _group(reply: Any) -> dict[str, Any] | None:
     return None
 
 
-async def _waiting_heads(client: Any, app: QueueHost, names: list[str],
+async def _waiting_heads(client: Any, app: ExtensionHost, names: list[str],
                          chunks: list[list[Any]]) -> list[list[Any]]:
     """Per queue and lane, the first entry after the group's last delivered one."""
     pipe = client.pipeline(transaction=False)
@@ -160,7 +160,7 @@ async def _waiting_heads(client: Any, app: QueueHost, names: list[str],
     return heads
 
 
-def _queue_figures(app: QueueHost, name: str, chunk: list[Any], heads: list[Any],
+def _queue_figures(app: ExtensionHost, name: str, chunk: list[Any], heads: list[Any],
                    now_ms: int) -> QueueFigures:
     lanes = {}
     for i, lane in enumerate(LANE_NAMES):
@@ -175,7 +175,7 @@ def _queue_figures(app: QueueHost, name: str, chunk: list[Any], heads: list[Any]
             oldest = max(0.0, (now_ms - int(text(head[0][0]).split("-")[0])) / 1000)
         lanes[lane] = LaneFigures(waiting, held, oldest, waiting if lag is None else int(lag))
     delayed, dead, consumers, stats = chunk[-4:]
-    declared = getattr(app, "queues", {}).get(name)
+    declared = app.queues.get(name)
     visibility = declared.config.visibility_timeout if declared else DEFAULT_VISIBILITY
     alive = (sum(1 for _, beat in consumers if beat >= now_ms - visibility * 1000)
              if isinstance(consumers, list) else 0)
@@ -204,7 +204,7 @@ class FleetCollector:
     a failed read is reported as ``tidings_fleet_up 0`` with the last good figures gone.
     """
 
-    def __init__(self, app: QueueHost, breakers: BreakerSource | None = None,
+    def __init__(self, app: ExtensionHost, breakers: BreakerSource | None = None,
                  min_interval: float = 1.0) -> None:
         self.app = app
         self.breakers = breakers
@@ -292,7 +292,7 @@ class ReporterLease:
     the holder dies another takes over within ``ttl``.
     """
 
-    def __init__(self, app: QueueHost, owner: str, ttl: float = 15.0) -> None:
+    def __init__(self, app: ExtensionHost, owner: str, ttl: float = 15.0) -> None:
         self.app = app
         self.owner = owner
         self.ttl = ttl

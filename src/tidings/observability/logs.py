@@ -27,6 +27,8 @@ _LEVELS = {
     EventKind.BREAKER_OPENED: logging.WARNING,
     EventKind.BREAKER_HALF_OPEN: logging.INFO,
     EventKind.BREAKER_CLOSED: logging.INFO,
+    EventKind.ALERT_FIRING: logging.WARNING,
+    EventKind.ALERT_RESOLVED: logging.INFO,
 }
 
 
