@@ -119,3 +119,30 @@ async def test_on_event_only_appends_to_the_buffer() -> None:
 
 async def _noop(msg: Message) -> None:
     return None
+
+
+async def test_a_batch_being_sent_when_the_flusher_stops_is_not_lost() -> None:
+    class SlowOnce:
+        """A sink whose first send hangs (until cancelled); later sends arrive."""
+
+        def __init__(self) -> None:
+            self.received: list[dict[str, Any]] = []
+            self.sending = asyncio.Event()
+
+        async def send(self, batch: Any) -> None:
+            if not self.sending.is_set():
+                self.sending.set()
+                await asyncio.Event().wait()
+            self.received += batch
+
+        async def aclose(self) -> None:
+            return None
+
+    sink = SlowOnce()
+    hook = AnalyticsHook(sink, batch_size=2, flush_every=0.01)
+    hook.on_event(Event(EventKind.PUBLISHED, "email", "m1"))
+    hook.on_event(Event(EventKind.PUBLISHED, "email", "m2"))
+    await asyncio.wait_for(sink.sending.wait(), 20)  # the flusher is inside send()
+    await hook.flush()  # what the worker's stop does: cancels the flusher, sends the rest
+    assert [r["message_id"] for r in sink.received] == ["m1", "m2"]
+    assert hook.dropped == 0 and not hook.buffer

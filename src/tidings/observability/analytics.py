@@ -138,18 +138,26 @@ class AnalyticsHook(Middleware):
             return True
         try:
             await asyncio.wait_for(self.sink.send(batch), self.send_timeout)
+        except asyncio.CancelledError:
+            self._requeue(batch)  # stopped mid-send (a flush, the worker stopping): keep it
+            raise
         except Exception as exc:
             self.failed_batches += 1
             self.failing.set()
-            room = max(0, self.max_buffer - len(self.buffer))
-            self.buffer.extendleft(reversed(batch[:room]))
-            self.dropped += max(0, len(batch) - room)
+            self._requeue(batch)
             log.warning("analytics sink failed (%s: %s); %d events buffered, %d dropped so far",
                         type(exc).__name__, exc, len(self.buffer), self.dropped)
             return False
         self.sent += len(batch)
         self.failing.clear()
         return True
+
+    def _requeue(self, batch: list[dict[str, Any]]) -> None:
+        """Put an unsent batch back in front, as much as there is room for (the rest is
+        dropped and counted)."""
+        room = max(0, self.max_buffer - len(self.buffer))
+        self.buffer.extendleft(reversed(batch[:room]))
+        self.dropped += max(0, len(batch) - room)
 
     async def flush(self) -> None:
         """Stop the flusher (the next event starts it again) and send what is buffered,
