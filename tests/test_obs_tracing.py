@@ -1,22 +1,30 @@
 """OpenTelemetry tracing with the SDK's in-memory exporter: the span tree, links and
-attributes across a real publish, a retry and a dead letter; batches; log correlation."""
+attributes across a real publish, a retry and a dead letter; batches; log correlation;
+and a ``tidings worker`` process exporting over OTLP."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import os
+import subprocess
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import structlog
+from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import Recorder
+from fault_helpers import ROOT, TIDINGS_BIN
+from servers import free_port
 from tidings import DeadLetter, EventKind, Message, Retry, Tidings
 from tidings.observability.logs import LogContext, configure_logging
 
@@ -187,3 +195,41 @@ async def test_handler_log_lines_carry_message_and_trace_ids(
 
 async def _noop(msg: Message) -> None:
     return None
+
+
+async def test_tidings_worker_exports_spans_over_otlp(cli_env: dict[str, str],
+                                                      tmp_path: Path) -> None:
+    """TIDINGS_TRACING=true: a ``tidings worker`` process sends its spans over OTLP/HTTP
+    (tidings[otel]) to a collector, here a stand-in that records what is POSTed."""
+    posts: list[bytes] = []
+    received = asyncio.Event()
+
+    async def collect(request: web.Request) -> web.Response:
+        posts.append(await request.read())
+        received.set()
+        return web.Response(status=200, content_type="application/x-protobuf")
+
+    collector = web.Application()
+    collector.router.add_post("/v1/traces", collect)
+    runner = web.AppRunner(collector)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    app = Tidings(cli_env["TIDINGS_REDIS_URL"], key_prefix=cli_env["TIDINGS_KEY_PREFIX"])
+    async with app:
+        await app.queue("email").publish("x")
+    env = {**os.environ, **cli_env, "TIDINGS_TRACING": "true",
+           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+           "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "email-worker"}
+    with (tmp_path / "worker.log").open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            str(TIDINGS_BIN), "worker", "tests.apps.cli_app:app", cwd=ROOT, env=env,
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            await asyncio.wait_for(received.wait(), 60)
+        finally:
+            proc.terminate()  # by its PID; SIGTERM: the worker drains and exits
+            await asyncio.wait_for(proc.wait(), 30)
+            await runner.cleanup()
+    body = b"".join(posts)
+    assert b"process email" in body and b"email-worker" in body

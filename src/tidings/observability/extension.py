@@ -15,6 +15,7 @@ calls it.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from ..core.thresholds import AlertSettings
@@ -23,7 +24,9 @@ from .endpoints import WorkerEndpoints
 from .evaluator import AlertEvaluator
 from .fleet import BreakerSource
 from .metrics import ProcessMetrics
-from .tracing import Tracing
+from .tracing import Tracing, configure_otlp
+
+log = logging.getLogger("tidings.observability")
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -108,6 +111,16 @@ class Observability:
         """A sink appending to the app's analytics stream ``name`` on its connection."""
         return RedisStreamSink(self.app.key_space.analytics(name), host=self.app)
 
+    @staticmethod
+    def _otlp_provider() -> TracerProvider | None:
+        """The SDK with its OTLP exporter, or None (no SDK: spans are not recorded)."""
+        try:
+            return configure_otlp()
+        except ImportError:
+            log.warning("TIDINGS_TRACING is on but the OpenTelemetry SDK and OTLP exporter "
+                        "are not installed (pip install 'tidings[otel]'); no span is recorded")
+            return None
+
     def install_from_settings(self) -> None:
         """Install what the app's settings ask for (``tidings worker`` calls this)."""
         s = self.app.settings
@@ -115,7 +128,7 @@ class Observability:
             self.serve(s.metrics_port, host=s.metrics_host, fleet=s.metrics_fleet,
                        deadline=s.liveness_deadline)
         if s.tracing:
-            self.trace()
+            self.trace(self._otlp_provider())
         if s.alert_evaluator:
             self.evaluate_alerts()
         if s.analytics_stream:

@@ -19,6 +19,7 @@ Only opentelemetry-api is needed: without an SDK every span is a no-op. Install
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -276,14 +277,23 @@ def _consumer_attributes(message: Message) -> dict[str, Any]:
 
 
 def configure_otlp(service_name: str = "tidings") -> TracerProvider:
-    """Install the SDK with a batching OTLP/HTTP exporter (``tidings[otel]``); the exporter
-    reads the standard ``OTEL_EXPORTER_OTLP_*`` variables. Returns the provider."""
+    """Install the SDK with a batching OTLP/HTTP exporter (``tidings[otel]``) as the global
+    tracer provider, unless one is installed already; returns the provider in use.
+
+    The SDK reads the standard variables: ``OTEL_EXPORTER_OTLP_ENDPOINT`` (and the other
+    ``OTEL_EXPORTER_OTLP_*``), ``OTEL_SERVICE_NAME`` (else ``service_name``),
+    ``OTEL_TRACES_SAMPLER``, ``OTEL_BSP_*``. Raises ImportError without the extra.
+    """
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider as SdkProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = SdkProvider(resource=Resource.create({"service.name": service_name}))
+    current = trace.get_tracer_provider()
+    if not isinstance(current, trace.ProxyTracerProvider):
+        return current  # the application configured its own
+    named = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": service_name}
+    provider = SdkProvider(resource=Resource.create(named))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     return provider
