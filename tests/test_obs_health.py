@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable
+
+import pytest
 
 from conftest import Recorder
 from obs_helpers import get
 from servers import private_server
 from tidings import EventKind, Message, Tidings
+from tidings.core.errors import ConfigError
 from tidings.engine.embedded import find_server_binary
 from tidings.engine.scripts import LIBRARY
 from tidings.observability.health import Health
@@ -46,8 +50,7 @@ async def test_not_ready_but_live_while_the_server_is_stopped() -> None:
     assert ready.status_code == 503
     body = ready.json()
     assert body["failing"] == ["redis", "scripts"]
-    assert "Error" in body["checks"]["redis"]["error"] or "PING" in body["checks"]["redis"][
-        "error"]
+    assert body["checks"]["redis"]["ok"] is False and body["checks"]["redis"]["error"]
     assert body["checks"]["shutting_down"]["ok"]
     assert live.status_code == 200  # restarting the worker would not bring Redis back
 
@@ -119,3 +122,16 @@ async def test_readiness_reloads_scripts_a_restarted_server_lost(
 
 async def _noop(msg: Message) -> None:
     return None
+
+
+async def test_a_metrics_port_in_use_is_a_config_error_naming_it(
+        make_app: Callable[..., Tidings]) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        app = make_app()
+        app.queue("email").handler(_noop)
+        app.observability.serve(port=taken.getsockname()[1], host="127.0.0.1")
+        async with app:
+            with pytest.raises(ConfigError, match="TIDINGS_METRICS_PORT: cannot listen on"):
+                await app.worker().run()

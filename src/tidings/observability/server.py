@@ -15,6 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.aiohttp import make_aiohttp_handler
 
+from ..core.errors import ConfigError
 from .health import Health
 
 Refresh = Callable[[], Awaitable[None]]
@@ -83,9 +84,10 @@ class ObservabilityServer:
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:
             await site.start()
-        except OSError:
+        except OSError as exc:
             await runner.cleanup()
-            raise
+            raise ConfigError("TIDINGS_METRICS_PORT", f"cannot listen on {self.host}:"
+                              f"{self.port}: {exc.strerror or exc}") from None
         self._runner = runner
         self.port = int(runner.addresses[0][1])
         return self.port
