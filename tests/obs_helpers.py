@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 PROMTOOL = shutil.which("promtool")
@@ -59,3 +62,22 @@ def promtool(*args: str, stdin: str | None = None, cwd: Path | None = None) -> A
     assert PROMTOOL is not None, MISSING_PROMETHEUS
     return subprocess.run([PROMTOOL, *args], input=stdin, capture_output=True, text=True,
                           cwd=cwd, timeout=60)
+
+
+@contextlib.asynccontextmanager
+async def http_stand_in(path: str, receive: Callable[[web.Request], Awaitable[web.Response]]
+                        ) -> AsyncIterator[int]:
+    """A small HTTP service (an analytics endpoint, an OTLP collector) on a free port of
+    127.0.0.1 that answers POSTs to ``path`` with ``receive``; yields the port."""
+    from servers import free_port
+
+    app = web.Application()
+    app.router.add_post(path, receive)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield port
+    finally:
+        await runner.cleanup()

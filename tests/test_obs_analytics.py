@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from conftest import Recorder
-from obs_helpers import samples, scrape_text, value
+from obs_helpers import http_stand_in, samples, scrape_text, value
 from servers import free_port
 from tidings import Event, EventKind, Message, Tidings
 from tidings.observability.analytics import AnalyticsHook, HttpSink
@@ -48,14 +48,8 @@ async def collector() -> AsyncIterator[tuple[str, list[list[dict[str, Any]]]]]:
         batches.append(await request.json())
         return web.Response(status=202)
 
-    app = web.Application()
-    app.router.add_post("/events", receive)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}/events", batches
-    await runner.cleanup()
+    async with http_stand_in("/events", receive) as port:
+        yield f"http://127.0.0.1:{port}/events", batches
 
 
 async def test_events_reach_an_http_sink_as_json_batches(

@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 from conftest import Recorder
 from fault_helpers import ROOT, TIDINGS_BIN
-from servers import free_port
+from obs_helpers import http_stand_in
 from tidings import DeadLetter, EventKind, Message, Retry, Tidings
 from tidings.observability.logs import LogContext, configure_logging
 
@@ -209,27 +209,21 @@ async def test_tidings_worker_exports_spans_over_otlp(cli_env: dict[str, str],
         received.set()
         return web.Response(status=200, content_type="application/x-protobuf")
 
-    collector = web.Application()
-    collector.router.add_post("/v1/traces", collect)
-    runner = web.AppRunner(collector)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     app = Tidings(cli_env["TIDINGS_REDIS_URL"], key_prefix=cli_env["TIDINGS_KEY_PREFIX"])
     async with app:
         await app.queue("email").publish("x")
-    env = {**os.environ, **cli_env, "TIDINGS_TRACING": "true",
-           "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
-           "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "email-worker"}
-    with (tmp_path / "worker.log").open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            str(TIDINGS_BIN), "worker", "tests.apps.cli_app:app", cwd=ROOT, env=env,
-            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            await asyncio.wait_for(received.wait(), 60)
-        finally:
-            proc.terminate()  # by its PID; SIGTERM: the worker drains and exits
-            await asyncio.wait_for(proc.wait(), 30)
-            await runner.cleanup()
+    async with http_stand_in("/v1/traces", collect) as port:
+        env = {**os.environ, **cli_env, "TIDINGS_TRACING": "true",
+               "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
+               "OTEL_BSP_SCHEDULE_DELAY": "50", "OTEL_SERVICE_NAME": "email-worker"}
+        with (tmp_path / "worker.log").open("wb") as log:
+            proc = await asyncio.create_subprocess_exec(
+                str(TIDINGS_BIN), "worker", "tests.apps.cli_app:app", cwd=ROOT, env=env,
+                stdout=log, stderr=subprocess.STDOUT)
+            try:
+                await asyncio.wait_for(received.wait(), 60)
+            finally:
+                proc.terminate()  # by its PID; SIGTERM: the worker drains and exits
+                await asyncio.wait_for(proc.wait(), 30)
     body = b"".join(posts)
     assert b"process email" in body and b"email-worker" in body
