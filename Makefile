@@ -60,12 +60,13 @@ $(LOWEST)/.installed: pyproject.toml .ci/lowest_constraints.py $(STAMP)
 	@echo "== installed at the lower bounds:"; grep -v '^#' $(LOWEST)/constraints.txt
 	touch $@
 
-# Core (tidings vs raw redis-py), scheduling and flow-control figures; each prints JSON and
-# writes bench/results/<name>.json.
+# Core (tidings vs raw redis-py), scheduling, flow-control and observability figures; each
+# prints JSON and writes bench/results/<name>.json.
 bench: venv
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.scheduling
 	$(BIN)/python -m bench.flow
+	$(BIN)/python -m bench.observability
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.

@@ -26,6 +26,7 @@ from .queues import registry
 from .queues.queue import Queue
 
 if TYPE_CHECKING:
+    from .observability.extension import Observability
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
     from .worker import Worker
@@ -111,6 +112,21 @@ class Tidings:
     def flow(self) -> FlowControl:
         """Fleet-wide flow control: breakers, rate and concurrency limits, pause."""
         return self.extension(FlowControl)
+
+    @property
+    def observability(self) -> Observability:
+        """Metrics, health endpoints, tracing, alerts and analytics of this app."""
+        from .observability.extension import Observability
+
+        found = self.extension(Observability)
+        if found.breakers is None:
+            found.breakers = self._breaker_states
+        return found
+
+    async def _breaker_states(self) -> dict[str, str]:
+        """Every breaker's state by name, for the fleet metrics (flow control knows them)."""
+        return {name: state.state.value
+                for name, (state, _) in (await self.flow.breaker_states()).items()}
 
     @property
     def schedules(self) -> Schedules:

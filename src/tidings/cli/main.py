@@ -80,10 +80,13 @@ def worker(
         min=0, callback=finite,
         help="Seconds between INFO activity lines (processed, failed, in flight); 0: "
              "none.")] = 5.0,
+    metrics_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="Serve /metrics, /livez, /readyz and /stats on this port "
+                               "(default: TIDINGS_METRICS_PORT; unset: off).")] = None,
 ) -> None:
     """Run a worker process for the app's handlers until SIGTERM or SIGINT."""
     from ..observability.activity import install_activity_log
-    from ..observability.logs import JsonLogMiddleware, configure_logging
+    from ..observability.logs import JsonLogMiddleware, LogContext, configure_logging
     from ..scheduling.campaigns import Campaigns
 
     app = load_app(app_spec, hint="MODULE:APP")
@@ -96,6 +99,10 @@ def worker(
                                 f"{suggest(name, set(app.queues))}", EXIT_NOTHING)
     configure_logging(app.settings.log_level, app.settings.log_json)
     app.add_middleware(JsonLogMiddleware())
+    app.add_middleware(LogContext())
+    if metrics_port is not None:
+        app.settings.metrics_port = metrics_port
+    app.observability.install_from_settings()
     if summary_every:
         install_activity_log(app, summary_every)
     _ = app.schedules  # every worker runs the schedule ticker: no single instance to mind
@@ -391,6 +398,12 @@ from .schedules import campaigns_cli, schedules_cli  # noqa: E402
 
 cli.add_typer(schedules_cli, name="schedules")
 cli.add_typer(campaigns_cli, name="campaigns")
+
+
+from .observe import alerts_cli, observe_cli  # noqa: E402
+
+cli.add_typer(observe_cli)
+cli.add_typer(alerts_cli, name="alerts")
 
 
 def main() -> None:

@@ -28,6 +28,12 @@ class EventKind(StrEnum):
     BREAKER_OPENED = "breaker_opened"
     BREAKER_HALF_OPEN = "breaker_half_open"
     BREAKER_CLOSED = "breaker_closed"
+    # A queue rate limit made the fetch wait (tidings.flow): ``delay`` is the wait in seconds.
+    RATE_LIMITED = "rate_limited"
+    # The in-process alert evaluator (tidings.observability.evaluator): ``reason`` is the
+    # alert's name, ``error`` what crossed its threshold; ``message_id`` is empty.
+    ALERT_FIRING = "alert_firing"
+    ALERT_RESOLVED = "alert_resolved"
 
 
 @dataclass(slots=True)

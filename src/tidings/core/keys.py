@@ -171,6 +171,17 @@ class KeySpace:
         return f"{self.prefix}:flow:breakers"
 
     @property
+    def fleet_reporter(self) -> str:
+        """The lease of the one worker that reports fleet-wide metrics (observability)."""
+        return f"{self.prefix}:observability:fleet-reporter"
+
+    def analytics(self, name: str) -> str:
+        """The stream the analytics hook writes lifecycle events to."""
+        if not name:
+            raise ValidationError("analytics_stream", "must not be empty")
+        return f"{self.prefix}:analytics:{name}"
+
+    @property
     def schedules(self) -> ScheduleKeys:
         tag = f"{self.prefix}:{{schedules}}"
         return ScheduleKeys(f"{tag}:due", f"{tag}:ids", f"{tag}:s:")

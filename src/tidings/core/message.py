@@ -46,9 +46,10 @@ class Priority(IntEnum):
 
     @property
     def label(self) -> str:
-        return self.name.lower()
+        return _LABELS[self]
 
 
+_LABELS = ("high", "normal", "low")  # by lane index (label is on every event's path)
 _PRIORITY_NAMES: dict[str | int, Priority] = {
     **{p.name.lower(): p for p in Priority}, **{int(p): p for p in Priority}}
 

@@ -8,6 +8,9 @@ the order a message meets them:
 1. ``before_publish(queue, message)``: producer side, for each message about to be
    published, before it is encoded. It may change the message (add a header, encrypt the
    payload) or raise a :class:`~tidings.errors.ValidationError` to refuse it.
+   ``around_publish(queue, count, call_next)`` wraps each publish round trip of
+   ``count`` messages (one, or a chunk of a batch): the ``before_publish`` calls of its
+   messages and the send run inside it (a producer span). It must await ``call_next()``.
 2. ``admit(queue, free)``: before each fetch, how many of ``free`` handler slots the queue
    may fill now (0: ask again shortly). It may wait briefly (a paused queue, a rate limit).
    Middleware are asked in the order they were added; the first that admits nothing ends
@@ -29,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from functools import partial
 from typing import Any, Protocol
 
 from .clock import SYSTEM_CLOCK, Clock
@@ -43,11 +47,15 @@ class WorkerView(Protocol):
     """What a middleware may rely on of the worker it runs in."""
 
     consumer: str
-    stopping: bool
+    stopping: bool  # set at SIGTERM (stop()), before the drain begins
     stopped: asyncio.Event
+    running: int  # messages handed to handlers and not yet finished
 
     @property
     def queue_names(self) -> list[str]: ...
+
+    def fetch_loop_age(self) -> float | None:
+        """Seconds since the stalest fetch loop went round (None: no fetch loop)."""
 
 
 class Middleware:
@@ -55,6 +63,10 @@ class Middleware:
 
     def before_publish(self, queue: str, message: Message) -> None:
         """Look at (or change, or refuse) a message about to be published."""
+
+    async def around_publish(self, queue: str, count: int, call_next: Call) -> Any:
+        """Wrap a publish round trip of ``count`` messages. Must await call_next()."""
+        return await call_next()
 
     async def admit(self, queue: str, free: int) -> int:
         """How many of ``free`` messages ``queue`` may fetch now."""
@@ -87,6 +99,7 @@ class MiddlewareChain:
     __slots__ = (
         "_admitters",
         "_around",
+        "_around_publish",
         "_listeners",
         "_loops",
         "_publishers",
@@ -104,6 +117,7 @@ class MiddlewareChain:
         self._publishers: list[Callable[[str, Message], None]] = []
         self._admitters: list[Middleware] = []
         self._around: list[Middleware] = []
+        self._around_publish: list[Middleware] = []
         self._starters: list[Middleware] = []
         self._loops: list[Middleware] = []
         self._stoppers: list[Middleware] = []
@@ -119,6 +133,7 @@ class MiddlewareChain:
         if _overrides(item, "before_publish"):
             self._publishers.append(item.before_publish)
         for hook, bucket in (("admit", self._admitters), ("around_handler", self._around),
+                             ("around_publish", self._around_publish),
                              ("on_worker_start", self._starters),
                              ("worker_loop", self._loops), ("on_worker_stop", self._stoppers)):
             if _overrides(item, hook):
@@ -132,6 +147,10 @@ class MiddlewareChain:
     @property
     def wraps_handlers(self) -> bool:
         return bool(self._around)
+
+    @property
+    def wraps_publish(self) -> bool:
+        return bool(self._around_publish)
 
     @property
     def gates(self) -> bool:
@@ -152,6 +171,12 @@ class MiddlewareChain:
         for hook in self._publishers:
             hook(queue, message)
 
+    async def call_publish(self, queue: str, count: int, call: Call) -> Any:
+        chain = call
+        for item in reversed(self._around_publish):
+            chain = partial(item.around_publish, queue, count, chain)
+        return await chain()
+
     # -- events ------------------------------------------------------------------------
 
     def emit(self, event: Event) -> None:
@@ -161,11 +186,14 @@ class MiddlewareChain:
             except Exception:
                 log.exception("middleware %r failed on %s", listener, event.kind)
 
-    def message_event(self, kind: EventKind, message: Message, **extra: Any) -> None:
+    def message_event(self, kind: EventKind, message: Message, duration: float | None = None,
+                      delay: float | None = None, reason: str | None = None,
+                      error: str | None = None) -> None:
+        # Two of these per message when anything listens: every argument positional.
         if self._listeners:
             self.emit(Event(kind, message.queue, message.id, message.priority.label,
-                            message.attempts, message.headers.get("correlation_id"),
-                            message=message, timestamp=self.clock.time(), **extra))
+                            message.attempts, message.headers.get("correlation_id"), duration,
+                            delay, reason, error, self.clock.time(), message))
 
     def emit_published(self, queue: str, message_id: str, priority: Any,
                        headers: dict[str, str] | None) -> None:
@@ -192,7 +220,7 @@ class MiddlewareChain:
             return await call()
         chain = call
         for item in reversed(self._around):
-            chain = _wrap(item, message, chain)
+            chain = partial(item.around_handler, message, chain)
         return await chain()
 
     async def worker_started(self, worker: WorkerView) -> None:
@@ -209,9 +237,3 @@ class MiddlewareChain:
             except Exception:
                 log.exception("middleware %r failed when the worker stopped", item)
 
-
-def _wrap(item: Middleware, message: Message | list[Message], call_next: Call) -> Call:
-    async def wrapped() -> Any:
-        return await item.around_handler(message, call_next)
-
-    return wrapped

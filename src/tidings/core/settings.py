@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 URL_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
@@ -98,6 +99,17 @@ class Settings(BaseSettings):
     memory_refuse_at: float = Field(0.95, gt=0, le=1)
     log_level: str = "INFO"
     log_json: bool = True
+    # Observability (tidings.observability): the worker's HTTP server, tracing, alerts.
+    metrics_port: int | None = Field(None, ge=0, le=65535,
+                                     description="/metrics, /livez, /readyz; unset: off")
+    metrics_host: str = "0.0.0.0"
+    metrics_fleet: bool = Field(True, description="one worker also serves fleet metrics")
+    liveness_deadline: float = Field(60.0, gt=0, description="fetch loop age for /livez")
+    tracing: bool = False
+    alert_evaluator: bool = False
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
+    analytics_stream: str | None = Field(None, pattern=r"^[^\s]{1,200}$")
+    analytics_url: str | None = None
 
     @field_validator("redis_url")
     @classmethod
@@ -167,11 +179,14 @@ def load_settings(**overrides: Any) -> Settings:
         first = exc.errors()[0]
         name = ".".join(str(part) for part in first["loc"])
         reason = str(first["msg"]).removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
+        if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
             reason = f"unknown setting; the settings are {', '.join(Settings.model_fields)}"
         elif name != "redis_url" and isinstance(first.get("input"), str | int | float):
             reason = f"{reason} (got {first['input']!r})"  # never the URL: it may hold a password
         top = str(first["loc"][0]) if first["loc"] else ""
         if top in in_file and top not in overrides and not _set_in_environment(top):
             raise SettingsFileError(str(path), name, reason) from None
+        if len(first["loc"]) > 1:  # a field of a nested setting (alerts.queues.email ...)
+            inner = ".".join(str(part) for part in first["loc"][1:])
+            raise ConfigError(f"TIDINGS_{top.upper()}", f"{inner}: {reason}") from None
         raise ConfigError(f"TIDINGS_{name.upper()}", reason) from None

@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 
 from ..core.clock import Clock
 from ..core.errors import Snooze, ValidationError
+from ..core.events import EventKind
 from ..core.keys import GROUP
 from ..core.message import Message
 from ..engine.connection import TRANSIENT
@@ -106,6 +107,9 @@ class QueueRateLimit(_Protecting):
             granted, wait = await self.limiter.acquire(self.name, min(free, backlog))
             if granted > 0:
                 return granted
+            # Reported, so metrics can show how long the limit holds the queue back.
+            self.flow.app.middleware.event(EventKind.RATE_LIMITED, queue.name, "",
+                                           delay=wait, reason=self.name)
             if self.clock.monotonic() + wait > deadline:
                 await sleep_for(self.clock, wait)
                 return 0

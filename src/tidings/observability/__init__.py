@@ -1,2 +1,5 @@
-"""What operators see: structured JSON logs of lifecycle events (metrics, tracing, health
-and alerts come here too). Plugs in through the middleware interface."""
+"""What operators see, as middleware of the app: JSON logs with correlation ids, the
+activity line, Prometheus metrics (per process and fleet-wide), health endpoints,
+OpenTelemetry tracing, alert rules and an in-process evaluator, and the analytics hook.
+``app.observability`` (:class:`~tidings.observability.extension.Observability`) installs
+them."""

@@ -8,10 +8,12 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
+from opentelemetry import trace
 
 from ..core.errors import ConfigError
 from ..core.events import Event, EventKind
-from ..core.middleware import Middleware
+from ..core.message import Message
+from ..core.middleware import Call, Middleware
 from ..core.settings import check_log_level
 
 # Failures are worth a line at INFO; the happy path only at DEBUG, since at thousands of
@@ -25,6 +27,8 @@ _LEVELS = {
     EventKind.BREAKER_OPENED: logging.WARNING,
     EventKind.BREAKER_HALF_OPEN: logging.INFO,
     EventKind.BREAKER_CLOSED: logging.INFO,
+    EventKind.ALERT_FIRING: logging.WARNING,
+    EventKind.ALERT_RESOLVED: logging.INFO,
 }
 
 
@@ -67,6 +71,15 @@ class _Formatter(structlog.stdlib.ProcessorFormatter):
                            "log_error": f"{type(exc).__name__}: {exc}"})
 
 
+def add_trace_ids(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    """structlog processor: the current span's trace and span ids, when tracing is on."""
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        event.setdefault("trace_id", format(context.trace_id, "032x"))
+        event.setdefault("span_id", format(context.span_id, "016x"))
+    return event
+
+
 _handler: logging.Handler | None = None  # the handler configure_logging installed last
 
 
@@ -90,7 +103,8 @@ def configure_logging(level: str | int = "INFO", json: bool = True,
     """
     global _handler
     numeric = log_level_number(level)
-    shared: list[Any] = [structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
+    shared: list[Any] = [structlog.contextvars.merge_contextvars, add_trace_ids,
+                         structlog.stdlib.add_log_level, structlog.stdlib.add_logger_name,
                          structlog.processors.TimeStamper(fmt="iso", utc=True)]
     renderer: Any = (structlog.processors.JSONRenderer(serializer=_dumps) if json
                      else structlog.dev.ConsoleRenderer(colors=False))
@@ -131,3 +145,18 @@ class JsonLogMiddleware(Middleware):
             if value is not None:
                 fields[name] = value
         self.log.log(_LEVELS.get(event.kind, logging.DEBUG), event.kind.value, **fields)
+
+
+class LogContext(Middleware):
+    """Binds message id, queue and correlation id (structlog context variables) around
+    each handler call, so every line logged inside an async handler carries them (with
+    :func:`configure_logging`, stdlib lines too); a batch call binds the queue and size."""
+
+    async def around_handler(self, message: Message | list[Message], call_next: Call) -> Any:
+        if isinstance(message, list):
+            bound: dict[str, Any] = {"queue": message[0].queue, "batch_size": len(message)}
+        else:
+            bound = {"message_id": message.id, "queue": message.queue,
+                     "correlation_id": message.headers.get("correlation_id")}
+        with structlog.contextvars.bound_contextvars(**bound):
+            return await call_next()

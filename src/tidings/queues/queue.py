@@ -226,6 +226,17 @@ class Queue:
         app = self.app
         if not app.broker.connected:
             await app.connect()
+        chain = app.middleware
+        if chain.wraps_publish:
+            result: list[str] = await chain.call_publish(self.name, len(items),
+                                                         lambda: self._send(items))
+            return result
+        return await self._send(items)
+
+    async def _send(self, items: Sequence[Outgoing]) -> list[str]:
+        """Prepare ``items`` (each passes the middleware's ``before_publish``) and publish
+        them in one round trip."""
+        app = self.app
         created = now_ms(app.clock)
         config = self.config
         batch = scripts.PublishBatch(self.keys, int(config.dedupe_window * 1000),

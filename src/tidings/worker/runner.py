@@ -69,6 +69,8 @@ class QueueRunner:
         self.leases = Leases(self)
         self.invoker = HandlerInvoker(self.spec, self.bus, self.clock,
                                       queue.config.handler_timeout, queue.name)
+        self.looped_at = self.clock.monotonic()  # when the fetch loop last went round (health)
+        self.awaiting_slot = False  # the fetch loop waits for a handler to free a slot
         self._batch: list[Message] = []
         self._batch_timer: asyncio.TimerHandle | None = None
         self._backoff = Backoff(self.clock)
@@ -90,7 +92,11 @@ class QueueRunner:
 
     async def _wait_capacity(self) -> None:
         self.capacity.clear()
-        await self.capacity.wait()
+        self.awaiting_slot = True
+        try:
+            await self.capacity.wait()
+        finally:
+            self.awaiting_slot = False
 
     # -- fetching ----------------------------------------------------------------------
 
@@ -98,6 +104,7 @@ class QueueRunner:
         on_expire = self.config.on_expire.value
         isolation = self.worker.isolation
         while not self.worker.stopping:
+            self.looped_at = self.clock.monotonic()
             self.woken = False  # what woke us is looked at below, before the next wait
             if isolation.wanted_by is self:
                 await self._run_suspect()
@@ -221,6 +228,7 @@ class QueueRunner:
     async def _run_suspect(self) -> None:
         """Make the process idle, then claim one suspect message and run it alone."""
         isolation = self.worker.isolation
+        self.awaiting_slot = True  # it waits on handlers, which handler_timeout bounds
         try:
             while not isolation.idle():
                 self._start_reclaimed()
@@ -249,6 +257,7 @@ class QueueRunner:
                 await asyncio.wait([task, stop], return_when=asyncio.FIRST_COMPLETED)
                 stop.cancel()
         finally:
+            self.awaiting_slot = False
             isolation.done()
 
     def _start(self, msg: Message) -> None:

@@ -76,6 +76,17 @@ class Worker:
             for runner in self.runners:
                 runner.capacity.set()
 
+    def fetch_loop_age(self) -> float | None:
+        """Seconds since the stalest fetch loop last went round; None without fetch loops.
+
+        A loop waiting for a handler slot counts as current: the handlers hold it, and
+        ``handler_timeout`` bounds them. Read by health checks (``/livez``).
+        """
+        if not self.runners:
+            return None
+        now = self.app.clock.monotonic()
+        return max(0.0 if r.awaiting_slot else now - r.looped_at for r in self.runners)
+
     def stop(self) -> None:
         """Begin a graceful shutdown (safe to call from a signal handler)."""
         self.stopping = True
