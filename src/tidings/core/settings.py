@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .ledger_settings import LedgerSettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -110,6 +111,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     analytics_stream: str | None = Field(None, pattern=r"^[^\s]{1,200}$")
     analytics_url: str | None = None
+    # PostgreSQL ledger, outbox, audit, retention, archive (tidings.ledger); reads its own
+    # TIDINGS_DATABASE_URL, TIDINGS_DB_SCHEMA ... variables.
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     @field_validator("redis_url")
     @classmethod
