@@ -404,6 +404,9 @@ from .observe import alerts_cli, observe_cli  # noqa: E402
 
 cli.add_typer(observe_cli)
 cli.add_typer(alerts_cli, name="alerts")
+from .ledger import ledger_cli  # noqa: E402 - db, trace, outbox, audit, erase, archive
+
+cli.add_typer(ledger_cli)
 
 
 def main() -> None:

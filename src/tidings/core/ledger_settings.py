@@ -53,7 +53,8 @@ class LedgerSettings(BaseSettings):
     audit_retention_days: int = Field(400, ge=30, le=3650)
     outbox_retention_days: int = Field(7, ge=1, le=90)
     outbox_relay: bool = Field(True, description="every worker relays the outbox")
-    outbox_batch: int = Field(500, ge=1, le=10_000)
+    outbox_batch: int = Field(500, ge=1, le=10_000, description="rows per relay transaction")
+    outbox_chunk: int = Field(100, ge=1, le=10_000, description="messages per publish")
     outbox_poll: float = Field(1.0, gt=0, le=60, description="seconds; LISTEN wakes sooner")
     archive_url: str | None = Field(None, pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$")
     s3_endpoint_url: str | None = None

@@ -27,7 +27,7 @@ from .writer import LedgerWriter
 if TYPE_CHECKING:
     from ..queues.host import ExtensionHost
     from .audit import AuditTrail
-    from .outbox import OutboxRelay
+    from .outbox import Outbox, OutboxRelay
 
 log = logging.getLogger("tidings.ledger")
 
@@ -93,7 +93,7 @@ class Ledger:
         return self.writer
 
     def relay_in_workers(self) -> OutboxRelay:
-        from .outbox import OutboxRelay
+        from .outbox import Outbox, OutboxRelay
 
         if self.relay is None:
             self.relay = OutboxRelay(self.app, self.pool, self.settings)
@@ -106,6 +106,13 @@ class Ledger:
         pool = await self.pool()
         async with pool.acquire() as conn:
             return await trace(conn, message_id, **by)
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox of this app's schema: ``await app.ledger.outbox.publish(conn, ...)``."""
+        from .outbox import Outbox
+
+        return Outbox(self.schema)
 
     @property
     def audit(self) -> AuditTrail:
@@ -126,4 +133,7 @@ class Ledger:
         await self.flush()
         if self._pool is not None:
             pool, self._pool = self._pool, None
-            await pool.close()
+            try:
+                await asyncio.wait_for(pool.close(), 10)
+            except TimeoutError:
+                pool.terminate()

@@ -112,13 +112,13 @@ class OutboxRelay:
     """Moves committed outbox rows to their queues (see the module docstring)."""
 
     def __init__(self, app: ExtensionHost, pool: Callable[[], Awaitable[asyncpg.Pool]],
-                 settings: LedgerSettings, *, chunk_size: int = 100) -> None:
+                 settings: LedgerSettings) -> None:
         self.app = app
         self._pool = pool
         self.schema = settings.db_schema
         self.batch = settings.outbox_batch
         self.poll = settings.outbox_poll
-        self.chunk_size = chunk_size
+        self.chunk_size = settings.outbox_chunk
         self.relayed = self.failed = 0
         self._wake = asyncio.Event()
 
@@ -190,26 +190,34 @@ class OutboxRelay:
         """Relay until ``stop`` is set (or cancelled): woken by NOTIFY, polling otherwise."""
         stop = stop or asyncio.Event()
         listener: Any = None
-        while not stop.is_set():
-            try:
-                if listener is None:
-                    listener = await self._listen()
-                while await self.relay_once() >= self.batch and not stop.is_set():
-                    pass
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                    TidingsError) as exc:
-                log.warning("outbox relay: %s: %s; trying again in %.1fs",
-                            type(exc).__name__, exc, self.poll)
-                await self._unlisten(listener)
-                listener = None
-            self._wake.clear()
-            waiter = asyncio.ensure_future(self._wake.wait())
-            stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                try:
+                    if listener is None:
+                        listener = await self._listen()
+                    while await self.relay_once() >= self.batch and not stop.is_set():
+                        pass
+                except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                        TidingsError) as exc:
+                    log.warning("outbox relay: %s: %s; trying again in %.1fs",
+                                type(exc).__name__, exc, self.poll)
+                    await self._unlisten(listener)
+                    listener = None
+                await self._wait(stop)
+        finally:
+            await self._unlisten(listener)
+
+    async def _wait(self, stop: asyncio.Event) -> None:
+        """Until a NOTIFY, ``stop`` or the poll interval, whichever comes first."""
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self._wake.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
             await asyncio.wait({waiter, stopper}, timeout=self.poll,
                                return_when=asyncio.FIRST_COMPLETED)
+        finally:
             waiter.cancel()
             stopper.cancel()
-        await self._unlisten(listener)
 
     async def run_in_worker(self, worker: Any) -> None:
         await self.run(None)
@@ -229,5 +237,6 @@ class OutboxRelay:
         try:
             await conn.remove_listener(f"{self.schema}_outbox", self._notified)
             await (await self._pool()).release(conn)
-        except Exception:
-            conn.terminate()
+        except (Exception, asyncio.CancelledError):
+            conn.terminate()  # cancelled on the way out: the pool must not wait for it
+            await (await self._pool()).release(conn)
