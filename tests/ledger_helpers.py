@@ -135,7 +135,8 @@ async def pg(pg_url: str, schema: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def ledger_options(pg_url: str, schema: str, **more: Any) -> dict[str, Any]:
-    return {"database_url": pg_url, "db_schema": schema, "ledger_flush_ms": 20, **more}
+    return {"database_url": pg_url, "db_schema": schema, "ledger_flush_ms": 20,
+            "retention_in_workers": False, **more}
 
 
 @pytest.fixture
@@ -146,3 +147,50 @@ def make_ledger_app(make_app: Callable[..., Tidings], pg_url: str, schema: str
         return make_app(middleware=middleware, ledger=ledger_options(pg_url, schema, **options))
 
     return factory
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's standalone server) on a free port."""
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    binary = Path(sys.executable).parent / "moto_server"
+    proc = subprocess.Popen([str(binary), "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 30
+    while not answers("127.0.0.1", port):
+        assert proc.poll() is None and time.monotonic() < deadline, "moto_server did not start"
+        time.sleep(0.05)
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                      AWS_DEFAULT_REGION="us-east-1")
+    yield f"http://127.0.0.1:{port}"
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    proc.terminate()
+    proc.wait(10)
+
+
+@pytest.fixture
+async def bucket(s3_endpoint: str) -> str:
+    """A fresh bucket on the S3 server."""
+    from aiobotocore.session import get_session
+
+    name = f"t-{uuid.uuid4().hex[:12]}"
+    async with get_session().create_client("s3", endpoint_url=s3_endpoint,
+                                           region_name="us-east-1") as s3:
+        await s3.create_bucket(Bucket=name)
+    return name

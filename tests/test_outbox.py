@@ -7,7 +7,6 @@ import asyncio
 import os
 import signal
 import subprocess
-
 from collections import Counter
 from collections.abc import Callable
 from typing import Any

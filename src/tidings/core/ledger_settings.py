@@ -50,6 +50,7 @@ class LedgerSettings(BaseSettings):
     retention_days: int = Field(30, ge=RETENTION_DAYS[0], le=RETENTION_DAYS[1])
     queue_retention_days: dict[str, int] = Field(default_factory=dict)
     payload_retention_days: int | None = Field(None, ge=1, le=RETENTION_DAYS[1])
+    retention_in_workers: bool = Field(True, description="workers run retention hourly")
     audit_retention_days: int = Field(400, ge=30, le=3650)
     outbox_retention_days: int = Field(7, ge=1, le=90)
     outbox_relay: bool = Field(True, description="every worker relays the outbox")
@@ -58,7 +59,6 @@ class LedgerSettings(BaseSettings):
     outbox_poll: float = Field(1.0, gt=0, le=60, description="seconds; LISTEN wakes sooner")
     archive_url: str | None = Field(None, pattern=r"^s3://[a-z0-9.\-]{3,63}(/.*)?$")
     s3_endpoint_url: str | None = None
-    archive_format: Literal["jsonl.gz", "parquet"] = "jsonl.gz"
 
     @field_validator("database_url")
     @classmethod

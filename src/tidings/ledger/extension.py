@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +27,11 @@ from .writer import LedgerWriter
 
 if TYPE_CHECKING:
     from ..queues.host import ExtensionHost
+    from .archive import Archive
     from .audit import AuditTrail
+    from .erasure import ErasureReport
     from .outbox import Outbox, OutboxRelay
+    from .retention import RetentionReport
 
 log = logging.getLogger("tidings.ledger")
 
@@ -88,12 +92,14 @@ class Ledger:
         if self.writer is None:
             self.writer = LedgerWriter(self.app, self.pool, self.settings)
             self.app.add_middleware(self.writer)
+            if self.settings.retention_in_workers:
+                self.app.add_worker_service(self.retention_loop)
         if relay if relay is not None else self.settings.outbox_relay:
             self.relay_in_workers()
         return self.writer
 
     def relay_in_workers(self) -> OutboxRelay:
-        from .outbox import Outbox, OutboxRelay
+        from .outbox import OutboxRelay
 
         if self.relay is None:
             self.relay = OutboxRelay(self.app, self.pool, self.settings)
@@ -122,6 +128,50 @@ class Ledger:
         if self._audit is None:
             self._audit = AuditTrail(self.pool)
         return self._audit
+
+    def archive(self) -> Archive | None:
+        """The S3 archive (``TIDINGS_ARCHIVE_URL``), or None if none is configured."""
+        from .archive import Archive
+
+        url = self.settings.archive_url
+        return None if url is None else Archive(url, self.settings.s3_endpoint_url)
+
+    async def run_retention(self, now: datetime | None = None) -> RetentionReport:
+        """Drop (archiving first) and delete what is past its retention, as of ``now``
+        (default: the app's clock)."""
+        from .retention import run_retention
+
+        when = now or datetime.fromtimestamp(self.app.clock.time(), UTC)
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            return await run_retention(conn, self.settings, when, self.archive(), self.audit)
+
+    async def retention_loop(self, worker: Any, every: float = 3600.0) -> None:
+        """Run retention hourly inside a worker (a lock keeps it to one process at once)."""
+        while True:
+            try:
+                report = await self.run_retention()
+                if report.dropped_days or report.deleted_rows:
+                    log.info("ledger retention: %s", report.as_dict())
+            except Exception as exc:
+                log.warning("ledger retention failed (%s: %s); tried again in %.0fs",
+                            type(exc).__name__, exc, every)
+            await self.app.clock.sleep(every)
+
+    async def restore(self, day: date, queue: str | None = None) -> int:
+        """Load an archived day (or one queue of it) back into the ledger; rows loaded."""
+        archive = self.archive()
+        if archive is None:
+            raise ConfigError("TIDINGS_ARCHIVE_URL", "not set: there is no archive to restore")
+        pool = await self.pool()
+        async with pool.acquire() as conn:
+            return await archive.restore(conn, day, queue)
+
+    async def erase(self, subject: str, *, actor: str | None = None) -> ErasureReport:
+        """GDPR erasure of ``subject`` everywhere (see :mod:`tidings.ledger.erasure`)."""
+        from .erasure import erase_subject
+
+        return await erase_subject(self.app, self, subject, actor=actor)
 
     async def flush(self) -> None:
         """Write what the writer holds (producers call it before they exit)."""

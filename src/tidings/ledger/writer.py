@@ -279,6 +279,8 @@ class LedgerWriter(Middleware):
     async def _maybe_drain(self, force: bool = False) -> None:
         """Write what the spill stream holds (any process's), while PostgreSQL takes it."""
         now = self.host.clock.time()
+        if not self.host.broker.connected:
+            return
         if not (force or self._spill_seen or now - self._spill_checked > 30):
             return
         self._spill_checked, self._spill_seen = now, False
