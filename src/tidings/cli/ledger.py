@@ -208,3 +208,44 @@ def _day(value: str) -> date:
     except ValueError:
         raise typer.BadParameter(f"{value!r} is not a day (YYYY-MM-DD)") from None
 
+@ledger_cli.command()
+def erase(
+    subject: Annotated[str, typer.Option(help="The data subject (user id) to erase.")],
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """GDPR erasure: remove the subject's messages from Redis, ledger, outbox and archive."""
+    app = load_app(app_spec)
+
+    async def body() -> Any:
+        return await app.ledger.erase(subject)
+
+    report = run(app, body).as_dict()
+    emit_json(report) if json else show_record(console, report)
+
+
+@retention_cli.command("run")
+def retention_run(app_spec: AppOption = None, json: JsonOption = False) -> None:
+    """Apply retention now: archive and drop expired days, clear old payloads."""
+    app = load_app(app_spec)
+
+    async def body() -> Any:
+        return await app.ledger.run_retention()
+
+    report = run(app, body).as_dict()
+    emit_json(report) if json else show_record(console, report)
+
+
+@archive_cli.command()
+def restore(
+    day: Annotated[str, typer.Argument(metavar="DAY", help="YYYY-MM-DD")],
+    queue: Annotated[str | None, typer.Option(help="Only this queue's object.")] = None,
+    app_spec: AppOption = None,
+) -> None:
+    """Load an archived day back into the ledger, for investigation (tidings trace)."""
+    app = load_app(app_spec)
+    when = _day(day)
+
+    async def body() -> int:
+        return await app.ledger.restore(when, queue)
+
+    console.print(f"{run(app, body)} messages restored")

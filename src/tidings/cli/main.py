@@ -103,6 +103,8 @@ def worker(
     if metrics_port is not None:
         app.settings.metrics_port = metrics_port
     app.observability.install_from_settings()
+    if app.settings.ledger.database_url is not None:
+        app.ledger.install()  # the ledger, the outbox relay and retention, as configured
     if summary_every:
         install_activity_log(app, summary_every)
     _ = app.schedules  # every worker runs the schedule ticker: no single instance to mind

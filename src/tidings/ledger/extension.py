@@ -71,6 +71,9 @@ class Ledger:
                                   "PostgreSQL server (postgresql://user@host:5432/db)")
         return self._url
 
+    async def _async_url(self) -> str:
+        return await asyncio.to_thread(self.url)  # the embedded server may have to start
+
     async def pool(self) -> asyncpg.Pool:
         """The connection pool (opened on first use)."""
         if self._pool is None:
@@ -90,7 +93,7 @@ class Ledger:
         """Record every lifecycle event of this app (and, with ``relay`` or the
         ``outbox_relay`` setting, run the outbox relay inside every worker)."""
         if self.writer is None:
-            self.writer = LedgerWriter(self.app, self.pool, self.settings)
+            self.writer = LedgerWriter(self.app, self._async_url, self.settings)
             self.app.add_middleware(self.writer)
             if self.settings.retention_in_workers:
                 self.app.add_worker_service(self.retention_loop)
@@ -179,8 +182,9 @@ class Ledger:
             await self.writer.flush()
 
     async def app_closing(self) -> None:
-        """The app closes: flush, then close the pool."""
-        await self.flush()
+        """The app closes: flush, then close the connections."""
+        if self.writer is not None:
+            await self.writer.close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:

@@ -68,11 +68,12 @@ def process_actor() -> str:
 class LedgerWriter(Middleware):
     """Records lifecycle events in the ledger tables (see the module docstring)."""
 
-    def __init__(self, host: ExtensionHost, pool: Callable[[], Awaitable[asyncpg.Pool]],
+    def __init__(self, host: ExtensionHost, url: Callable[[], Awaitable[str]],
                  settings: LedgerSettings, *, write_timeout: float = 10.0,
                  probe_every: float = 1.0) -> None:
         self.host = host
-        self._pool = pool
+        self._url = url
+        self._conn: asyncpg.Connection | None = None  # one connection: writes are serial
         self.settings = settings
         self.batch_size = settings.ledger_batch
         self.flush_every = settings.ledger_flush_ms / 1000
@@ -87,6 +88,7 @@ class LedgerWriter(Middleware):
         self.consumer: str | None = None
         self.down = asyncio.Event()  # set while PostgreSQL fails, cleared when it takes one
         self._full = asyncio.Event()
+        self._stop = False
         self._task: asyncio.Task[None] | None = None
         self._days: set[date] = set()
         self._spill_seen = True  # look at the spill stream on the first healthy round
@@ -137,16 +139,22 @@ class LedgerWriter(Middleware):
         await self.flush()
 
     async def _flush_loop(self) -> None:
-        while True:
+        # Stopped by a flag, not by cancellation: a write is never cut short (and 3.11's
+        # wait_for can swallow a cancel that races its timeout).
+        while not self._stop:
+            waiter = asyncio.ensure_future(self._full.wait())
             try:
-                await asyncio.wait_for(self._full.wait(), self.flush_every)
-            except TimeoutError:
-                pass
+                await asyncio.wait({waiter}, timeout=self.flush_every)
+            finally:
+                waiter.cancel()
+            if self._stop:
+                return
             self._full.clear()
-            while self.buffered:
+            while self.buffered and not self._stop:
                 if not await self.flush_once() or self.buffered < self.batch_size:
                     break
-            if not self.down.is_set():
+            if not self._stop:
+                await self._probe()
                 await self._maybe_drain()
 
     @property
@@ -197,14 +205,30 @@ class LedgerWriter(Middleware):
     async def flush(self) -> None:
         """Stop the flusher (the next event starts it) and write or spill what is buffered."""
         if self._task is not None:
-            self._task.cancel()
+            self._stop = True
+            self._full.set()
             await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            self._task, self._stop = None, False
         while self.buffered:
             if not await self.flush_once():
                 break  # neither PostgreSQL nor Redis takes them: kept for the next flush
-        if not self.down.is_set():
-            await self._maybe_drain(force=True)
+        await self._probe()
+        await self._maybe_drain(force=True)
+
+    async def _probe(self) -> None:
+        """While PostgreSQL is down and nothing is written: is it back?"""
+        if not self.down.is_set() or self.host.clock.time() < self._probe_at:
+            return
+        try:
+            conn = await self._connection()
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), self.write_timeout)
+        except Exception:
+            self._conn = None
+            self._probe_at = self.host.clock.time() + self.probe_every
+            return
+        log.info("ledger: PostgreSQL answers again; writing the spilled events")
+        self.down.clear()
+        self._spill_seen = True
 
     # -- PostgreSQL ------------------------------------------------------------------------
 
@@ -213,23 +237,54 @@ class LedgerWriter(Middleware):
         skipped, for batches replayed from the spill stream)."""
         events = event_rows(records)
         messages = message_rows(records)
-        pool = await self._pool()
-        async with pool.acquire() as conn:
-            await self._partitions(conn, {row[0] for row in events})
-            async with conn.transaction():
-                if once:
-                    await conn.execute(queries.INSERT_EVENTS_ONCE, *columns(events, 12))
-                else:
-                    try:
-                        async with conn.transaction():  # a savepoint
-                            await conn.copy_records_to_table(
-                                "events", records=events, columns=EVENT_COLUMNS,
-                                schema_name=self.settings.db_schema)
-                    except asyncpg.UniqueViolationError:  # a batch written before a lost reply
-                        await conn.execute(queries.INSERT_EVENTS_ONCE, *columns(events, 12))
-                await conn.execute(queries.UPSERT_MESSAGES,
-                                   *columns(messages, len(MESSAGE_COLUMNS)))
+        conn = await self._connection()
+        try:
+            await self._write(conn, events, messages, once)
+        except BaseException:
+            # A failed or cut-short write may leave the connection mid-protocol: a new one
+            # next time (a pool would keep retrying its floor against a dead server).
+            self._conn = None
+            conn.terminate()
+            raise
         self.written += len(records)
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(
+                await self._url(), timeout=self.write_timeout,
+                server_settings={"search_path": self.settings.db_schema,
+                                 "application_name": "tidings-ledger"})
+        return self._conn
+
+    async def close(self) -> None:
+        """Flush, then close the writer's connection; what neither PostgreSQL nor Redis took
+        by then is lost with the process, and counted and logged as dropped."""
+        await self.flush()
+        if self.buffered:
+            left = self.buffered
+            self.buffer.clear()
+            self.kept.clear()
+            self._drop(left)
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await conn.close()
+
+    async def _write(self, conn: asyncpg.Connection, events: list[tuple[Any, ...]],
+                     messages: list[list[Any]], once: bool) -> None:
+        await self._partitions(conn, {row[0] for row in events})
+        async with conn.transaction():
+            if once:
+                await conn.execute(queries.INSERT_EVENTS_ONCE, *columns(events, 12))
+            else:
+                try:
+                    async with conn.transaction():  # a savepoint
+                        await conn.copy_records_to_table(
+                            "events", records=events, columns=EVENT_COLUMNS,
+                            schema_name=self.settings.db_schema)
+                except asyncpg.UniqueViolationError:  # a batch written before a lost reply
+                    await conn.execute(queries.INSERT_EVENTS_ONCE, *columns(events, 12))
+            await conn.execute(queries.UPSERT_MESSAGES,
+                               *columns(messages, len(MESSAGE_COLUMNS)))
 
     async def _partitions(self, conn: Any, days: set[date]) -> None:
         """Create the day partitions a batch needs (and the next day's, ahead of time).
@@ -258,10 +313,11 @@ class LedgerWriter(Middleware):
         """Keep a batch PostgreSQL did not take in the Redis stream (or, failing that, in
         front of the buffer, as far as the bound allows)."""
         key = self.host.key_space.ledger_spill
-        bound = max(1, self.settings.ledger_spill // max(1, self.batch_size))
+        limit = self.settings.ledger_spill
         try:
             client = self.host.broker.client
-            if await client.xlen(key) >= bound:
+            # Entries hold up to a batch each: the count of events is bounded from above.
+            if limit == 0 or await client.xlen(key) * self.batch_size >= limit:
                 raise OverflowError("spill stream full")
             await client.xadd(key, {"r": msgpack.packb(records, use_bin_type=True)})
         except Exception as exc:
@@ -279,7 +335,7 @@ class LedgerWriter(Middleware):
     async def _maybe_drain(self, force: bool = False) -> None:
         """Write what the spill stream holds (any process's), while PostgreSQL takes it."""
         now = self.host.clock.time()
-        if not self.host.broker.connected:
+        if self.down.is_set() or not self.host.broker.connected:
             return
         if not (force or self._spill_seen or now - self._spill_checked > 30):
             return
