@@ -44,8 +44,8 @@ ledger_cli.add_typer(retention_cli, name="retention")
 AUDITED = {"dlq replay", "dlq purge", "weights", "pause", "resume", "queue delete",
            "delayed cancel", "delayed reschedule", "schedules pause", "schedules resume",
            "schedules delete", "campaigns cancel", "ordered retry", "ordered skip",
-           "ordered replay", "ordered purge", "erase", "db migrate", "archive restore",
-           "retention run"}
+           "ordered replay", "ordered purge", "db migrate", "archive restore",
+           "retention run"}  # erase audits itself, naming the subject by its hash only
 _NOT_PARAMS = {"app_spec", "json"}
 
 
@@ -61,7 +61,7 @@ def audit_command(ctx: Any) -> None:
     if app.settings.ledger.database_url is None:
         return
     target = next((str(params[k]) for k in ("queue", "name", "schedule_id", "campaign_id",
-                                             "subject", "day") if k in params), None)
+                                             "day") if k in params), None)
 
     async def body() -> None:
         await app.ledger.audit.record(path, target, params, origin=f"cli@{socket.gethostname()}")
