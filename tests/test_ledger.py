@@ -94,3 +94,31 @@ async def test_embedded_postgres_serves_the_ledger(
         await app.ledger.flush()
         (found,) = await app.ledger.trace(msg_id)
     assert found.state == "published" and [e.kind for e in found.events] == ["published"]
+
+
+async def test_redis_transport_ships_and_ingest_writes(
+        make_ledger_app: Callable[..., Tidings], pg: asyncpg.Connection) -> None:
+    import asyncio
+
+    from fault_helpers import poll
+
+    app = make_ledger_app(ledger_transport="redis")
+    app.ledger.install(relay=False)
+    q = app.queue("ledger-shipped")
+    async with app:
+        ids = [await q.publish({"n": n}) for n in range(5)]
+        await app.ledger.flush()
+        assert await app.broker.client.xlen(app.key_space.ledger_spill) >= 1
+        assert not await pg.fetchval("SELECT count(*) FROM messages WHERE message_id = ANY($1)",
+                                     ids)  # the worker wrote nothing itself
+        stop = asyncio.Event()
+        task = asyncio.create_task(app.ledger.ingest(stop))
+
+        async def written() -> bool:
+            return bool(await pg.fetchval(
+                "SELECT count(*) FROM messages WHERE message_id = ANY($1)", ids) == 5)
+
+        await poll(written, 20, "the ingester")
+        stop.set()
+        await task
+        assert not await app.broker.client.xlen(app.key_space.ledger_spill)

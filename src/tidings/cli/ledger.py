@@ -120,16 +120,26 @@ def trace(
 def relay(app_spec: AppOption = None) -> None:
     """Move committed outbox rows to their queues until SIGTERM or SIGINT."""
     app = load_app(app_spec, hint="MODULE:APP")
-    outbox_relay = app.ledger.relay_in_workers()
+    run(app, _until_signal(app.ledger.relay_in_workers().run))
 
+
+def _until_signal(work: Any) -> Any:
     async def body() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await outbox_relay.run(stop)
+        await work(stop)
 
-    run(app, body)
+    return body
+
+
+@ledger_cli.command()
+def ingest(app_spec: AppOption = None) -> None:
+    """Write the ledger events workers ship through Redis (TIDINGS_LEDGER_TRANSPORT=redis)
+    to PostgreSQL, until SIGTERM or SIGINT. Run one or more anywhere."""
+    app = load_app(app_spec)
+    run(app, _until_signal(app.ledger.ingest))
 
 
 @outbox_cli.command()

@@ -41,6 +41,9 @@ class LedgerSettings(BaseSettings):
     # Where a message names its data subject: "payload.user_id" (a dotted path in the
     # payload) or "header.subject"; unset, messages have no subject (erasure finds none).
     subject_path: str | None = Field(None, pattern=r"^(payload|header)\.[A-Za-z0-9_.\-]+$")
+    # direct: each worker writes its events to PostgreSQL; redis: workers only ship them to
+    # a Redis stream and `tidings ingest` writes them (the worker's process does least).
+    ledger_transport: Literal["direct", "redis"] = "direct"
     ledger_batch: int = Field(2000, ge=1, le=100_000, description="rows per write")
     ledger_flush_ms: int = Field(200, ge=1, le=60_000, description="write at least this often")
     ledger_buffer: int = Field(200_000, ge=100, le=10_000_000,

@@ -101,6 +101,15 @@ class Ledger:
             self.relay_in_workers()
         return self.writer
 
+    async def ingest(self, stop: asyncio.Event) -> None:
+        """Write the events workers ship through Redis (``ledger_transport="redis"``)
+        until ``stop`` is set: what ``tidings ingest`` runs."""
+        writer = LedgerWriter(self.app, self._async_url, self.settings)
+        try:
+            await writer.ingest(stop)
+        finally:
+            await writer.close()
+
     def relay_in_workers(self) -> OutboxRelay:
         from .outbox import OutboxRelay
 

@@ -195,6 +195,7 @@ class OutboxRelay:
                 try:
                     if listener is None:
                         listener = await self._listen()
+                    self._wake.clear()  # before the read: a NOTIFY during it wakes the wait
                     while await self.relay_once() >= self.batch and not stop.is_set():
                         pass
                 except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
@@ -209,7 +210,6 @@ class OutboxRelay:
 
     async def _wait(self, stop: asyncio.Event) -> None:
         """Until a NOTIFY, ``stop`` or the poll interval, whichever comes first."""
-        self._wake.clear()
         waiter = asyncio.ensure_future(self._wake.wait())
         stopper = asyncio.ensure_future(stop.wait())
         try:

@@ -26,6 +26,7 @@ RECORDED = frozenset({
     EventKind.SNOOZED, EventKind.RELEASED, EventKind.DEAD_LETTERED, EventKind.EXPIRED,
     EventKind.LEASE_LOST})
 
+_KIND_TEXT = {kind: kind.value for kind in EventKind}  # .value is a slow property
 _CROCKFORD = {c: i for i, c in enumerate("0123456789ABCDEFGHJKMNPQRSTVWXYZ")}
 _EPOCH = date(1970, 1, 1)
 Record = tuple[Any, ...]  # see the field order in make_record
@@ -34,18 +35,27 @@ EVENT_COLUMNS = ("day", "message_id", "event_id", "kind", "queue", "at", "attemp
 
 
 def id_day(message_id: str) -> date:
-    """The UTC day a message id (a ULID) was made; ValidationError if it is not one."""
-    if len(message_id) != 26:
+    """The UTC day a message id (a ULID) was made; ValidationError if it is not one.
+
+    Cached by the id's first 8 digits (its second): this runs for every event written.
+    """
+    day = _DAYS.get(message_id[:8])
+    if day is None or len(message_id) != 26:
+        check_message_id(message_id)
+        if len(_DAYS) > 100_000:
+            _DAYS.clear()
+        day = _DAYS[message_id[:8]] = _EPOCH + timedelta(
+            days=int(message_id[:10].upper().translate(_B32), 32) // 86_400_000)
+    return day
+
+
+def check_message_id(message_id: str) -> None:
+    if len(message_id) != 26 or not all(c in _CROCKFORD for c in message_id.upper()):
         raise ValidationError("message_id", f"not a tidings message id (a 26-character "
                               f"ULID): {message_id[:40]!r}")
-    try:
-        ms = 0
-        for char in message_id[:10].upper():
-            ms = ms * 32 + _CROCKFORD[char]
-    except KeyError:
-        raise ValidationError("message_id", f"not a tidings message id (a ULID): "
-                              f"{message_id[:40]!r}") from None
-    return _EPOCH + timedelta(days=ms // 86_400_000)
+
+
+_DAYS: dict[str, date] = {}
 
 
 def subject_of(message: Message, path: str | None) -> str | None:
@@ -63,11 +73,10 @@ def subject_of(message: Message, path: str | None) -> str | None:
     return None if value is None or isinstance(value, dict | list) else str(value)
 
 
-def payload_fields(message: Message, mode: str) -> tuple[str | None, str | None]:
+def payload_fields(payload: Any, mode: str) -> tuple[str | None, str | None]:
     """(payload as JSON text, SHA-256 of it) as ``mode`` ("none", "hash", "full") keeps."""
     if mode == "none":
         return None, None
-    payload = message.payload
     if isinstance(payload, bytes):  # bytes payloads are kept as their hash only
         return None, hashlib.sha256(payload).hexdigest()
     text = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
@@ -75,19 +84,37 @@ def payload_fields(message: Message, mode: str) -> tuple[str | None, str | None]
     return (text if mode == "full" else None), digest
 
 
-def make_record(event: Event, message: Message | None, actor: str | None,
-                mode: str, subject_path: str | None) -> Record:
-    """The record of ``event`` (``message``: the message it is about, when known)."""
-    payload = digest = subject = key = None
+def lean_record(event: Event, message: Message | None, actor: str | None, event_id: int,
+                with_payload: bool, subject_path: str | None) -> Record:
+    """What the worker keeps of ``event``: plain values and the payload object itself (the
+    JSON text and hash are made by whoever writes it, off the worker's path)."""
+    payload = subject = key = None
+    keep = False
     if message is not None:
         key = message.idempotency_key
-        subject = subject_of(message, subject_path)
-        if event.kind is EventKind.PUBLISHED or message.delivery <= 1:
-            payload, digest = payload_fields(message, mode)
-    return (event.kind.value, event.queue, event.message_id,
-            int.from_bytes(os.urandom(8), "big") >> 1, event.timestamp, event.attempt, actor,
-            event.duration, event.delay, event.reason, event.error, event.priority,
-            event.correlation_id, key, subject, payload, digest)
+        if subject_path is not None:
+            subject = subject_of(message, subject_path)
+        if with_payload and (event.kind is EventKind.PUBLISHED or message.delivery <= 1):
+            payload, keep = message.payload, True
+    return (_KIND_TEXT[event.kind], event.queue, event.message_id, event_id, event.timestamp,
+            event.attempt, actor, event.duration, event.delay, event.reason, event.error,
+            event.priority, event.correlation_id, key, subject, payload, keep)
+
+
+def full_record(lean: Sequence[Any], mode: str) -> Record:
+    """A lean record with its payload as ``mode`` keeps it: (JSON text, SHA-256)."""
+    text, digest = payload_fields(lean[15], mode) if lean[16] else (None, None)
+    return (*lean[:15], text, digest)
+
+
+def make_record(event: Event, message: Message | None, actor: str | None,
+                mode: str, subject_path: str | None) -> Record:
+    """The full record of ``event`` (``message``: the message it is about, when known)."""
+    return full_record(lean_record(event, message, actor, int.from_bytes(os.urandom(8), "big")
+                                   >> 1, mode != "none", subject_path), mode)
+
+
+_B32 = str.maketrans("0123456789ABCDEFGHJKMNPQRSTVWXYZ", "0123456789abcdefghijklmnopqrstuv")
 
 
 def _at(ts: float) -> datetime:

@@ -15,7 +15,7 @@ import orjson
 
 from ..core.errors import ValidationError
 from . import queries
-from .records import id_day
+from .records import check_message_id, id_day
 
 
 @dataclass(slots=True)
@@ -86,6 +86,7 @@ async def trace(conn: Any, message_id: str | None = None, *, correlation_id: str
     if not isinstance(value, str) or not value:
         raise ValidationError(name, f"must be a non-empty string, got {value!r}")
     if name == "message_id":
+        check_message_id(value)
         row = await conn.fetchrow(queries.MESSAGE_BY_ID, id_day(value), value)
         found = [_trace_of(row)] if row is not None else []
         keys = [(id_day(value), value)]

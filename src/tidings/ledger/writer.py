@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import getpass
+import itertools
 import logging
 import os
 import socket
@@ -39,7 +40,8 @@ from .records import (
     Record,
     columns,
     event_rows,
-    make_record,
+    full_record,
+    lean_record,
     message_rows,
 )
 
@@ -81,7 +83,8 @@ class LedgerWriter(Middleware):
         self.write_timeout = write_timeout
         self.probe_every = probe_every  # seconds between write attempts while it is down
         self._probe_at = 0.0
-        self.buffer: deque[tuple[Event, Message | None, str | None]] = deque()
+        # Events, or (published event, its message) pairs.
+        self.buffer: deque[Event | tuple[Event, Message | None]] = deque()
         self.kept: deque[Record] = deque()  # records neither PostgreSQL nor Redis took
         self.written = self.spilled = self.drained = self.dropped = self.failed_batches = 0
         self.publisher = process_actor()
@@ -91,6 +94,10 @@ class LedgerWriter(Middleware):
         self._stop = False
         self._task: asyncio.Task[None] | None = None
         self._days: set[date] = set()
+        self._ids = itertools.count(int.from_bytes(os.urandom(8), "big") >> 2)  # event ids
+        # The redis transport: workers only ship batches to the stream; `tidings ingest`
+        # writes them (the conversion and the database work leave the worker's process).
+        self.ships = settings.ledger_transport == "redis"
         self._spill_seen = True  # look at the spill stream on the first healthy round
         self._spill_checked = 0.0
 
@@ -109,18 +116,20 @@ class LedgerWriter(Middleware):
             pending[message.id] = message
 
     def on_event(self, event: Event) -> None:
-        if event.kind not in RECORDED:
+        # Two or three of these per message: one append, the rest at flush time.
+        kind = event.kind
+        if kind not in RECORDED:
             return
-        if len(self.buffer) + len(self.kept) >= self.max_buffer:
+        buffer = self.buffer
+        if len(buffer) >= self.max_buffer - len(self.kept):
             self._drop(1)
             return
-        if event.kind is EventKind.PUBLISHED:
+        if kind is EventKind.PUBLISHED:  # the message is known only here, in its publish
             pending = _publishing.get()
-            message = None if pending is None else pending.get(event.message_id)
-            self.buffer.append((event, message, self.publisher))
+            buffer.append((event, None if pending is None else pending.get(event.message_id)))
         else:
-            self.buffer.append((event, event.message, self.consumer))
-        if len(self.buffer) >= self.batch_size:
+            buffer.append(event)
+        if len(buffer) >= self.batch_size:
             self._full.set()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
@@ -153,7 +162,7 @@ class LedgerWriter(Middleware):
             while self.buffered and not self._stop:
                 if not await self.flush_once() or self.buffered < self.batch_size:
                     break
-            if not self._stop:
+            if not self._stop and not self.ships:
                 await self._probe()
                 await self._maybe_drain()
 
@@ -163,28 +172,36 @@ class LedgerWriter(Middleware):
         return len(self.buffer) + len(self.kept)
 
     def _take(self) -> list[Record]:
+        """Up to a batch of lean records (see :func:`.records.lean_record`)."""
         if self.kept:
             kept = self.kept
             return [kept.popleft() for _ in range(min(self.batch_size, len(kept)))]
-        mode, path = self.settings.ledger_payloads, self.settings.subject_path
-        count = min(self.batch_size, len(self.buffer))
+        path, ids = self.settings.subject_path, self._ids
+        with_payload = self.settings.ledger_payloads != "none"
         pop = self.buffer.popleft
         records = []
-        for _ in range(count):
-            event, message, actor = pop()
-            records.append(make_record(event, message, actor, mode, path))
+        consumer, publisher = self.consumer, self.publisher
+        for _ in range(min(self.batch_size, len(self.buffer))):
+            item = pop()
+            if isinstance(item, tuple):
+                event, message = item
+                records.append(lean_record(event, message, publisher, next(ids), with_payload,
+                                           path))
+            else:
+                records.append(lean_record(item, item.message, consumer, next(ids),
+                                           with_payload, path))
         return records
 
     async def flush_once(self) -> bool:
-        """Write one batch, or spill it while PostgreSQL is down; False if it is kept in
-        memory (neither took it)."""
+        """Write one batch (or ship it to the stream: the redis transport, or PostgreSQL
+        down); False if it is kept in memory (neither took it)."""
         records = self._take()
         if not records:
             return True
-        if self.down.is_set() and self.host.clock.time() < self._probe_at:
+        if self.ships or (self.down.is_set() and self.host.clock.time() < self._probe_at):
             return await self._spill(records)  # no write attempt until the next probe
         try:
-            await asyncio.wait_for(self.write(records), self.write_timeout)
+            await asyncio.wait_for(self.write(self._with_payloads(records)), self.write_timeout)
         except asyncio.CancelledError:
             await asyncio.shield(self._spill(records))  # stopped mid-write: keep it
             raise
@@ -202,6 +219,10 @@ class LedgerWriter(Middleware):
             self._spill_seen = True
         return True
 
+    def _with_payloads(self, records: list[Record]) -> list[Record]:
+        mode = self.settings.ledger_payloads
+        return [full_record(r, mode) for r in records]
+
     async def flush(self) -> None:
         """Stop the flusher (the next event starts it) and write or spill what is buffered."""
         if self._task is not None:
@@ -212,8 +233,9 @@ class LedgerWriter(Middleware):
         while self.buffered:
             if not await self.flush_once():
                 break  # neither PostgreSQL nor Redis takes them: kept for the next flush
-        await self._probe()
-        await self._maybe_drain(force=True)
+        if not self.ships:
+            await self._probe()
+            await self._maybe_drain(force=True)
 
     async def _probe(self) -> None:
         """While PostgreSQL is down and nothing is written: is it back?"""
@@ -348,10 +370,21 @@ class LedgerWriter(Middleware):
                         type(exc).__name__, exc)
             self._spill_seen = True
 
-    async def _drain_some(self, count: int = 8) -> bool:
+    async def ingest(self, stop: asyncio.Event) -> None:
+        """Write what workers ship through the stream until ``stop`` (``tidings ingest``)."""
+        while not stop.is_set():
+            try:
+                if not await self._drain_some(block_ms=500):
+                    continue
+            except Exception as exc:
+                log.warning("ledger ingest: %s: %s; trying again in %.1fs",
+                            type(exc).__name__, exc, self.probe_every)
+                await asyncio.sleep(self.probe_every)
+
+    async def _drain_some(self, count: int = 8, block_ms: int | None = None) -> bool:
         client = self.host.broker.client
         key = self.host.key_space.ledger_spill
-        if not await client.exists(key):
+        if block_ms is None and not await client.exists(key):
             return False
         try:
             await client.xgroup_create(key, _GROUP, id="0", mkstream=True)
@@ -363,12 +396,13 @@ class LedgerWriter(Middleware):
         claimed = await client.xautoclaim(key, _GROUP, me, 60_000, "0-0", count=count)
         entries = claimed[1]
         if not entries:
-            reply = await client.xreadgroup(_GROUP, me, {key: ">"}, count=count)
+            reply = await client.xreadgroup(_GROUP, me, {key: ">"}, count=count,
+                                            block=block_ms)
             entries = reply[0][1] if reply else []
         if not entries:
             return False
         for entry_id, fields in entries:
-            records = [tuple(r) for r in msgpack.unpackb(fields[b"r"], raw=False)]
+            records = self._with_payloads(msgpack.unpackb(fields[b"r"], raw=False))
             await asyncio.wait_for(self.write(records, once=True), self.write_timeout)
             await client.xack(key, _GROUP, entry_id)
             await client.xdel(key, entry_id)
