@@ -115,7 +115,8 @@ async def drain(redis_url: str, pg_url: str, schema: str, n: int, variant: str
             if ledger:
                 await app.ledger.flush()
             if proc is not None:
-                while await app.broker.client.xlen(app.key_space.ledger_spill):
+                # another process's progress: nothing to await but the stream itself
+                while await app.broker.client.xlen(app.key_space.ledger_spill):  # noqa: ASYNC110
                     await asyncio.sleep(0.01)
             return n / elapsed, time.perf_counter() - caught
         finally:
@@ -188,7 +189,6 @@ async def trace_latency(pg_url: str, schema: str, events: int, app: Tidings
     conn = await asyncpg.connect(pg_url, server_settings={"search_path": schema})
     try:
         messages = events // 4
-        sample = [new_message_id() for _ in range(200)]
         started = time.perf_counter()
         ids = await conn.fetch(
             "SELECT DISTINCT day FROM (SELECT (now() - (g % 30) * interval '1 day')::date AS day "
@@ -216,13 +216,13 @@ async def trace_latency(pg_url: str, schema: str, events: int, app: Tidings
         await conn.close()
     queue = app.queue("trace")
     async with app:
-        for i, msg_id in enumerate(sample):  # real messages among the generated ones
+        for i in range(200):  # real messages among the generated ones
             await queue.publish({"n": i}, correlation_id=f"sample{i // 10}")
         await app.ledger.flush()
         found = await app.ledger.trace(correlation_id="sample0")
         ids_known = [t.message_id for t in found]
         by_id, by_corr = [], []
-        for i in range(200):
+        for _ in range(200):
             started = time.perf_counter()
             await app.ledger.trace(random.choice(ids_known))
             by_id.append(time.perf_counter() - started)

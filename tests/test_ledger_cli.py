@@ -126,3 +126,19 @@ def test_erase_from_the_command_line_reports_what_went(pg_env: dict[str, str]) -
     (record,) = orjson.loads(tidings(env, "audit", "list", "--action", "erase",
                                      "--json").output)
     assert "zoe" not in orjson.dumps(record).decode()
+
+
+def test_a_bad_database_url_is_one_line_without_the_password(
+        known_env: dict[str, str]) -> None:
+    result = tidings(known_env, "trace", "01ARZ3NDEKTSV4RRFFQ69G5FAV", code=2,
+                     TIDINGS_DATABASE_URL="mysql://ann:s3cret@db/x")
+    assert "TIDINGS_DATABASE_URL" in result.output and "s3cret" not in result.output
+
+
+def test_an_unreachable_database_is_one_line(known_env: dict[str, str]) -> None:
+    from ledger_helpers import free_port
+
+    url = f"postgresql://ann:s3cret@127.0.0.1:{free_port()}/x"
+    result = tidings(known_env, "trace", "01ARZ3NDEKTSV4RRFFQ69G5FAV", code=3,
+                     TIDINGS_DATABASE_URL=url)
+    assert "cannot be reached" in result.output and "s3cret" not in result.output

@@ -40,6 +40,7 @@ from ..core.errors import (
     BrokerUnavailableError,
     DurabilityError,
     EmbeddedServerError,
+    DatabaseUnavailableError,
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
@@ -99,7 +100,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "
                 "uses the embedded server of this directory)"), EXIT_UNAVAILABLE
     if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError
-                  | UntrustedCertificateError):
+                  | UntrustedCertificateError | DatabaseUnavailableError):
         return str(exc), EXIT_UNAVAILABLE
     if isinstance(exc, ValidationError):
         return str(exc), EXIT_NOTHING if isinstance(exc, UnknownQueueError) else EXIT_USAGE

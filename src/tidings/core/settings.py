@@ -185,7 +185,8 @@ def load_settings(**overrides: Any) -> Settings:
         reason = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
             reason = f"unknown setting; the settings are {', '.join(Settings.model_fields)}"
-        elif name != "redis_url" and isinstance(first.get("input"), str | int | float):
+        elif name not in ("redis_url", "database_url", "ledger.database_url") and isinstance(
+                first.get("input"), str | int | float):
             reason = f"{reason} (got {first['input']!r})"  # never the URL: it may hold a password
         top = str(first["loc"][0]) if first["loc"] else ""
         if top in in_file and top not in overrides and not _set_in_environment(top):

@@ -16,14 +16,11 @@ from typing import Any
 
 import asyncpg
 
-from ..core.errors import ConfigError, TidingsError
+from ..core.errors import ConfigError, DatabaseUnavailableError
 
 log = logging.getLogger("tidings.ledger")
+__all__ = ["DatabaseUnavailableError", "embedded_url", "migrate", "open_pool"]
 _MIGRATION_LOCK = 0x7469_6469  # "tidi": one migrator at a time per database
-
-
-class DatabaseUnavailableError(TidingsError):
-    """PostgreSQL could not be reached (or refused the login)."""
 
 
 def quote_ident(name: str) -> str:
