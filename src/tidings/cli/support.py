@@ -38,9 +38,9 @@ from ..app import Tidings
 from ..core.errors import (
     AccessDeniedError,
     BrokerUnavailableError,
+    DatabaseUnavailableError,
     DurabilityError,
     EmbeddedServerError,
-    DatabaseUnavailableError,
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
