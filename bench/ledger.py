@@ -12,6 +12,8 @@ cost of the same database work.
   event rows alone and a raw multi-row INSERT (executemany) of them.
 * ``trace``: ``app.ledger.trace`` by message id and by correlation id, p50 / p99, with
   ``--trace-events`` events in the table (generated server-side).
+* ``backup``: ``tidings backup`` and ``tidings restore`` of N queued messages (Redis
+  side; default 1,000,000), seconds each, and the depth after the restore.
 * ``outbox``: the relay's rows/s moving a backlog, and commit-to-handler latency p50/p99
   of single-row transactions with the relay woken by NOTIFY (an upper bound of
   commit-to-enqueue: it includes the worker's fetch).
@@ -28,8 +30,10 @@ import json
 import os
 import platform
 import random
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -293,6 +297,30 @@ async def _samples(conn: asyncpg.Connection, box: Outbox, schema: str, got: asyn
         await asyncio.wait_for(got.wait(), 30)
 
 
+async def backup_restore(redis_url: str, n: int) -> dict[str, Any]:
+    """Back up N queued messages, delete them, restore: seconds of each, and the check."""
+    from tidings.ledger.backup import backup, restore
+
+    app = Tidings(redis_url, key_prefix=f"tbench-backup-{uuid.uuid4().hex[:10]}")
+    queue = app.queue("backup")
+    folder = Path(tempfile.mkdtemp(prefix="tidings-bench-backup-"))
+    async with app:
+        try:
+            for start in range(0, n, 100_000):
+                await queue.publish_many(
+                    (Outgoing(payload(i), priority=priority(i))
+                     for i in range(start, min(n, start + 100_000))), chunk_size=5000)
+            made = await backup(app, None, folder)
+            await drop_keys(app)
+            back = await restore(app, None, folder)
+            depth = (await queue.stats()).depth
+        finally:
+            await drop_keys(app)
+            shutil.rmtree(folder, ignore_errors=True)
+    return {"messages": n, "backup_s": made.seconds, "restore_s": back.seconds,
+            "backup_mb": round(made.redis_bytes / 1e6, 1), "queued_after_restore": depth}
+
+
 async def drains(args: argparse.Namespace, schema: str) -> dict[str, Any]:
     """The drain off, on (direct: the worker writes) and redis (the worker ships, an
     ingester process writes), rounds rotated."""
@@ -331,6 +359,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log("outbox ...")
         result["outbox"] = await outbox(args.redis_url, args.database_url, schema,
                                         args.outbox_rows)
+        log(f"backup and restore of {args.backup_messages:,} queued messages ...")
+        result["backup"] = await backup_restore(args.redis_url, args.backup_messages)
         log(f"trace with {args.trace_events:,} events ...")
         result["trace"] = await trace_latency(
             args.database_url, schema, args.trace_events,
@@ -353,13 +383,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ingest-events", type=int, default=300_000)
     parser.add_argument("--outbox-rows", type=int, default=10_000)
     parser.add_argument("--trace-events", type=int, default=10_000_000)
+    parser.add_argument("--backup-messages", type=int, default=1_000_000)
+    parser.add_argument("--only-backup", action="store_true", help="only the backup drill")
     parser.add_argument("--quick", action="store_true",
                         help="2,000 messages, 2 rounds, 30,000 events, 100,000 in trace")
     parser.add_argument("--output", default=str(RESULTS / "ledger.json"))
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.rounds, args.ingest_events = 2_000, 2, 30_000
-        args.outbox_rows, args.trace_events = 1_000, 100_000
+        args.outbox_rows, args.trace_events, args.backup_messages = 1_000, 100_000, 20_000
     try:
         import uvloop
 
@@ -367,7 +399,10 @@ def main(argv: list[str] | None = None) -> None:
     except ImportError:  # pragma: no cover
         pass
     started = time.time()
-    result = asyncio.run(run(args))
+    if args.only_backup:
+        result = {"backup": asyncio.run(backup_restore(args.redis_url, args.backup_messages))}
+    else:
+        result = asyncio.run(run(args))
     result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                          "load_average_at_start": os.getloadavg()[0],
                          "seconds": round(time.time() - started, 1)}

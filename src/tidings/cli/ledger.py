@@ -45,7 +45,7 @@ AUDITED = {"dlq replay", "dlq purge", "weights", "pause", "resume", "queue delet
            "delayed cancel", "delayed reschedule", "schedules pause", "schedules resume",
            "schedules delete", "campaigns cancel", "ordered retry", "ordered skip",
            "ordered replay", "ordered purge", "db migrate", "archive restore",
-           "retention run"}  # erase audits itself, naming the subject by its hash only
+           "retention run", "backup", "restore"}  # erase audits itself, naming the subject by its hash only
 _NOT_PARAMS = {"app_spec", "json"}
 
 
@@ -259,3 +259,46 @@ def restore(
         return await app.ledger.restore(when, queue)
 
     console.print(f"{run(app, body)} messages restored")
+
+
+@ledger_cli.command()
+def backup(
+    directory: Annotated[str, typer.Argument(metavar="DIR", help="Where backups are kept.")],
+    keep_days: Annotated[int, typer.Option(min=1, help="Remove older backups.")] = 30,
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """Back up the prefix's Redis keys (one consistent read per 5,000 keys) and, with a
+    database configured, the tidings schema (pg_dump), into a new folder of DIR."""
+    from pathlib import Path
+
+    from ..ledger.backup import backup as run_backup
+
+    app = load_app(app_spec)
+    ledger = app.ledger if app.settings.ledger.database_url else None
+
+    async def body() -> Any:
+        return await run_backup(app, ledger, Path(directory), keep_days=keep_days)
+
+    report = run(app, body).as_dict()
+    emit_json(report) if json else show_record(console, report)
+
+
+@ledger_cli.command("restore")
+def restore_backup(
+    path: Annotated[str, typer.Argument(metavar="PATH", help="A backup folder, or DIR (its "
+                                                             "newest backup).")],
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """Restore a backup: every key of the prefix (replacing what is there) and the schema."""
+    from pathlib import Path
+
+    from ..ledger.backup import restore as run_restore
+
+    app = load_app(app_spec)
+    ledger = app.ledger if app.settings.ledger.database_url else None
+
+    async def body() -> Any:
+        return await run_restore(app, ledger, Path(path))
+
+    report = run(app, body).as_dict()
+    emit_json(report) if json else show_record(console, report)
