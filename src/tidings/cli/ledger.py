@@ -45,7 +45,8 @@ AUDITED = {"dlq replay", "dlq purge", "weights", "pause", "resume", "queue delet
            "delayed cancel", "delayed reschedule", "schedules pause", "schedules resume",
            "schedules delete", "campaigns cancel", "ordered retry", "ordered skip",
            "ordered replay", "ordered purge", "db migrate", "archive restore",
-           "retention run", "backup", "restore"}  # erase audits itself, naming the subject by its hash only
+           "retention run", "backup", "restore"}
+# (erase audits itself, naming the subject by its hash only)
 _NOT_PARAMS = {"app_spec", "json"}
 
 

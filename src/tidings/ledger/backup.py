@@ -58,8 +58,9 @@ async def _dump_redis(app: ExtensionHost, target: Path) -> tuple[int, int]:
     client = app.broker.client
     prefix = app.key_space.prefix
     keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-    count = 0
-    with target.open("wb") as out:
+    count = size = 0
+    out = await asyncio.to_thread(open, target, "wb")
+    try:
         for i in range(0, len(keys), _CHUNK):
             chunk = keys[i:i + _CHUNK]
             pipe = client.pipeline(transaction=True)  # one instant for the whole chunk
@@ -67,12 +68,15 @@ async def _dump_redis(app: ExtensionHost, target: Path) -> tuple[int, int]:
                 pipe.dump(key)
                 pipe.pttl(key)
             replies = await pipe.execute()
-            for j, key in enumerate(chunk):
-                value, ttl = replies[2 * j], replies[2 * j + 1]
-                if value is not None:  # gone since the scan
-                    out.write(msgpack.packb([key, max(0, ttl), value], use_bin_type=True))
-                    count += 1
-    return count, target.stat().st_size
+            data = b"".join(msgpack.packb([key, max(0, replies[2 * j + 1]), replies[2 * j]],
+                                          use_bin_type=True)
+                            for j, key in enumerate(chunk) if replies[2 * j] is not None)
+            count += sum(1 for j in range(len(chunk)) if replies[2 * j] is not None)
+            size += len(data)
+            await asyncio.to_thread(out.write, data)
+    finally:
+        await asyncio.to_thread(out.close)
+    return count, size
 
 
 def _pg_command(name: str) -> str:
