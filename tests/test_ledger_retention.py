@@ -4,14 +4,15 @@ real S3-compatible server (moto), and GDPR erasure: nothing of the subject is le
 from __future__ import annotations
 
 import gzip
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 import orjson
 from aiobotocore.session import get_session
 
-from tidings import Tidings
+from fault_helpers import poll
+from tidings import DeadLetter, Message, Tidings
 from tidings.core.clock import ManualClock
 from tidings.ledger.outbox import Outbox
 from tidings.ledger.retention import partition_days
@@ -79,9 +80,7 @@ async def test_retention_archives_then_drops_old_days_and_restore_loads_them_bac
             await conn.close()
 
 
-def clock_day(clock: ManualClock):  # type: ignore[no-untyped-def]
-    from datetime import UTC, datetime
-
+def clock_day(clock: ManualClock) -> date:
     return datetime.fromtimestamp(clock.time(), UTC).date()
 
 
@@ -111,8 +110,6 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
         async with pool.acquire() as conn:
             await Outbox(schema).publish(conn, "erase-q", {"user": "ann", "text": "outbox"})
         # a dead letter of ann's, straight from the worker's path
-        from tidings import DeadLetter, Message
-
         dead_q = app.queue("erase-dead", max_attempts=1)
 
         @dead_q.handler
@@ -121,7 +118,7 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
 
         await dead_q.publish({"user": "ann", "text": "bounced mail"})
         async with app.worker(["erase-dead"]):
-            await _until(lambda: dead_q.dlq.count(), 1)
+            await poll(lambda: _at_least(dead_q.dlq.count, 1), 20, "the dead letter")
         report = await app.ledger.erase("ann")
         # queued: the archived one (no worker took it) and the new one
         assert (report.queued, report.delayed, report.dead_lettered) == (2, 1, 1)
@@ -155,11 +152,5 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
         assert archived not in text.decode()
 
 
-async def _until(read: Callable[[], object], value: int) -> None:
-    import asyncio
-
-    for _ in range(500):
-        if await read() >= value:  # type: ignore[misc, operator]
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
+async def _at_least(read: Callable[[], Awaitable[int]], value: int) -> bool:
+    return await read() >= value
