@@ -122,3 +122,22 @@ async def test_redis_transport_ships_and_ingest_writes(
         stop.set()
         await task
         assert not await app.broker.client.xlen(app.key_space.ledger_spill)
+
+
+async def test_demo_with_the_ledger_shows_a_trace(redis_url: str, pg_url: str, schema: str,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    from tidings.demo import run_demo
+
+    monkeypatch.setenv("TIDINGS_REDIS_URL", redis_url)
+    monkeypatch.setenv("TIDINGS_DATABASE_URL", pg_url)
+    monkeypatch.setenv("TIDINGS_DB_SCHEMA", schema)
+    out = io.StringIO()
+    summary = await run_demo(200, Console(file=out, width=150), ledger=True)
+    assert summary["complete"] is True
+    traced = summary["ledger_trace"]
+    assert traced["events"][0] == "published" and "retried" in traced["events"]
+    assert f"tidings trace {traced['message_id']}" in out.getvalue()

@@ -379,11 +379,15 @@ def server_stop() -> None:
 
 @cli.command()
 def demo(messages: Annotated[int, typer.Option(min=1, help="How many messages.")] = 3000,
+         ledger: Annotated[bool, typer.Option(
+             "--ledger", help="Record it in the ledger (the embedded PostgreSQL unless "
+                              "TIDINGS_DATABASE_URL is set) and show a message's trace.")
+         ] = False,
          json: JsonOption = False) -> None:
     """Run the demo: embedded server, worker, a realistic mix, live progress, summary."""
     from ..demo import run_demo
 
-    summary = asyncio.run(run_demo(messages, console, quiet=json))
+    summary = asyncio.run(run_demo(messages, console, quiet=json, ledger=ledger))
     if json:
         emit_json(summary)
 
