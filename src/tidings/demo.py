@@ -168,7 +168,9 @@ async def run_demo(count: int, console: Console, quiet: bool = False,
         if app.settings.redis_url is None:
             console.print(f"The embedded server keeps running (data in "
                           f"{app.settings.data_dir}/), so the next tidings command starts at "
-                          "once. Stop it with: tidings server stop")
+                          "once. Stop it with: tidings server stop"
+                          + (" (and the PostgreSQL with: tidings db stop)"
+                             if ledger and app.settings.ledger.database_url is None else ""))
     return summary
 
 

