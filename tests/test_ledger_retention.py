@@ -16,6 +16,7 @@ from fault_helpers import poll
 from tidings import DeadLetter, Message, Tidings
 from tidings.core import ids
 from tidings.core.clock import ManualClock
+from tidings.ledger.erasure import ErasureReport, _erase_spill
 from tidings.ledger.outbox import Outbox
 from tidings.ledger.retention import partition_days
 
@@ -113,7 +114,8 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
         clock.advance(40 * DAY)
         gone = await app.ledger.run_retention()  # day 0 goes to the archive
         assert gone.dropped_days, gone
-        queued = await q.publish({"user": "ann", "text": "reset link"})
+        queued = await q.publish({"user": "ann", "text": "reset link"},
+                                 idempotency_key="reset-ann-1")
         await q.publish({"user": "ann", "text": "later"}, delay=3600)
         await q.publish({"user": "bob", "text": "hello"})
         await app.ledger.flush()
@@ -130,10 +132,26 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
         await dead_q.publish({"user": "ann", "text": "bounced mail"})
         async with app.worker(["erase-dead"]):
             await poll(lambda: _at_least(dead_q.dlq.count, 1), 20, "the dead letter")
+        shipper = make_app(clock=clock, ledger={  # a producer whose events wait in Redis
+            "database_url": pg_url, "db_schema": schema, "ledger_transport": "redis",
+            "subject_path": "payload.user", "retention_in_workers": False})
+        shipper.ledger.install(relay=False)
+        async with shipper:
+            await shipper.queue("erase-q").publish({"user": "ann", "text": "shipped"})
+            await shipper.queue("erase-q").publish({"user": "bob", "text": "shipped"})
+            await shipper.ledger.flush()
+        # the part of the erasure that reaches events still waiting in the stream (the
+        # full erasure below first flushes, and a direct writer then drains the stream)
+        probe = ErasureReport("")
+        await _erase_spill(app, "ann", probe)
+        assert probe.spilled_events == 1
+        (entry,) = await app.broker.client.xrange(app.key_space.ledger_spill)
+        assert b"bob" in entry[1][b"r"] and b"ann" not in entry[1][b"r"]
         report = await app.ledger.erase("ann")
-        # queued: the archived one (no worker took it) and the new one
-        assert (report.queued, report.delayed, report.dead_lettered) == (2, 1, 1)
+        # queued: the archived one (no worker took it), the new one, the shipped one
+        assert (report.queued, report.delayed, report.dead_lettered) == (3, 1, 1)
         assert report.ledger_messages == 3 and report.outbox_rows == 1
+        assert report.idempotency_keys == 1
         assert report.archived_messages == 1
         assert await app.ledger.trace(subject="ann") == []
         assert await app.ledger.trace(queued) == []
@@ -141,6 +159,7 @@ async def test_erasure_leaves_nothing_of_the_subject_anywhere(
         client = app.broker.client
         redis_text = b""
         async for key in client.scan_iter(match=f"{app.settings.key_prefix}:*"):
+            redis_text += key
             kind = await client.type(key)
             if kind == b"stream":
                 redis_text += repr(await client.xrange(key)).encode()

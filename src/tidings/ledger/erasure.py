@@ -13,6 +13,8 @@ import hashlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from ..core.errors import ConfigError, ValidationError
 from ..core.message import Message, decode
 from ..queues import registry, scripts
@@ -38,6 +40,8 @@ class ErasureReport:
     ledger_events: int = 0
     outbox_rows: int = 0
     archived_messages: int = 0
+    spilled_events: int = 0  # waiting in the ledger's Redis stream
+    idempotency_keys: int = 0  # dedupe keys of the subject's messages (they may name it)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,7 +51,8 @@ def _of(message: Message | None, path: str, subject: str) -> bool:
     return message is not None and subject_of(message, path) == subject
 
 
-async def _erase_queue(queue: Queue, path: str, subject: str, report: ErasureReport) -> None:
+async def _erase_queue(queue: Queue, path: str, subject: str, report: ErasureReport,
+                       keys: set[str]) -> None:
     client = queue.app.broker.client
     k = queue.keys
     found: list[tuple[int, str, str]] = []
@@ -60,6 +65,7 @@ async def _erase_queue(queue: Queue, path: str, subject: str, report: ErasureRep
                 message = decode(raw) if raw else None
                 if message is not None and _of(message, path, subject):
                     found.append((lane, entry_id.decode(), message.id))
+                    _dedupe_key(queue, message, keys)
             if len(entries) < _PAGE:
                 break
             start = "(" + entries[-1][0].decode()
@@ -73,16 +79,45 @@ async def _erase_queue(queue: Queue, path: str, subject: str, report: ErasureRep
             continue
         if _of(message, path, subject) and await queue.cancel(msg_id.decode()):
             report.delayed += 1
-    dead = [e.entry_id async for e in queue.dlq.scan(lambda e: _of(e.message, path, subject))]
+            _dedupe_key(queue, message, keys)
+    dead = []
+    async for entry in queue.dlq.scan(lambda e: _of(e.message, path, subject)):
+        dead.append(entry.entry_id)
+        if entry.message is not None:
+            _dedupe_key(queue, entry.message, keys)
     if dead:
         report.dead_lettered += int(await queue.app.broker.run(scripts.dlq_purge(k, dead)))
 
 
+def _dedupe_key(queue: Queue, message: Message, keys: set[str]) -> None:
+    if message.idempotency_key is not None:
+        keys.add(queue.keys.idempotency(message.idempotency_key))
+
+
+async def _erase_spill(app: ExtensionHost, subject: str, report: ErasureReport) -> None:
+    """Rewrite the ledger's stream entries that hold events of the subject without them
+    (so an ingester does not write them back)."""
+    client = app.broker.client
+    key = app.key_space.ledger_spill
+    for entry_id, fields in await client.xrange(key):
+        records = msgpack.unpackb(fields[b"r"], raw=False)
+        kept = [r for r in records if r[14] != subject]
+        if len(kept) == len(records):
+            continue
+        if kept:
+            await client.xadd(key, {"r": msgpack.packb(kept, use_bin_type=True)})
+        await client.xdel(key, entry_id)
+        report.spilled_events += len(records) - len(kept)
+
+
 async def _erase_database(ledger: Ledger, subject: str, path: str,
-                          report: ErasureReport) -> None:
+                          report: ErasureReport, keys: set[str]) -> None:
     pool = await ledger.pool()
     where, _, rest = path.partition(".")
     async with pool.acquire() as conn, conn.transaction():
+        for row in await conn.fetch("SELECT queue, idempotency_key FROM messages WHERE "
+                                    "subject = $1 AND idempotency_key IS NOT NULL", subject):
+            keys.add(ledger.app.key_space.queue(row[0]).idempotency(row[1]))
         ids = await conn.fetch("SELECT day, message_id FROM messages WHERE subject = $1",
                                subject)
         status = await conn.execute(
@@ -112,13 +147,17 @@ async def erase_subject(app: ExtensionHost, ledger: Ledger, subject: str, *,
     report = ErasureReport(hashlib.sha256(subject.encode()).hexdigest())
     await ledger.flush()  # this process's events of the subject first reach the tables
     names = set(app.queues) | set(await registry.registered_names(app.broker, app.key_space))
+    keys: set[str] = set()
     for name in sorted(names):
         queue = app.queues.get(name)
         if queue is None:  # a queue the server knows: declared with default settings
             queue = app.queue(name)  # type: ignore[attr-defined]
-        await _erase_queue(queue, path, subject, report)
+        await _erase_queue(queue, path, subject, report, keys)
+    await _erase_spill(app, subject, report)
     if ledger.configured:
-        await _erase_database(ledger, subject, path, report)
+        await _erase_database(ledger, subject, path, report, keys)
+    if keys:
+        report.idempotency_keys = int(await app.broker.client.delete(*keys))
     archive = ledger.archive()
     if archive is not None:
         report.archived_messages = await archive.erase(subject)
