@@ -92,6 +92,8 @@ async def test_past_both_bounds_drops_are_counted_and_logged(
         assert writer.dropped > 0 and writer.written == 0
         assert writer.buffered + writer.dropped == 300  # every event kept or counted
         assert "events dropped" in caplog.text
+        metrics = {m.name: m.samples[0].value for m in writer.collect()}
+        assert metrics["tidings_ledger_dropped_events"] == writer.dropped
         await proxy.restore()
         await writer.flush()
         assert writer.written == 300 - writer.dropped and writer.buffered == 0

@@ -22,12 +22,13 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgpack
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from ..core.events import Event, EventKind
 from ..core.message import Message
@@ -98,6 +99,7 @@ class LedgerWriter(Middleware):
         # The redis transport: workers only ship batches to the stream; `tidings ingest`
         # writes them (the conversion and the database work leave the worker's process).
         self.ships = settings.ledger_transport == "redis"
+        self._unlogged, self._logged_at = 0, -1e9  # drops not yet in a log line
         self._spill_seen = True  # look at the spill stream on the first healthy round
         self._spill_checked = 0.0
 
@@ -134,10 +136,15 @@ class LedgerWriter(Middleware):
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
-    def _drop(self, count: int) -> None:
+    def _drop(self, count: int, *, now: bool = False) -> None:
+        """Count ``count`` lost events; one ERROR line a second at most says how many."""
         self.dropped += count
-        log.error("ledger: %d events dropped (buffer of %d and spill stream full); %d dropped "
-                  "in all", count, self.max_buffer, self.dropped)
+        self._unlogged += count
+        at = self.host.clock.monotonic()
+        if now or at - self._logged_at >= 1.0:
+            log.error("ledger: %d events dropped (buffer of %d and spill stream full); %d "
+                      "dropped in all", self._unlogged, self.max_buffer, self.dropped)
+            self._unlogged, self._logged_at = 0, at
 
     # -- the flusher ---------------------------------------------------------------------
 
@@ -278,6 +285,20 @@ class LedgerWriter(Middleware):
                                  "application_name": "tidings-ledger"})
         return self._conn
 
+    def collect(self) -> Iterator[Metric]:
+        """Prometheus metrics of the writer (``registry.register(app.ledger.writer)``)."""
+        yield CounterMetricFamily("tidings_ledger_written_events", "Events written to "
+                                  "PostgreSQL.", value=self.written)
+        yield CounterMetricFamily("tidings_ledger_spilled_events", "Events sent to the "
+                                  "Redis stream.", value=self.spilled)
+        yield CounterMetricFamily("tidings_ledger_dropped_events", "Events lost: buffer and "
+                                  "stream full.", value=self.dropped)
+        yield GaugeMetricFamily("tidings_ledger_buffered_events", "Events waiting in this "
+                                "process.", value=self.buffered)
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()
+
     async def close(self) -> None:
         """Flush, then close the writer's connection; what neither PostgreSQL nor Redis took
         by then is lost with the process, and counted and logged as dropped."""
@@ -286,7 +307,9 @@ class LedgerWriter(Middleware):
             left = self.buffered
             self.buffer.clear()
             self.kept.clear()
-            self._drop(left)
+            self._drop(left, now=True)
+        elif self._unlogged:
+            self._drop(0, now=True)
         if self._conn is not None:
             conn, self._conn = self._conn, None
             await conn.close()
