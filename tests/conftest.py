@@ -24,7 +24,7 @@ from tidings import Event, EventKind, Message, Middleware, Queue, Tidings
 # at the end of a run that selected no hypothesis test, deep in pytest's hooks, where
 # CPython 3.11's compiler can fail with "AST constructor recursion depth mismatch".
 
-pytest_plugins = ["fault_helpers"]  # real worker processes: the workers/fault_app fixtures
+pytest_plugins = ["fault_helpers", "ledger_helpers"]  # worker processes; PostgreSQL (ledger)
 
 
 @pytest.fixture(scope="session")

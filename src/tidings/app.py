@@ -26,6 +26,7 @@ from .queues import registry
 from .queues.queue import Queue
 
 if TYPE_CHECKING:
+    from .ledger.extension import Ledger
     from .observability.extension import Observability
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
@@ -129,6 +130,13 @@ class Tidings:
                 for name, (state, _) in (await self.flow.breaker_states()).items()}
 
     @property
+    def ledger(self) -> Ledger:
+        """The PostgreSQL ledger, outbox relay and audit trail (``tidings[ledger]``)."""
+        from .ledger.extension import Ledger
+
+        return self.extension(Ledger)
+
+    @property
     def schedules(self) -> Schedules:
         """Recurring schedules; workers of the app then run the ticker."""
         from .scheduling.schedules import Schedules
@@ -218,6 +226,10 @@ class Tidings:
         return self
 
     async def close(self) -> None:
+        for extension in list(self._extensions.values()):
+            closing = getattr(extension, "app_closing", None)  # flush before the server goes
+            if closing is not None:
+                await closing()
         await self.broker.close()
 
     async def __aenter__(self) -> Tidings:

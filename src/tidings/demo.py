@@ -120,11 +120,19 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[str, Any]:
+async def run_demo(count: int, console: Console, quiet: bool = False,
+                   ledger: bool = False) -> dict[str, Any]:
+    """``ledger``: record everything in the ledger too (the embedded PostgreSQL unless
+    TIDINGS_DATABASE_URL names one), and show one message's trace."""
     stats = DemoStats()
     app = build_app(stats)
     batches = mix(count)
+    if ledger:
+        app.ledger.embedded = True
+        app.ledger.install(relay=False)
     async with app:
+        if ledger:
+            await app.ledger.migrate()
         if not quiet:
             console.print(f"server: {app.broker.url}")
         started = time.monotonic()
@@ -141,6 +149,7 @@ async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[st
                     await asyncio.sleep(0.1)
                     live.update(progress(stats, published, started))
         elapsed = time.monotonic() - started
+        traced = await _trace_one(app, console, quiet) if ledger else None
         await _cleanup(app)
     latency = {lane: {"p50_ms": percentile(v, 0.5), "p99_ms": percentile(v, 0.99)}
                for lane, v in sorted(stats.latency.items())}
@@ -151,13 +160,17 @@ async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[st
         "dead_lettered": dict(stats.dead_reasons), "seconds": round(elapsed, 2),
         "latency_first_delivery": latency, "complete": stats.settled() >= published,
     }
+    if traced is not None:
+        summary["ledger_trace"] = traced
     if not quiet:
         console.print()
         show_summary(console, summary)
         if app.settings.redis_url is None:
             console.print(f"The embedded server keeps running (data in "
                           f"{app.settings.data_dir}/), so the next tidings command starts at "
-                          "once. Stop it with: tidings server stop")
+                          "once. Stop it with: tidings server stop"
+                          + (" (and the PostgreSQL with: tidings db stop)"
+                             if ledger and app.settings.ledger.database_url is None else ""))
     return summary
 
 
@@ -180,6 +193,26 @@ def show_summary(console: Console, summary: dict[str, Any]) -> None:
     if summary["dead_lettered"]:
         show_table(console, ["reason", "messages"], sorted(summary["dead_lettered"].items()),
                    title="dead-lettered", text=["reason"])
+
+
+async def _trace_one(app: Tidings, console: Console, quiet: bool) -> dict[str, Any]:
+    """The ledger's story of a message that was retried (else of any message)."""
+    from .cli.output import show_table
+
+    await app.ledger.flush()
+    pool = await app.ledger.pool()
+    msg_id = await pool.fetchval(
+        "SELECT message_id FROM messages WHERE queue = ANY($1) ORDER BY attempts DESC, "
+        "message_id LIMIT 1", list(app.queues))
+    (found,) = await app.ledger.trace(msg_id)
+    timeline = [[e.at.isoformat(timespec="milliseconds"), e.kind, e.attempt, e.error or ""]
+                for e in found.events]
+    if not quiet:
+        console.print()
+        show_table(console, ["at", "event", "attempt", "error"], timeline,
+                   title=f"tidings trace {msg_id}", ids=["at"], text=["error"])
+    return {"message_id": msg_id, "state": found.state,
+            "events": [e.kind for e in found.events]}
 
 
 async def _cleanup(app: Tidings) -> None:

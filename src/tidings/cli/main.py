@@ -104,6 +104,8 @@ def worker(
     if metrics_port is not None:
         app.settings.metrics_port = metrics_port
     app.observability.install_from_settings()
+    if app.settings.ledger.database_url is not None:
+        app.ledger.install()  # the ledger, the outbox relay and retention, as configured
     if summary_every:
         install_activity_log(app, summary_every)
     _ = app.schedules  # every worker runs the schedule ticker: no single instance to mind
@@ -383,11 +385,15 @@ def server_stop() -> None:
 
 @cli.command()
 def demo(messages: Annotated[int, typer.Option(min=1, help="How many messages.")] = 3000,
+         ledger: Annotated[bool, typer.Option(
+             "--ledger", help="Record it in the ledger (the embedded PostgreSQL unless "
+                              "TIDINGS_DATABASE_URL is set) and show a message's trace.")
+         ] = False,
          json: JsonOption = False) -> None:
     """Run the demo: embedded server, worker, a realistic mix, live progress, summary."""
     from ..demo import run_demo
 
-    summary = asyncio.run(run_demo(messages, console, quiet=json))
+    summary = asyncio.run(run_demo(messages, console, quiet=json, ledger=ledger))
     if json:
         emit_json(summary)
 
@@ -410,6 +416,9 @@ from .observe import alerts_cli, observe_cli  # noqa: E402
 
 cli.add_typer(observe_cli)
 cli.add_typer(alerts_cli, name="alerts")
+from .ledger import ledger_cli  # noqa: E402 - db, trace, outbox, audit, erase, archive
+
+cli.add_typer(ledger_cli)
 
 
 def main() -> None:

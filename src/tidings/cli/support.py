@@ -38,6 +38,7 @@ from ..app import Tidings
 from ..core.errors import (
     AccessDeniedError,
     BrokerUnavailableError,
+    DatabaseUnavailableError,
     DurabilityError,
     EmbeddedServerError,
     ServerConfigError,
@@ -99,7 +100,7 @@ def explain(exc: BaseException) -> tuple[str, int]:
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "
                 "uses the embedded server of this directory)"), EXIT_UNAVAILABLE
     if isinstance(exc, EmbeddedServerError | ServerConfigError | DurabilityError
-                  | UntrustedCertificateError):
+                  | UntrustedCertificateError | DatabaseUnavailableError):
         return str(exc), EXIT_UNAVAILABLE
     if isinstance(exc, ValidationError):
         return str(exc), EXIT_NOTHING if isinstance(exc, UnknownQueueError) else EXIT_USAGE
@@ -161,8 +162,18 @@ class _Behaviour:
         super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
+# Called with the click context after each command that succeeded (the audit trail).
+AFTER_COMMAND: list[Callable[[Any], None]] = []
+
+
 class Command(_Behaviour, TyperCommand):
     """A tidings command (see :class:`_Behaviour`)."""
+
+    def invoke(self, ctx: Any) -> Any:
+        result = super().invoke(ctx)
+        for hook in AFTER_COMMAND:
+            _handled(lambda hook=hook: hook(ctx))  # type: ignore[misc]
+        return result
 
 
 class Group(_Behaviour, TyperGroup):

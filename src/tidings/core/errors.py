@@ -59,6 +59,10 @@ class BrokerUnavailableError(TidingsError):
     """The server could not be reached after the bounded retries."""
 
 
+class DatabaseUnavailableError(TidingsError):
+    """PostgreSQL (the ledger's database) could not be reached or refused the login."""
+
+
 class AccessDeniedError(TidingsError):
     """The server refused our credentials or a command: not transient, never retried.
 

@@ -182,6 +182,11 @@ class KeySpace:
         return f"{self.prefix}:analytics:{name}"
 
     @property
+    def ledger_spill(self) -> str:
+        """The stream holding ledger events while PostgreSQL is down (tidings.ledger)."""
+        return f"{self.prefix}:ledger:spill"
+
+    @property
     def schedules(self) -> ScheduleKeys:
         tag = f"{self.prefix}:{{schedules}}"
         return ScheduleKeys(f"{tag}:due", f"{tag}:ids", f"{tag}:s:")

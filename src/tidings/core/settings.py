@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .ledger_settings import LedgerSettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -110,6 +111,9 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     analytics_stream: str | None = Field(None, pattern=r"^[^\s]{1,200}$")
     analytics_url: str | None = None
+    # PostgreSQL ledger, outbox, audit, retention, archive (tidings.ledger); reads its own
+    # TIDINGS_DATABASE_URL, TIDINGS_DB_SCHEMA ... variables.
+    ledger: LedgerSettings = Field(default_factory=LedgerSettings)
 
     @field_validator("redis_url")
     @classmethod
@@ -181,7 +185,8 @@ def load_settings(**overrides: Any) -> Settings:
         reason = str(first["msg"]).removeprefix("Value error, ")
         if first["type"] == "extra_forbidden" and len(first["loc"]) == 1:
             reason = f"unknown setting; the settings are {', '.join(Settings.model_fields)}"
-        elif name != "redis_url" and isinstance(first.get("input"), str | int | float):
+        elif name not in ("redis_url", "database_url", "ledger.database_url") and isinstance(
+                first.get("input"), str | int | float):
             reason = f"{reason} (got {first['input']!r})"  # never the URL: it may hold a password
         top = str(first["loc"][0]) if first["loc"] else ""
         if top in in_file and top not in overrides and not _set_in_environment(top):

@@ -26,6 +26,7 @@ RESCHEDULE_DELAYED = LIBRARY["reschedule_delayed"]
 DLQ_REPLAY = LIBRARY["dlq_replay"]
 DLQ_PURGE = LIBRARY["dlq_purge"]
 QUEUE_DELETE = LIBRARY["queue_delete"]
+ERASE_QUEUED = LIBRARY["erase_queued"]
 
 Settle = tuple[int, str, int]  # lane, entry id, delivery token (the lease)
 
@@ -148,6 +149,14 @@ def dlq_replay(keys: QueueKeys, items: Iterable[tuple[str, int, str, bytes]]) ->
 def dlq_purge(keys: QueueKeys, entry_ids: Sequence[str]) -> ScriptCall:
     """Delete those dead-letter entries; how many were."""
     return DLQ_PURGE, keys.script_keys, list(entry_ids)
+
+
+def erase_queued(keys: QueueKeys, entries: Iterable[tuple[int, str, str]]) -> ScriptCall:
+    """Delete those (lane, entry id, msg id) from the lanes; how many entries were."""
+    args: list[Arg] = [GROUP]
+    for lane, entry_id, msg_id in entries:
+        args += [lane, entry_id, msg_id]
+    return ERASE_QUEUED, keys.script_keys, args
 
 
 def queue_delete(keys: QueueKeys, *, force: bool, visibility_timeout_ms: int) -> ScriptCall:
