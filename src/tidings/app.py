@@ -27,6 +27,7 @@ from .queues.queue import Queue
 
 if TYPE_CHECKING:
     from .observability.extension import Observability
+    from .routing import Topics
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
     from .worker import Worker
@@ -135,6 +136,14 @@ class Tidings:
 
         return self.extension(Schedules)
 
+    @property
+    def topics(self) -> Topics:
+        """Topic publishing and the routing rules (``app.topics.publish("order.shipped",
+        payload)``)."""
+        from .routing import Topics
+
+        return self.extension(Topics)
+
     # -- queues ------------------------------------------------------------------------
 
     def queue(self, name: str, **options: Any) -> Queue:
@@ -218,6 +227,10 @@ class Tidings:
         return self
 
     async def close(self) -> None:
+        for extension in list(self._extensions.values()):
+            closing = getattr(extension, "on_app_close", None)  # e.g. a change listener
+            if closing is not None:
+                await closing()
         await self.broker.close()
 
     async def __aenter__(self) -> Tidings:

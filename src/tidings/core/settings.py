@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .routing_settings import RoutingSettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -110,6 +111,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     analytics_stream: str | None = Field(None, pattern=r"^[^\s]{1,200}$")
     analytics_url: str | None = None
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @field_validator("redis_url")
     @classmethod
