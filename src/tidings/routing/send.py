@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from ..core.config import Durability
 from ..core.errors import QueueFullError
 from ..core.ids import new_message_id
@@ -136,7 +138,9 @@ class RouteCall:
                                       origin.priority, failure.idempotency_key, 0,
                                       origin.created))
             keys.append(unrouted.keys.idempotency(failure.idempotency_key))
-            body += (msg_id, envelope, failure.reason, failure.error, len(keys))
+            error = orjson.dumps({"type": "TransformError" if failure.binding else "Unrouted",
+                                  "message": failure.error})
+            body += (msg_id, envelope, failure.reason, error, len(keys))
             made.append(Delivery(failure.binding, unrouted.name, msg_id, True, failure.reason,
                                  failure.error))
         self._add_group("d", unrouted, keys, [int(unrouted.config.dedupe_window * 1000)],

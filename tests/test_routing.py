@@ -1,0 +1,261 @@
+"""Topic routing against the real server: patterns, filters, transforms, unrouted messages,
+idempotent fan-out, rule versions (tidings.routing)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tidings import Tidings
+from tidings.core.message import decode
+from tidings.errors import RouteError, RouteNotFoundError, ValidationError
+from tidings.routing.rules import RuleSet, compile_pattern
+
+
+async def queued(app: Tidings, name: str) -> list[Any]:
+    """The messages waiting in queue ``name``'s lanes, high to low, oldest first."""
+    keys = app.key_space.queue(name)
+    out = []
+    for lane in keys.lanes:
+        for _, fields in await app.broker.client.xrange(lane):
+            out.append(decode(fields[b"m"]))
+    return out
+
+
+@pytest.mark.parametrize(("pattern", "topic", "matches"), [
+    ("order.*", "order.shipped", True),
+    ("order.*", "order", False),
+    ("order.*", "order.shipped.late", False),
+    ("order.#", "order", True),
+    ("order.#", "order.shipped.late", True),
+    ("#", "anything.at.all", True),
+    ("#.late", "order.shipped.late", True),
+    ("*.shipped", "order.shipped", True),
+    ("*.shipped", "shipped", False),
+    ("order.shipped", "order.shippedx", False),
+])
+def test_patterns_follow_amqp_topic_rules(pattern: str, topic: str, matches: bool) -> None:
+    assert (compile_pattern(pattern, "topic").fullmatch("." + topic) is not None) is matches
+
+
+def test_an_invalid_filter_is_refused_with_its_position() -> None:
+    with pytest.raises(RouteError) as caught:
+        RuleSet.from_dict({"bindings": [{"name": "sms", "topic": "order.*", "queue": "sms",
+                                         "filter": "payload.x =="}]})
+    assert caught.value.field == "bindings[sms].filter"
+    assert (caught.value.line, caught.value.column) == (1, 13)
+
+
+@pytest.mark.parametrize(("binding", "field"), [
+    ({"filter": "nope.x == 1"}, "bindings[b].filter"),
+    ({"topic": "order.**"}, "bindings[b].topic"),
+    ({"queue": "no spaces"}, "bindings[b].queue"),
+    ({"priority": "urgent"}, "bindings[b].priority"),
+    ({"delay": -1}, "bindings[b].delay"),
+    ({"transform": {"select": "foo.[bar"}}, "bindings[b].transform.select"),
+    ({"transform": {"templates": {"text": "{{ payload.x }"}}}, "bindings[b].transform.templates.text"),
+    ({"transform": {"shout": True}}, "bindings[b].transform.shout"),
+    ({"schema": {"type": "nope"}}, "bindings[b].schema"),
+    ({"colour": "red"}, "bindings[b].colour"),
+])
+def test_every_bad_field_is_named(binding: dict[str, Any], field: str) -> None:
+    with pytest.raises(RouteError) as caught:
+        RuleSet.from_dict({"bindings": [{"name": "b", "topic": "order.*", "queue": "q",
+                                         **binding}]})
+    assert caught.value.field == field
+
+
+async def test_a_topic_fans_out_to_every_matching_binding(make_app: Callable[..., Tidings]
+                                                          ) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("push", "order.*", "push")
+        await app.topics.bind("audit", "#", "audit")
+        await app.topics.bind("marketing", "marketing.#", "promo")
+        result = await app.topics.publish("order.shipped", {"order": 7},
+                                          headers={"tenant": "acme"}, routing_key="eu")
+        assert sorted(result.queues) == ["audit", "push"]
+        (copy,) = await queued(app, "push")
+        assert copy.payload == {"order": 7}
+        assert copy.headers["tidings-topic"] == "order.shipped"
+        assert copy.headers["tidings-origin"] == result.message_id
+        assert copy.headers["tidings-binding"] == "push"
+        assert copy.headers["tidings-routing-key"] == "eu"
+        assert copy.headers["tenant"] == "acme"
+        assert copy.headers["correlation_id"] == result.message_id
+        assert copy.id != result.message_id
+        assert await queued(app, "promo") == []
+
+
+async def test_filters_on_payload_headers_routing_key_and_priority(
+        make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("sms", "order.*", "sms", filter="payload.user.sms_opt_in")
+        await app.topics.bind("eu", "order.*", "eu", filter="routing_key in ['eu', 'uk']")
+        await app.topics.bind("vip", "order.*", "vip",
+                              filter="priority == 'high' || headers.tenant == 'acme'")
+        a = await app.topics.publish("order.shipped", {"user": {"sms_opt_in": True}},
+                                     routing_key="uk")
+        b = await app.topics.publish("order.shipped", {"user": {"sms_opt_in": False}},
+                                     priority="high", routing_key="us")
+        c = await app.topics.publish("order.shipped", {"user": {}}, headers={"tenant": "acme"})
+        assert sorted(a.queues) == ["eu", "sms"]
+        assert b.queues == ["vip"] and b.filtered_out == ("sms", "eu")
+        # A field missing at run time is a non-match, counted, never a crash.
+        assert c.queues == ["vip"] and "sms" in c.filter_errors
+        assert (await app.topics.routing_stats())["filter_errors:sms"] == 1
+
+
+async def test_transforms_reshape_and_validate_each_copy(make_app: Callable[..., Tidings]
+                                                         ) -> None:
+    app = make_app()
+
+    @app.topics.transform("shout")
+    def shout(payload: Any, message: Any) -> Any:
+        return {**payload, "text": payload["text"].upper(), "topic": message["topic"]}
+
+    schema = {"type": "object", "required": ["to", "text"],
+              "properties": {"to": {"type": "string"}}}
+    async with app:
+        await app.topics.bind("sms", "order.shipped", "sms", transform={
+            "select": "{to: user.phone, order: order_id, lang: user.lang}",
+            "rename": {"order": "ref.order"}, "defaults": {"lang": "en"},
+            "templates": {"text": "Order {{ payload.order_id }} is on its way"},
+            "function": "shout"}, schema=schema)
+        await app.topics.bind("raw", "order.shipped", "raw")
+        payload = {"order_id": 7, "user": {"phone": "+4411", "lang": None}}
+        result = await app.topics.publish("order.shipped", payload)
+        assert sorted(result.queues) == ["raw", "sms"]
+        (sms,) = await queued(app, "sms")
+        assert sms.payload == {"to": "+4411", "ref": {"order": 7}, "lang": None,
+                               "text": "ORDER 7 IS ON ITS WAY", "topic": "order.shipped"}
+        (raw,) = await queued(app, "raw")
+        assert raw.payload == payload  # the other binding's copy is untouched
+
+        # No phone: the sms copy fails its schema and is dead-lettered with the reason,
+        # never sent in the wrong shape; the raw copy still goes.
+        bad = await app.topics.publish("order.shipped", {"order_id": 8, "user": {}})
+        assert bad.queues == ["raw"]
+        (dead,) = bad.dead_lettered
+        assert (dead.binding, dead.queue, dead.reason) == ("sms", "unrouted", "transform_failed")
+        assert "schema" in (dead.error or "")
+        unrouted = app.queue("unrouted")
+        (entry,) = await unrouted.dlq.list()
+        assert entry.reason == "transform_failed" and entry.message is not None
+        assert entry.message.payload == {"order_id": 8, "user": {}}
+        assert entry.message.headers["tidings-binding"] == "sms"
+        assert "to" in entry.error["message"]
+
+
+async def test_binding_options_shape_the_copy(make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("low", "marketing.#", "promo", priority="low", ttl=3600)
+        await app.topics.bind("later", "marketing.#", "digest", delay=600)
+        await app.topics.publish("marketing.weekly", {"n": 1}, priority="high")
+        (copy,) = await queued(app, "promo")
+        assert copy.priority.name == "LOW" and copy.expires_at_ms is not None
+        assert (await app.queue("digest").stats()).delayed == 1
+
+
+async def test_unrouted_messages_are_dead_lettered_or_counted(
+        make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("sms", "order.*", "sms", filter="payload.ok")
+        nothing = await app.topics.publish("user.signed_up", {"id": 1})
+        filtered = await app.topics.publish("order.placed", {"ok": False})
+        assert nothing.dead_lettered[0].error == "no binding matches the topic"
+        assert filtered.dead_lettered[0].error == "filtered out by sms"
+        entries = await app.queue("unrouted").dlq.list()
+        assert [e.reason for e in entries] == ["unrouted", "unrouted"]
+        assert entries[0].message is not None
+        assert entries[0].message.headers["tidings-topic"] == "user.signed_up"
+
+        await app.topics.set_unrouted("drop")
+        dropped = await app.topics.publish("user.signed_up", {"id": 2})
+        assert dropped.dropped and not dropped.dead_lettered
+        stats = await app.topics.routing_stats()
+        assert (stats["unrouted"], stats["dropped"], stats["published"]) == (2, 1, 3)
+
+
+async def test_publishing_again_with_the_same_key_adds_no_copies(
+        make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("push", "order.*", "push")
+        await app.topics.bind("email", "order.*", "email")
+        first = await app.topics.publish("order.shipped", {"n": 1}, idempotency_key="o-1")
+        again = await app.topics.publish("order.shipped", {"n": 1}, idempotency_key="o-1")
+        assert all(d.new for d in first.deliveries)
+        assert not any(d.new for d in again.deliveries)
+        assert [d.message_id for d in again.deliveries] == [
+            d.message_id for d in first.deliveries]
+        assert len(await queued(app, "push")) == len(await queued(app, "email")) == 1
+
+
+async def test_a_full_queue_refuses_the_whole_fan_out(make_app: Callable[..., Tidings]) -> None:
+    from tidings.errors import QueueFullError
+
+    app = make_app()
+    app.queue("small", max_depth=1)
+    async with app:
+        await app.topics.bind("big", "order.*", "big")
+        await app.topics.bind("small", "order.*", "small")
+        await app.topics.publish("order.a", 1)
+        with pytest.raises(QueueFullError):
+            await app.topics.publish("order.b", 2)
+        assert len(await queued(app, "big")) == 1  # nothing of the refused message
+
+
+async def test_a_publisher_with_old_rules_routes_by_the_new_ones(
+        make_app: Callable[..., Tidings]) -> None:
+    """The route script checks the version: a stale producer is told, reloads, routes
+    again; its message is routed whole by the new version."""
+    producer = make_app(routing={"listen": False})  # learns only from the server's check
+    editor = make_app()
+    async with producer, editor:
+        await editor.topics.bind("a", "order.*", "a")
+        assert (await producer.topics.publish("order.x", 1)).queues == ["a"]
+        await editor.topics.bind("b", "order.*", "b")
+        await editor.topics.unbind("a")
+        result = await producer.topics.publish("order.x", 2)
+        assert result.queues == ["b"] and result.version == 3
+        assert [m.payload for m in await queued(producer, "a")] == [1]
+
+
+async def test_history_rollback_and_test(make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("a", "order.*", "a")
+        await app.topics.bind("b", "order.*", "b", filter="payload.n > 1")
+        await app.topics.unbind("a")
+        with pytest.raises(RouteNotFoundError):
+            await app.topics.unbind("a")
+        with pytest.raises(RouteError):
+            await app.topics.bind("b", "x", "y")
+        rolled = await app.topics.rollback(2)
+        assert rolled.version == 4 and [b.name for b in rolled.bindings] == ["a", "b"]
+        history = await app.topics.history()
+        assert [(h.version, h.action) for h in history] == [
+            (4, "rollback"), (3, "remove"), (2, "add"), (1, "add")]
+        preview = await app.topics.test("order.placed", {"n": 1})
+        assert preview["matched"] == ["a", "b"] and preview["filtered_out"] == ["b"]
+        assert [c["queue"] for c in preview["copies"]] == ["a"]
+        assert await queued(app, "a") == []  # a test writes nothing
+
+
+async def test_bad_publish_input_is_a_validation_error(make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        for kwargs, field in [({"topic": "order.*"}, "topic"),
+                              ({"routing_key": 5}, "routing_key"),
+                              ({"headers": {"a": 1}}, "headers"),
+                              ({"priority": "urgent"}, "priority")]:
+            args = {"topic": "order.x", **kwargs}
+            with pytest.raises(ValidationError) as caught:
+                await app.topics.publish(args.pop("topic"), {}, **args)
+            assert caught.value.field == field
