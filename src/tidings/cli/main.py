@@ -405,6 +405,10 @@ from .observe import alerts_cli, observe_cli  # noqa: E402
 cli.add_typer(observe_cli)
 cli.add_typer(alerts_cli, name="alerts")
 
+from .routes import routes_cli  # noqa: E402
+
+cli.add_typer(routes_cli, name="routes")
+
 
 def main() -> None:
     """The console script (and ``python -m tidings``)."""
