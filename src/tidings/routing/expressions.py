@@ -28,6 +28,10 @@ from ..core.errors import RouteError
 
 VARIABLES = frozenset({"payload", "headers", "topic", "routing_key", "priority"})
 _CEL_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
+# ``payload`` as a name (not part of a longer one), and ``payload.<field>``: when every use
+# is a field access, a filter's context needs only those fields of the payload.
+_PAYLOAD_ANY = re.compile(r"(?<![\w.])payload(?!\w)")
+_PAYLOAD_FIELD = re.compile(r"(?<![\w.])payload\s*\.\s*([A-Za-z_]\w*)")
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -45,9 +49,15 @@ class TransformError(Exception):
 
 
 class Filter:
-    """A compiled CEL boolean expression."""
+    """A compiled CEL boolean expression.
 
-    __slots__ = ("_program", "source")
+    ``uses``: the variables it reads; for ``payload``, the top-level fields it reads when
+    it only ever reads fields (``payload.user.x``), else None (all of it). Converting the
+    message to CEL values is most of a filter's cost, so a message's context holds only
+    what its filters read.
+    """
+
+    __slots__ = ("_program", "source", "uses")
 
     def __init__(self, source: str, field: str) -> None:
         if not isinstance(source, str) or not source.strip():
@@ -65,6 +75,11 @@ class Filter:
             raise RouteError(field, f"unknown name {unknown[0]!r}; a filter may use "
                              f"{', '.join(sorted(VARIABLES))}")
         self.source = source
+        self.uses: dict[str, frozenset[str] | None] = {
+            name: None for name in self._program.variables()}
+        if "payload" in self.uses and len(_PAYLOAD_ANY.findall(source)) == len(
+                fields := _PAYLOAD_FIELD.findall(source)):
+            self.uses["payload"] = frozenset(fields)
 
     def matches(self, context: Any) -> bool:
         """The expression's value on ``context`` (a ``cel.Context``); FilterError if it
@@ -78,9 +93,32 @@ class Filter:
         return value
 
 
-def filter_context(variables: dict[str, Any]) -> Any:
-    """The CEL context of one message, built once and shared by every filter it meets."""
-    return cel.Context(variables)
+Needs = dict[str, frozenset[str] | None]
+
+
+def merge_needs(filters: list[Filter]) -> Needs:
+    """What a set of filters reads (see :attr:`Filter.uses`)."""
+    needs: Needs = {}
+    for item in filters:
+        for name, fields in item.uses.items():
+            if name not in needs:
+                needs[name] = fields
+            else:
+                known = needs[name]
+                needs[name] = None if known is None or fields is None else known | fields
+    return needs
+
+
+def filter_context(variables: dict[str, Any], needs: Needs) -> Any:
+    """The CEL context of one message (only what ``needs`` names), built once and shared
+    by every filter it meets."""
+    values: dict[str, Any] = {}
+    for name, fields in needs.items():
+        value = variables[name]
+        if fields is not None and isinstance(value, dict):
+            value = {k: value[k] for k in fields if k in value}
+        values[name] = value
+    return cel.Context(values)
 
 
 class Projection:

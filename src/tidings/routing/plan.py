@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .expressions import FilterError, TransformError, filter_context
+from .expressions import FilterError, Needs, TransformError, filter_context, merge_needs
 from .rules import CompiledBinding, RuleSet
 from .transform import TransformFunction, apply_transform
 
@@ -70,19 +70,24 @@ class RoutePlan:
         return out
 
 
+Matched = tuple[list[CompiledBinding], Needs]
+
+
 class Matcher:
-    """The bindings of one rule set that match a topic, cached per topic (bounded)."""
+    """The bindings of one rule set that match a topic, and what their filters read,
+    cached per topic (bounded)."""
 
     __slots__ = ("_cache", "_limit", "rules")
 
     def __init__(self, rules: RuleSet, limit: int) -> None:
         self.rules, self._limit = rules, limit
-        self._cache: dict[str, list[CompiledBinding]] = {}
+        self._cache: dict[str, Matched] = {}
 
-    def __call__(self, topic: str) -> list[CompiledBinding]:
+    def __call__(self, topic: str) -> Matched:
         found = self._cache.get(topic)
         if found is None:
-            found = self.rules.matching(topic)
+            bindings = self.rules.matching(topic)
+            found = bindings, merge_needs([b.filter for b in bindings if b.filter is not None])
             if len(self._cache) >= self._limit:
                 self._cache.clear()  # a burst of one-off topics: start over, stay bounded
             if self._limit:
@@ -99,11 +104,12 @@ def plan_route(matcher: Matcher, variables: dict[str, Any], base_key: str,
     rules = matcher.rules
     plan = RoutePlan(rules.version)
     context = None
-    for compiled in matcher(variables["topic"]):
+    bindings, needs = matcher(variables["topic"])
+    for compiled in bindings:
         name = compiled.binding.name
         if compiled.filter is not None:
             if context is None:
-                context = filter_context(variables)
+                context = filter_context(variables, needs)
             try:
                 passed = compiled.filter.matches(context)
             except FilterError as exc:

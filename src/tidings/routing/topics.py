@@ -68,6 +68,8 @@ class Topics(RuleEditing):
         self._lock = asyncio.Lock()
         self._loaded = asyncio.Event()
         self._listener: asyncio.Task[None] | None = None
+        self._pubsub: Any = None
+        self._stopping = False
 
     # -- the rules in memory -------------------------------------------------------------
 
@@ -120,32 +122,42 @@ class Topics(RuleEditing):
         """Reload when the store announces a version; on a lost connection, resubscribe and
         reload (a change missed meanwhile is caught there, or by the next publish)."""
         pause = 0.1
-        while self.app.broker.connected:
-            pubsub = self.app.broker.client.pubsub()
+        while not self._stopping and self.app.broker.connected:
+            pubsub = self._pubsub = self.app.broker.client.pubsub()
             try:
                 await pubsub.subscribe(self.keys.channel)
                 await self.refresh()
                 pause = 0.1
-                while True:
+                while not self._stopping:
                     message = await pubsub.get_message(ignore_subscribe_messages=True,
-                                                       timeout=1.0)
+                                                       timeout=5.0)
                     if message is not None and int(message["data"]) != self.version:
                         await self.refresh()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
+                if self._stopping:
+                    return
                 log.warning("routing: lost the rule change channel (%s); retrying", exc)
                 await self.app.clock.sleep(pause)
                 pause = min(pause * 2, 5.0)
             finally:
+                self._pubsub = None
                 await pubsub.aclose()
 
     async def on_app_close(self) -> None:
-        """Stop following the rules (the app is closing its connection)."""
+        """Stop following the rules (the app is closing its connection).
+
+        The listener is stopped by closing its connection under it, not by cancelling it:
+        a cancelled pub/sub read of redis-py can swallow the cancellation and wait on.
+        """
         task, self._listener = self._listener, None
         if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            self._stopping = True
+            if self._pubsub is not None:
+                await self._pubsub.aclose()
+            done, _ = await asyncio.wait({task}, timeout=2.0)
+            if not done:
+                task.cancel()
+            self._stopping = False
         self._matcher = None
 
     def _target(self, name: str) -> Queue:
