@@ -9,6 +9,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from functools import partial
 from typing import Any
 
 import orjson
@@ -85,7 +86,7 @@ async def test_rule_changes_under_load_route_each_message_whole_by_one_version(
         key = f"{app.settings.key_prefix}:test:routed"
         changes, seen = 0, 0
         while seen < count:  # a change every ~30 messages, until they are half done
-            seen = await poll(lambda: progressed(app, key, seen + 30), 60, "published messages")
+            seen = await poll(partial(progressed, app, key, seen + 30), 60, "published messages")
             n = changes % 4
             if n == 0:
                 await app.topics.bind("b", "order.*", "b", replace_existing=True)

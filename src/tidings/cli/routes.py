@@ -12,6 +12,7 @@ import typer
 
 from ..routing.rules import Binding
 from ..routing.store import default_actor
+from .output import show_record, show_table
 from .support import (
     AppOption,
     Cli,
@@ -22,7 +23,6 @@ from .support import (
     read_payload,
     run,
 )
-from .output import show_record, show_table
 
 routes_cli = Cli(help="Topic routing rules: list, add, remove, test, history, rollback.")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The binding's name.")]

@@ -61,6 +61,13 @@ def _seconds(value: Any, field_name: str, *, zero: bool) -> float | None:
     return float(value)
 
 
+def _text(data: dict[str, Any], key: str, where: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise RouteError(f"{where}.{key}", f"must be a string, got {value!r}")
+    return value
+
+
 def _paths(value: Any, field_name: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -174,14 +181,18 @@ class Binding:
                 priority = Priority.parse(priority).name.lower()
             except ValidationError as exc:
                 raise RouteError(f"{where}.priority", exc.reason) from None
+        topic = data.get("topic")
+        compile_pattern(topic, f"{where}.topic")  # refuses what is not a pattern string
+        assert isinstance(topic, str)
         transform = data.get("transform")
-        return cls(name, data.get("topic"), queue, data.get("filter"), priority,
-                      _seconds(data.get("delay"), f"{where}.delay", zero=True),
-                      _seconds(data.get("ttl"), f"{where}.ttl", zero=False),
-                      data.get("idempotency_key"),
-                      None if transform is None else Transform.from_dict(
-                          transform, f"{where}.transform"),
-                      data.get("schema"))
+        return cls(name=name, topic=topic, queue=queue,
+                   filter=_text(data, "filter", where), priority=priority,
+                   delay=_seconds(data.get("delay"), f"{where}.delay", zero=True),
+                   ttl=_seconds(data.get("ttl"), f"{where}.ttl", zero=False),
+                   idempotency_key=_text(data, "idempotency_key", where),
+                   transform=None if transform is None else Transform.from_dict(
+                       transform, f"{where}.transform"),
+                   schema=data.get("schema"))
 
 
 class CompiledBinding:

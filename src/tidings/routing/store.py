@@ -94,7 +94,7 @@ class RuleStore:
             new = RuleSet(current.version + 1, edited.bindings, edited.unrouted,
                           edited.unrouted_queue, edited.compiled)
             raw = orjson.dumps(new.to_dict())
-            saved, version = await self.broker.call(ROUTES_SAVE, [
+            saved, _ = await self.broker.call(ROUTES_SAVE, [
                 self.keys.version, self.keys.rules, self.keys.history, self.keys.audit], [
                 current.version, raw, actor or default_actor(), action, detail,
                 self.keys.channel, self.settings.history])

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import Any, TypeVar
 
 from ..core.clock import now_ms
@@ -195,7 +196,7 @@ class Topics(RuleEditing):
                              self._target(self._matcher.rules.unrouted_queue))
             if chain.wraps_publish:
                 reply = await chain.call_publish(topic, len(plan.copies),
-                                                 lambda call=call: self._send(topic, call))
+                                                 partial(self._send, topic, call))
             else:
                 reply = await self._send(topic, call)
             if reply[0] == STALE:
