@@ -260,3 +260,32 @@ async def test_bad_publish_input_is_a_validation_error(make_app: Callable[..., T
             with pytest.raises(ValidationError) as caught:
                 await app.topics.publish(args.pop("topic"), {}, **args)
             assert caught.value.field == field
+
+
+async def test_a_schedule_can_target_a_topic(make_app: Callable[..., Tidings]) -> None:
+    """Each occurrence goes through the rules in force when it fires; ticking again
+    (another worker, a retry) adds no second copy."""
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+    app = make_app()
+    app.schedules.clock = lambda: t0
+    async with app:
+        await app.topics.bind("digest", "digest.daily", "email")
+        schedule = await app.schedules.add("daily", topic="digest.daily", every=3600,
+                                           start=t0, payload={"run": "{occurrence}"})
+        assert schedule.queue == "topic:digest.daily"
+        [fired] = await app.schedules.tick(t0 + timedelta(seconds=1))
+        assert await app.schedules.tick(t0 + timedelta(seconds=2)) == []
+        keys = app.key_space.queue("email")
+        bodies = list((await app.broker.client.hgetall(keys.delayed_bodies)).values())
+        entries = [fields for lane in keys.lanes for _, fields in
+                   await app.broker.client.xrange(lane)]
+        copies = [decode(raw.split(b"|", 2)[2]) for raw in bodies] + [
+            decode(f[b"m"]) for f in entries]
+        assert len(copies) == 1
+        (copy,) = copies
+        assert copy.headers["tidings-origin"] == fired.message_id
+        assert copy.headers["schedule_id"] == "daily"
+        with pytest.raises(ValidationError):
+            await app.schedules.add("both", queue="email", topic="x", every=60)

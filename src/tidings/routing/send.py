@@ -6,6 +6,7 @@ the unrouted queue, the counters, and the rule set version checked on the server
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -61,6 +62,7 @@ class Origin:
     headers: dict[str, str]
     priority: Priority
     delay: float | None
+    send_at: datetime | None
     expires_in: float | None
     created: int
 
@@ -104,9 +106,11 @@ class RouteCall:
         headers.setdefault("correlation_id", origin.message_id)
         if origin.routing_key is not None:
             headers[ROUTING_KEY_HEADER] = origin.routing_key
-        return Outgoing(payload, binding.priority or origin.priority, key, headers,
-                        binding.delay if binding.delay is not None else origin.delay,
-                        None, binding.ttl if binding.ttl is not None else origin.expires_in)
+        # A binding's delay counts from the publish; else the publish's own time stands.
+        delay, send_at = ((binding.delay, None) if binding.delay is not None
+                          else (origin.delay, origin.send_at))
+        return Outgoing(payload, binding.priority or origin.priority, key, headers, delay,
+                        send_at, binding.ttl if binding.ttl is not None else origin.expires_in)
 
     def _add_group(self, mode: str, queue: Queue, keys: list[str], head: list[Arg], count: int,
                    body: list[Arg]) -> None:

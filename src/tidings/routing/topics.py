@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -22,7 +22,7 @@ from ..core.clock import now_ms
 from ..core.config import build_queue_config
 from ..core.errors import RulesConflictError, ValidationError
 from ..core.ids import new_message_id
-from ..core.message import Priority, check_payload, duration_ms, validate_headers
+from ..core.message import Priority, check_payload, duration_ms, to_ms, validate_headers
 from ..queues.host import ExtensionHost
 from ..queues.queue import Queue
 from .editing import RuleEditing
@@ -177,13 +177,14 @@ class Topics(RuleEditing):
         self, topic: str, payload: Any, *, headers: dict[str, str] | None = None,
         routing_key: str | None = None, priority: Priority | str = Priority.NORMAL,
         idempotency_key: str | None = None, delay: timedelta | float | None = None,
-        expires_in: timedelta | float | None = None,
+        send_at: datetime | None = None, expires_in: timedelta | float | None = None,
     ) -> RouteResult:
         """Publish to every queue whose binding matches ``topic`` and whose filter passes,
         in one atomic server call. ``idempotency_key``: publishing the same key again
-        (within each queue's dedupe window) adds no copies."""
+        (within each queue's dedupe window) adds no copies. ``delay``/``send_at`` hold
+        every copy back (a binding's own ``delay`` wins)."""
         origin = self._origin(topic, payload, headers, routing_key, priority,
-                              idempotency_key, delay, expires_in)
+                              idempotency_key, delay, expires_in, send_at)
         await self.start()
         variables = {"payload": payload, "headers": origin.headers, "topic": topic,
                      "routing_key": routing_key or "", "priority": origin.priority.name.lower()}
@@ -214,8 +215,13 @@ class Topics(RuleEditing):
     def _origin(self, topic: str, payload: Any, headers: dict[str, str] | None,
                 routing_key: str | None, priority: Priority | str,
                 idempotency_key: str | None, delay: timedelta | float | None,
-                expires_in: timedelta | float | None) -> Origin:
+                expires_in: timedelta | float | None, send_at: datetime | None = None
+                ) -> Origin:
         check_topic(topic)
+        if delay is not None and send_at is not None:
+            raise ValidationError("delay", "give either delay or send_at, not both")
+        if send_at is not None:
+            to_ms(send_at, "send_at")  # refuses a naive or non-datetime value
         if routing_key is not None and (not isinstance(routing_key, str)
                                         or len(routing_key) > 255):
             raise ValidationError("routing_key", f"must be a string of <= 255 characters, "
@@ -228,7 +234,7 @@ class Topics(RuleEditing):
         created = now_ms(self.app.clock)
         return Origin(new_message_id(created), topic, payload, routing_key,
                       validate_headers(headers), Priority.parse(priority),
-                      None if delay is None else duration_ms(delay, "delay") / 1000,
+                      None if delay is None else duration_ms(delay, "delay") / 1000, send_at,
                       None if expires_in is None else duration_ms(expires_in,
                                                                   "expires_in") / 1000,
                       created)
