@@ -28,10 +28,8 @@ from ..core.errors import RouteError
 
 VARIABLES = frozenset({"payload", "headers", "topic", "routing_key", "priority"})
 _CEL_POSITION = re.compile(r"<input>:(\d+):(\d+): (.*?)(?:\n|$)")
-# ``payload`` as a name (not part of a longer one), and ``payload.<field>``: when every use
-# is a field access, a filter's context needs only those fields of the payload.
-_PAYLOAD_ANY = re.compile(r"(?<![\w.])payload(?!\w)")
-_PAYLOAD_FIELD = re.compile(r"(?<![\w.])payload\s*\.\s*([A-Za-z_]\w*)")
+# The names CEL's comprehension macros bind (``items.exists(i, i.price > 10)``: ``i``).
+_MACRO_BOUND = re.compile(r"\.\s*(?:all|exists|exists_one|map|filter)\s*\(\s*([A-Za-z_]\w*)\s*,")
 _JINJA = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
@@ -51,10 +49,10 @@ class TransformError(Exception):
 class Filter:
     """A compiled CEL boolean expression.
 
-    ``uses``: the variables it reads; for ``payload``, the top-level fields it reads when
-    it only ever reads fields (``payload.user.x``), else None (all of it). Converting the
-    message to CEL values is most of a filter's cost, so a message's context holds only
-    what its filters read.
+    ``uses``: the variables it reads, each with the field paths it reads of it when it
+    only ever reads fields (``payload.user.region``: ``("user", "region")``), else None
+    (all of it). Converting the message to CEL values is most of a filter's cost, so a
+    message's context holds only what its filters read.
     """
 
     __slots__ = ("_program", "source", "uses")
@@ -70,16 +68,16 @@ class Filter:
                 raise RouteError(field, f"invalid CEL expression: {exc}") from None
             raise RouteError(field, f"invalid CEL expression: {found.group(3)}",
                              line=int(found.group(1)), column=int(found.group(2))) from None
-        unknown = sorted(set(self._program.variables()) - VARIABLES)
+        names = set(self._program.variables()) - set(_MACRO_BOUND.findall(source))
+        unknown = sorted(names - VARIABLES)
         if unknown:
             raise RouteError(field, f"unknown name {unknown[0]!r}; a filter may use "
                              f"{', '.join(sorted(VARIABLES))}")
         self.source = source
-        self.uses: dict[str, frozenset[str] | None] = {
-            name: None for name in self._program.variables()}
-        if "payload" in self.uses and len(_PAYLOAD_ANY.findall(source)) == len(
-                fields := _PAYLOAD_FIELD.findall(source)):
-            self.uses["payload"] = frozenset(fields)
+        self.uses: Needs = {name: None for name in names}
+        for name in ("payload", "headers"):
+            if name in self.uses:
+                self.uses[name] = _field_paths(source, name)
 
     def matches(self, context: Any) -> bool:
         """The expression's value on ``context`` (a ``cel.Context``); FilterError if it
@@ -93,31 +91,49 @@ class Filter:
         return value
 
 
-Needs = dict[str, frozenset[str] | None]
+Path = tuple[str, ...]
+Needs = dict[str, frozenset[Path] | None]
+
+
+def _field_paths(source: str, name: str) -> frozenset[Path] | None:
+    """The field paths ``source`` reads of variable ``name`` if every use of it is a field
+    access (``name.a.b``; a method call ends a path), else None."""
+    uses = re.findall(rf"(?<![\w.]){name}(?!\w)", source)
+    chain = rf"(?<![\w.]){name}((?:\s*\.\s*[A-Za-z_]\w*(?!\w|\s*\())+)"
+    paths = [tuple(re.findall(r"[A-Za-z_]\w*", m.group(1))) for m in re.finditer(chain, source)]
+    if len(paths) != len(uses):
+        return None
+    return frozenset(paths)
 
 
 def merge_needs(filters: list[Filter]) -> Needs:
     """What a set of filters reads (see :attr:`Filter.uses`)."""
     needs: Needs = {}
     for item in filters:
-        for name, fields in item.uses.items():
-            if name not in needs:
-                needs[name] = fields
-            else:
-                known = needs[name]
-                needs[name] = None if known is None or fields is None else known | fields
+        for name, paths in item.uses.items():
+            known = needs.get(name, frozenset())
+            needs[name] = None if known is None or paths is None else known | paths
     return needs
+
+
+def _subset(value: Any, paths: frozenset[Path]) -> Any:
+    """The parts of nested dicts ``value`` that ``paths`` reach (a path ends: all of it)."""
+    if not isinstance(value, dict) or () in paths:
+        return value
+    heads: dict[str, set[Path]] = {}
+    for path in paths:
+        heads.setdefault(path[0], set()).add(path[1:])
+    return {key: _subset(value[key], frozenset(rest)) for key, rest in heads.items()
+            if key in value}
 
 
 def filter_context(variables: dict[str, Any], needs: Needs) -> Any:
     """The CEL context of one message (only what ``needs`` names), built once and shared
     by every filter it meets."""
     values: dict[str, Any] = {}
-    for name, fields in needs.items():
+    for name, paths in needs.items():
         value = variables[name]
-        if fields is not None and isinstance(value, dict):
-            value = {k: value[k] for k in fields if k in value}
-        values[name] = value
+        values[name] = value if paths is None else _subset(value, paths)
     return cel.Context(values)
 
 
