@@ -289,3 +289,20 @@ async def test_a_schedule_can_target_a_topic(make_app: Callable[..., Tidings]) -
         assert copy.headers["schedule_id"] == "daily"
         with pytest.raises(ValidationError):
             await app.schedules.add("both", queue="email", topic="x", every=60)
+
+
+async def test_fleet_metrics_carry_the_routing_counters(make_app: Callable[..., Tidings]
+                                                        ) -> None:
+    from tidings.observability.fleet import _families, read_fleet
+
+    app = make_app()
+    async with app:
+        await app.topics.bind("push", "order.*", "push")
+        await app.topics.publish("order.shipped", {})
+        await app.topics.publish("user.new", {})
+        snapshot = await read_fleet(app)
+        samples = {(s.labels["outcome"], s.labels["binding"]): s.value
+                   for family in _families(snapshot) if family.name == "tidings_routing_messages"
+                   for s in family.samples}
+        assert samples == {("published", ""): 2, ("routed", ""): 1, ("routed", "push"): 1,
+                           ("unrouted", ""): 1}
