@@ -196,6 +196,8 @@ async def test_publishing_again_with_the_same_key_adds_no_copies(
         assert [d.message_id for d in again.deliveries] == [
             d.message_id for d in first.deliveries]
         assert len(await queued(app, "push")) == len(await queued(app, "email")) == 1
+        stats = await app.topics.routing_stats()
+        assert (stats["published"], stats["routed"]) == (1, 2)  # the repeat counts nothing
 
 
 async def test_a_full_queue_refuses_the_whole_fan_out(make_app: Callable[..., Tidings]) -> None:
@@ -306,3 +308,21 @@ async def test_fleet_metrics_carry_the_routing_counters(make_app: Callable[..., 
                    for s in family.samples}
         assert samples == {("published", ""): 2, ("routed", ""): 1, ("routed", "push"): 1,
                            ("unrouted", ""): 1}
+
+
+def _publish_topic_from_thread(redis_url: str, prefix: str) -> list[str]:
+    app = Tidings(redis_url, key_prefix=prefix)
+    with app.sync() as client:
+        client._run(app.topics.bind("push", "order.*", "push"))
+        return client.publish_topic("order.shipped", {"n": 1}, routing_key="eu").queues
+
+
+async def test_the_blocking_facade_publishes_to_topics(make_app: Callable[..., Tidings]) -> None:
+    import asyncio
+
+    app = make_app()
+    async with app:  # its prefix is dropped after the test
+        queues = await asyncio.to_thread(_publish_topic_from_thread, app.broker.url or "",
+                                         app.settings.key_prefix)
+        assert queues == ["push"]
+        assert len(await queued(app, "push")) == 1

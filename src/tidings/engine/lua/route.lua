@@ -11,6 +11,7 @@
 --     the message count, then 7 values per message (see includes/admit.lua);
 --   for 'd': dedupe window ms, the entry count, then 5 values per entry: msg id,
 --     envelope, reason, error, idempotency key index (0 = none).
+-- The counters are added unless every copy was a duplicate (a repeated publish).
 -- Returns {0, per group a list of {id that stands for it, 1 new | 0 duplicate}};
 --   {-2, version} when the stored rule set is not the one routed with (nothing written:
 --   route again with the new rules); {-1, depth, group} when a queue is full (nothing
@@ -49,11 +50,12 @@ for g, group in ipairs(groups) do
 end
 
 local replies = {}
+local added = 0
 for g, group in ipairs(groups) do
   use_queue(group.kbase)
   local out = {}
   if group.mode == 'p' then
-    admit(group.kbase, group.first, group.last, group.dedupe, out)
+    added = added + admit(group.kbase, group.first, group.last, group.dedupe, out)
   else
     for j = group.first, group.last, 5 do
       local msg_id, idem = ARGV[j], tonumber(ARGV[j + 4])
@@ -67,13 +69,18 @@ for g, group in ipairs(groups) do
       else
         now = now or now_ms()
         dead_letter_raw(msg_id, ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], now)
+        added = added + 1
         out[#out + 1] = {msg_id, 1}
       end
     end
   end
   replies[g] = out
 end
-for s = 4, 3 + 2 * tonumber(ARGV[3]), 2 do
-  redis.call('HINCRBY', KEYS[2], ARGV[s], ARGV[s + 1])
+-- The counters count a message once: not again when it was a repeat (every copy a
+-- duplicate of one its idempotency key already stored).
+if added > 0 or #groups == 0 then
+  for s = 4, 3 + 2 * tonumber(ARGV[3]), 2 do
+    redis.call('HINCRBY', KEYS[2], ARGV[s], ARGV[s + 1])
+  end
 end
 return {0, replies}

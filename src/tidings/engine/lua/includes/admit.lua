@@ -36,8 +36,8 @@ local function overflow(kbase, first, last, limit_other, limit_low)
   return false
 end
 
--- Write the messages; appends {id that stands for it, 1 new | 0 duplicate} to out and
--- counts the new ones in the queue's stats.
+-- Write the messages; appends {id that stands for it, 1 new | 0 duplicate} to out, counts
+-- the new ones in the queue's stats and returns how many there were.
 local function admit(kbase, first, last, dedupe_ms, out)
   local added = 0
   for i = first, last, 7 do
@@ -62,4 +62,5 @@ local function admit(kbase, first, last, dedupe_ms, out)
     end
   end
   if added > 0 then redis.call('HINCRBY', STATS, 'published', added) end
+  return added
 end
