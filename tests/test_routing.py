@@ -7,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tidings import Tidings
 from tidings.core.message import decode
@@ -38,6 +40,44 @@ async def queued(app: Tidings, name: str) -> list[Any]:
 ])
 def test_patterns_follow_amqp_topic_rules(pattern: str, topic: str, matches: bool) -> None:
     assert (compile_pattern(pattern, "topic").fullmatch("." + topic) is not None) is matches
+
+
+def _reference_match(pattern: list[str], topic: list[str]) -> bool:
+    """AMQP topic matching, word by word (the regex translation is checked against it)."""
+    if not pattern:
+        return not topic
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_reference_match(rest, topic[i:]) for i in range(len(topic) + 1))
+    return bool(topic) and head in ("*", topic[0]) and _reference_match(rest, topic[1:])
+
+
+@given(st.lists(st.sampled_from(["a", "b", "*", "#"]), min_size=1, max_size=5),
+       st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=6))
+def test_pattern_matching_agrees_with_the_word_by_word_definition(
+        pattern: list[str], topic: list[str]) -> None:
+    compiled = compile_pattern(".".join(pattern), "topic")
+    assert (compiled.fullmatch("." + ".".join(topic)) is not None) == _reference_match(
+        pattern, topic)
+
+
+def test_transforms_are_pure() -> None:
+    from tidings.routing.rules import CompiledBinding
+    from tidings.routing.transform import apply_transform
+
+    rules = RuleSet.from_dict({"bindings": [{
+        "name": "b", "topic": "t", "queue": "q",
+        "transform": {"rename": {"user.phone": "to"}, "defaults": {"meta.lang": "en"},
+                      "templates": {"text": "hi {{ payload.user.name }}"}}}]})
+    compiled: CompiledBinding = rules.compiled[0]
+    payload = {"user": {"phone": "+1", "name": "Ann"}}
+    variables = {"payload": payload, "headers": {}, "topic": "t", "routing_key": "",
+                 "priority": "normal"}
+    first = apply_transform(compiled, variables, {})
+    assert first == apply_transform(compiled, variables, {})
+    assert first == {"user": {"name": "Ann"}, "to": "+1", "meta": {"lang": "en"},
+                     "text": "hi Ann"}
+    assert payload == {"user": {"phone": "+1", "name": "Ann"}}  # the input is untouched
 
 
 def test_an_invalid_filter_is_refused_with_its_position() -> None:
