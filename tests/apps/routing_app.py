@@ -2,6 +2,8 @@
 
 ``follow``: load the rules, then print ``version N`` each time the process picks up a
 new version (told by the store's channel, no publish involved).
+``keyed COUNT``: publish ``{"i": i}`` for i in 0..COUNT-1 with the idempotency key
+``order-<i>``, printing ``at <i>`` every 50 (a test kills it and runs it again).
 ``publish COUNT``: publish COUNT messages to ``order.shipped``, recording each result
 (origin id, the rule set version that routed it, the queues of its copies) in the list
 ``<prefix>:test:routed``, then print ``done``.
@@ -40,11 +42,21 @@ async def publish(app: Tidings, count: int) -> None:
     print("done", flush=True)
 
 
+async def keyed(app: Tidings, count: int) -> None:
+    for i in range(count):
+        await app.topics.publish("order.shipped", {"i": i}, idempotency_key=f"order-{i}")
+        if i % 50 == 0:
+            print(f"at {i}", flush=True)
+    print("done", flush=True)
+
+
 async def main() -> None:
     app = Tidings()
     async with app:
         if sys.argv[1] == "follow":
             await follow(app)
+        elif sys.argv[1] == "keyed":
+            await keyed(app, int(sys.argv[2]))
         else:
             await publish(app, int(sys.argv[2]))
 
