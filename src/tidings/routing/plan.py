@@ -56,7 +56,7 @@ class RoutePlan:
         """The routing stats this plan adds (the route script counts them with the copies)."""
         out: dict[str, int] = {"published": 1}
         for planned in self.copies:
-            name = f"routed:{planned.binding.binding.name}"
+            name = planned.binding.counter
             out[name] = out.get(name, 0) + 1
         if self.copies:
             out["routed"] = len(self.copies)

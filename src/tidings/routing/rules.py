@@ -198,12 +198,13 @@ class Binding:
 class CompiledBinding:
     """A binding with its pattern and expressions compiled (what a publish runs)."""
 
-    __slots__ = ("binding", "filter", "idempotency", "pattern", "schema", "select",
+    __slots__ = ("binding", "counter", "filter", "idempotency", "pattern", "schema", "select",
                  "templates")
 
     def __init__(self, binding: Binding) -> None:
         where = f"bindings[{binding.name}]"
         self.binding = binding
+        self.counter = f"routed:{binding.name}"  # its copies' routing counter
         self.pattern = compile_pattern(binding.topic, f"{where}.topic")
         self.filter = None if binding.filter is None else Filter(binding.filter,
                                                                  f"{where}.filter")

@@ -51,6 +51,10 @@ class Delivery:
     error: str | None = None
 
 
+# One copy as sent: binding, queue, message id, and (dead letters) reason and error.
+Sent = tuple[str | None, str, str, str | None, str | None]
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     """The published message, as every copy's headers name it."""
@@ -78,10 +82,10 @@ class RouteCall:
         self.args: list[Arg] = [plan.version, 0, len(counters)]
         for name, count in counters.items():
             self.args += (name, count)
-        self.groups: list[tuple[Queue, list[Delivery]]] = []
+        self.groups: list[tuple[Queue, list[Sent]]] = []
         self.durability = Durability.MEMORY
         self.timeout = 0.0
-        batches: dict[str, tuple[Queue, PublishBatch, list[Delivery]]] = {}
+        batches: dict[str, tuple[Queue, PublishBatch, list[Sent]]] = {}
         for planned in plan.copies:
             binding = planned.binding.binding
             queue = target(binding.queue)
@@ -92,7 +96,7 @@ class RouteCall:
             _, batch, made = batches[queue.name]
             msg_id = queue._prepare(self._outgoing(planned.payload, planned.idempotency_key,
                                                    binding), origin.created, batch)
-            made.append(Delivery(binding.name, queue.name, msg_id, True))
+            made.append((binding.name, queue.name, msg_id, None, None))
         for queue, batch, made in batches.values():
             self._add_group("p", queue, batch.keys, batch.args[:3], len(made), batch.args[3:])
             self.groups.append((queue, made))
@@ -128,7 +132,7 @@ class RouteCall:
         origin = self.origin
         keys = list(unrouted.keys.script_keys)
         body: list[Arg] = []
-        made: list[Delivery] = []
+        made: list[Sent] = []
         for failure in self.plan.failures:
             headers = {**origin.headers, TOPIC_HEADER: origin.topic,
                        ORIGIN_HEADER: origin.message_id, RULES_HEADER: str(self.plan.version),
@@ -145,8 +149,8 @@ class RouteCall:
             error = orjson.dumps({"type": "TransformError" if failure.binding else "Unrouted",
                                   "message": failure.error})
             body += (msg_id, envelope, failure.reason, error, len(keys))
-            made.append(Delivery(failure.binding, unrouted.name, msg_id, True, failure.reason,
-                                 failure.error))
+            made.append((failure.binding, unrouted.name, msg_id, failure.reason,
+                         failure.error))
         self._add_group("d", unrouted, keys, [int(unrouted.config.dedupe_window * 1000)],
                         len(made), body)
         self.groups.append((unrouted, made))
@@ -157,13 +161,13 @@ class RouteCall:
     def deliveries(self, reply: list[Any]) -> list[Delivery]:
         """Each copy as the server stored it (a duplicate names the first copy's id)."""
         if reply[0] == FULL:
-            queue = self.groups[int(reply[2]) - 1][0]
-            raise QueueFullError(queue.name, "max_depth", RETRY_AFTER_FULL,
-                                 depth=int(reply[1]), limit=queue.config.max_depth)
+            full = self.groups[int(reply[2]) - 1][0]
+            raise QueueFullError(full.name, "max_depth", RETRY_AFTER_FULL,
+                                 depth=int(reply[1]), limit=full.config.max_depth)
         out: list[Delivery] = []
         for (_, made), replies in zip(self.groups, reply[1], strict=True):
-            for delivery, (stored_id, new) in zip(made, replies, strict=True):
+            for (binding, queue, _, reason, error), (stored_id, new) in zip(made, replies,
+                                                                            strict=True):
                 stored = stored_id.decode() if isinstance(stored_id, bytes) else str(stored_id)
-                out.append(Delivery(delivery.binding, delivery.queue, stored, bool(new),
-                                    delivery.reason, delivery.error))
+                out.append(Delivery(binding, queue, stored, bool(new), reason, error))
         return out

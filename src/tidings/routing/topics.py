@@ -208,7 +208,7 @@ class Topics(RuleEditing):
                                  f"{topic!r} was routed; publish it again")
 
     async def _send(self, topic: str, call: RouteCall) -> Any:
-        ids = [d.message_id for _, made in call.groups for d in made]
+        ids = [sent[2] for _, made in call.groups for sent in made]
         return await self.app.broker.publish(topic, call.call(), call.durability,
                                              call.timeout or 1.0, ids)
 
