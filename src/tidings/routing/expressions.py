@@ -116,24 +116,43 @@ def merge_needs(filters: list[Filter]) -> Needs:
     return needs
 
 
-def _subset(value: Any, paths: frozenset[Path]) -> Any:
-    """The parts of nested dicts ``value`` that ``paths`` reach (a path ends: all of it)."""
-    if not isinstance(value, dict) or () in paths:
-        return value
+Tree = dict[str, Any]  # field -> its subtree, or None: all of it
+
+
+def context_plan(needs: Needs) -> dict[str, Tree | None]:
+    """``needs`` as trees of fields to copy (None: the whole variable), computed once per
+    topic so each message's context is a plain walk."""
+    return {name: None if paths is None else _tree(paths) for name, paths in needs.items()}
+
+
+def _tree(paths: frozenset[Path]) -> Tree | None:
+    if () in paths:
+        return None
     heads: dict[str, set[Path]] = {}
     for path in paths:
         heads.setdefault(path[0], set()).add(path[1:])
-    return {key: _subset(value[key], frozenset(rest)) for key, rest in heads.items()
-            if key in value}
+    return {key: _tree(frozenset(rest)) for key, rest in heads.items()}
 
 
-def filter_context(variables: dict[str, Any], needs: Needs) -> Any:
-    """The CEL context of one message (only what ``needs`` names), built once and shared
-    by every filter it meets."""
+def _take(value: Any, tree: Tree) -> Any:
+    """The parts of nested dicts ``value`` that ``tree`` reaches."""
+    if not isinstance(value, dict):
+        return value
+    out = {}
+    for key, sub in tree.items():
+        if key in value:
+            found = value[key]
+            out[key] = found if sub is None else _take(found, sub)
+    return out
+
+
+def filter_context(variables: dict[str, Any], plan: dict[str, Tree | None]) -> Any:
+    """The CEL context of one message (only what ``plan`` names, see
+    :func:`context_plan`), built once and shared by every filter it meets."""
     values: dict[str, Any] = {}
-    for name, paths in needs.items():
+    for name, tree in plan.items():
         value = variables[name]
-        values[name] = value if paths is None else _subset(value, paths)
+        values[name] = value if tree is None else _take(value, tree)
     return cel.Context(values)
 
 

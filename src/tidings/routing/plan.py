@@ -9,7 +9,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .expressions import FilterError, Needs, TransformError, filter_context, merge_needs
+from .expressions import (
+    FilterError,
+    TransformError,
+    Tree,
+    context_plan,
+    filter_context,
+    merge_needs,
+)
 from .rules import CompiledBinding, RuleSet
 from .transform import TransformFunction, apply_transform
 
@@ -70,7 +77,7 @@ class RoutePlan:
         return out
 
 
-Matched = tuple[list[CompiledBinding], Needs]
+Matched = tuple[list[CompiledBinding], dict[str, Tree | None]]
 
 
 class Matcher:
@@ -87,7 +94,8 @@ class Matcher:
         found = self._cache.get(topic)
         if found is None:
             bindings = self.rules.matching(topic)
-            found = bindings, merge_needs([b.filter for b in bindings if b.filter is not None])
+            found = bindings, context_plan(merge_needs([b.filter for b in bindings
+                                                        if b.filter is not None]))
             if len(self._cache) >= self._limit:
                 self._cache.clear()  # a burst of one-off topics: start over, stay bounded
             if self._limit:
