@@ -1,7 +1,8 @@
 """``python -m bench.routing``: topic publish against direct publish and the raw server cost.
 
 Every figure is messages published per second by ``--tasks`` concurrent publishers in one
-process (the calls share the app's pipelined connection), on a fresh key prefix:
+process (the calls share the app's pipelined connection), on a fresh key prefix, the
+median of ``--rounds`` rounds that run every setup in turn (``--count`` messages in all):
 
 * ``direct_2_queues``: each message published to 2 queues directly (``q.publish`` twice,
   concurrently: one round trip);
@@ -32,7 +33,7 @@ from typing import Any
 
 from tidings import Tidings
 
-from .stats import RESULTS, latency_summary, ratio, rounded
+from .stats import RESULTS, latency_summary, median, ratio, rounded
 
 PAYLOAD = {"order_id": 1234, "text": "Your order has shipped",
            "user": {"id": 42, "region": "eu", "sms_opt_in": True, "phone": "+447700900123"}}
@@ -152,22 +153,30 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--redis-url", default=os.environ.get("TIDINGS_BENCH_REDIS_URL",
                                                               "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--count", type=int, default=30_000)
     parser.add_argument("--tasks", type=int, default=64)
     parser.add_argument("--changes", type=int, default=30)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=RESULTS / "routing.json")
     args = parser.parse_args(argv)
     url, n, t = args.redis_url, args.count, args.tasks
-    rates = {
-        "direct_2_queues": await direct(url, n, t),
-        "topic_1": await topic(url, n, t, 1),
-        "topic_10": await topic(url, n, t, 10),
-        "topic_100": await topic(url, n, t, 100),
-        "topic_10_transform": await topic(url, n, t, 10, transform=True),
-        "raw_2_copies": await raw(url, n, t),
+    setups: dict[str, Callable[[int], Awaitable[float]]] = {
+        "direct_2_queues": lambda c: direct(url, c, t),
+        "topic_1": lambda c: topic(url, c, t, 1),
+        "topic_10": lambda c: topic(url, c, t, 10),
+        "topic_100": lambda c: topic(url, c, t, 100),
+        "topic_10_transform": lambda c: topic(url, c, t, 10, transform=True),
+        "raw_2_copies": lambda c: raw(url, c, t),
     }
+    # Rounds of every setup in turn, the median of each: a machine whose load changes
+    # during the run shifts all of them alike instead of skewing the ratios.
+    samples: dict[str, list[float]] = {name: [] for name in setups}
+    for _ in range(args.rounds):
+        for name, run_setup in setups.items():
+            samples[name].append(await run_setup(n // args.rounds))
+    rates = {name: median(values) for name, values in samples.items()}
     out: dict[str, Any] = {
-        "redis_url": url, "count": n, "tasks": t,
+        "redis_url": url, "count": n, "tasks": t, "rounds": args.rounds,
         "msgs_per_s": {k: round(v) for k, v in rates.items()},
         "topic_10_vs_direct_2": rounded(ratio(rates["topic_10"], rates["direct_2_queues"])),
         "topic_100_vs_direct_2": rounded(ratio(rates["topic_100"], rates["direct_2_queues"])),
