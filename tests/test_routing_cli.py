@@ -48,3 +48,18 @@ def test_bad_rules_are_one_line_and_exit_2(cli_env: dict[str, str]) -> None:
     assert "no binding 'nothing'" in result.output
     result = tidings(cli_env, "routes", "rollback", "9", code=1)
     assert "no stored rule set version 9" in result.output
+
+
+def test_publish_to_a_topic(cli_env: dict[str, str]) -> None:
+    tidings(cli_env, "routes", "add", "push", "order.*", "push")
+    out = json.loads(tidings(cli_env, "routes", "publish", "order.shipped", '{"n": 1}',
+                             "--idempotency-key", "o-1", "--json").output)
+    assert [(d["binding"], d["queue"], d["new"]) for d in out["deliveries"]] == [
+        ("push", "push", True)]
+    again = tidings(cli_env, "routes", "publish", "order.shipped", '{"n": 1}',
+                    "--idempotency-key", "o-1").output
+    assert "(already published)" in again
+    assert "dead letter of unrouted: unrouted" in tidings(
+        cli_env, "routes", "publish", "user.new", "{}").output
+    result = tidings(cli_env, "routes", "publish", "order.*", "{}", code=2)
+    assert "topic:" in result.output

@@ -6,6 +6,7 @@ every producer without a restart. Registered on the main command in cli/main.py.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -141,6 +142,39 @@ def routes_test(
     show_table(console, ["binding", "queue", "priority", "payload"], rows)
     if found["dropped"]:
         typer.echo("no binding takes it: it would be counted and dropped")
+
+
+@routes_cli.command("publish")
+def routes_publish(
+    topic: Annotated[str, typer.Argument(help="The topic to publish to.")],
+    payload: Annotated[str, typer.Argument(help="JSON payload (inline, @file or -).")],
+    headers: JsonArg = None,
+    routing_key: Annotated[str | None, typer.Option(help="The routing key.")] = None,
+    priority: Annotated[str, typer.Option(help="high, normal or low.")] = "normal",
+    idempotency_key: Annotated[str | None, typer.Option(
+        help="Publishing this key again adds no copies.")] = None,
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """Publish to a topic: one copy per matching binding, in one atomic write."""
+    app = load_app(app_spec)
+    data = read_payload(payload)
+    result = run(app, lambda: app.topics.publish(
+        topic, data, headers=_json_option(headers), routing_key=routing_key,
+        priority=priority, idempotency_key=idempotency_key))
+    if json:
+        emit_json({"message_id": result.message_id, "version": result.version,
+                   "deliveries": [dataclasses.asdict(d) for d in result.deliveries],
+                   "dead_lettered": [dataclasses.asdict(d) for d in result.dead_lettered],
+                   "dropped": result.dropped})
+        return
+    typer.echo(f"{result.message_id}: rules version {result.version}")
+    for d in result.deliveries:
+        typer.echo(f"  {d.binding} -> {d.queue} {d.message_id}"
+                   + ("" if d.new else " (already published)"))
+    for d in result.dead_lettered:
+        typer.echo(f"  dead letter of {d.queue}: {d.reason}: {d.error}")
+    if result.dropped:
+        typer.echo("  no binding takes it: counted and dropped")
 
 
 def _compact(value: Any) -> str:
