@@ -35,20 +35,49 @@ def check_topic(topic: Any, what: str = "topic") -> str:
     return topic
 
 
-def compile_pattern(pattern: Any, field_name: str) -> re.Pattern[str]:
-    """An AMQP topic pattern (``*`` one word, ``#`` zero or more) as a regex over
-    ``"." + topic``."""
+class TopicPattern:
+    """An AMQP topic pattern: ``*`` is exactly one word, ``#`` zero or more.
+
+    Matched word by word over the set of topic positions reachable so far (at most
+    words x pattern words steps), not by a regex: ``#.#.#.x`` as a regex backtracks
+    exponentially on a long topic that does not match.
+    """
+
+    __slots__ = ("_literal", "source", "words")
+
+    def __init__(self, source: str, words: list[str]) -> None:
+        self.source = source
+        self.words = tuple(w for i, w in enumerate(words)
+                           if not (w == "#" and i and words[i - 1] == "#"))  # "#.#" is "#"
+        self._literal = None if {"*", "#"} & set(self.words) else source
+
+    def matches(self, topic: str) -> bool:
+        if self._literal is not None:
+            return topic == self._literal
+        words = topic.split(".")
+        count = len(words)
+        reach = {0}  # topic positions the pattern words so far can have consumed
+        for word in self.words:
+            if word == "#":
+                reach = set(range(min(reach), count + 1))
+            else:
+                reach = {i + 1 for i in reach if i < count and word in ("*", words[i])}
+                if not reach:
+                    return False
+        return count in reach
+
+
+def compile_pattern(pattern: Any, field_name: str) -> TopicPattern:
+    """``pattern`` checked (RouteError naming ``field_name``) and ready to match."""
     if not isinstance(pattern, str) or not pattern or len(pattern) > 255:
         raise RouteError(field_name, f"must be a topic pattern like order.* or marketing.#; "
                          f"got {pattern!r}")
-    parts: list[str] = []
-    for word in pattern.split("."):
+    words = pattern.split(".")
+    for word in words:
         if not _PATTERN_WORD.match(word):
             raise RouteError(field_name, f"bad word {word!r} in pattern {pattern!r}: a word "
                              "is letters, digits, _ and -, or * (one word) or # (any number)")
-        parts.append(r"\.[^.]+" if word == "*" else r"(?:\.[^.]+)*" if word == "#"
-                     else re.escape("." + word))
-    return re.compile("".join(parts))
+    return TopicPattern(pattern, words)
 
 
 def _seconds(value: Any, field_name: str, *, zero: bool) -> float | None:
@@ -220,7 +249,7 @@ class CompiledBinding:
                                                                  f"{where}.schema")
 
     def matches_topic(self, topic: str) -> bool:
-        return self.pattern.fullmatch("." + topic) is not None
+        return self.pattern.matches(topic)
 
 
 @dataclass(frozen=True, slots=True)
