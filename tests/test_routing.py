@@ -374,3 +374,27 @@ async def test_the_blocking_facade_publishes_to_topics(make_app: Callable[..., T
                                          app.settings.key_prefix)
         assert queues == ["push"]
         assert len(await queued(app, "push")) == 1
+
+
+async def test_unrouted_dead_letters_route_again_after_the_rules_are_fixed(
+        make_app: Callable[..., Tidings]) -> None:
+    app = make_app()
+    async with app:
+        await app.topics.bind("sms", "order.*", "sms", transform={"select": "phone"},
+                              schema={"type": "string"})
+        first = await app.topics.publish("order.shipped", {"phone": None},
+                                         headers={"tenant": "acme"}, routing_key="eu")
+        await app.topics.publish("user.new", {"id": 1})
+        assert first.dead_lettered[0].reason == "transform_failed"
+        await app.topics.bind("sms", "order.*", "sms", replace_existing=True)  # fixed
+        done = await app.topics.reroute_unrouted()
+        assert (done.routed, done.unrouted, done.skipped) == (1, 1, 0)
+        (copy,) = await queued(app, "sms")
+        assert copy.payload == {"phone": None}
+        assert copy.headers["tenant"] == "acme" and copy.headers["tidings-routing-key"] == "eu"
+        assert copy.headers["correlation_id"] == first.message_id
+        entries = await app.queue("unrouted").dlq.list()
+        assert [e.message.headers["tidings-topic"] for e in entries if e.message] == [
+            "user.new"]  # still no binding: dead-lettered again, the old entry gone
+        again = await app.topics.reroute_unrouted()  # the user.new one, once more
+        assert again.unrouted == 1 and len(await app.queue("unrouted").dlq.list()) == 1

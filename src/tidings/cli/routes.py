@@ -177,6 +177,21 @@ def routes_publish(
         typer.echo("  no binding takes it: counted and dropped")
 
 
+@routes_cli.command("reroute")
+def routes_reroute(
+    limit: Annotated[int, typer.Option(min=1, help="At most this many.")] = 1000,
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """Route the unrouted queue's dead letters again under the current rules."""
+    app = load_app(app_spec)
+    done = run(app, lambda: app.topics.reroute_unrouted(limit))
+    if json:
+        emit_json(dataclasses.asdict(done))
+        return
+    typer.echo(f"{done.routed} routed, {done.unrouted} still unrouted, {done.skipped} "
+               "skipped (not topic messages)")
+
+
 def _compact(value: Any) -> str:
     import orjson
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..core.clock import now_ms
 from ..core.config import build_queue_config
@@ -31,6 +31,9 @@ from .rules import RuleSet, check_topic
 from .send import STALE, Delivery, Origin, RouteCall
 from .store import RuleStore
 from .transform import TransformFunction
+
+if TYPE_CHECKING:
+    from .reroute import Rerouted
 
 log = logging.getLogger("tidings.routing")
 F = TypeVar("F", bound=TransformFunction)
@@ -252,6 +255,13 @@ class Topics(RuleEditing):
         return RouteResult(origin.message_id, origin.topic, plan.version, copies,
                            tuple(d for d in stored if d.reason is not None),
                            tuple(plan.filtered_out), plan.filter_errors, plan.dropped)
+
+    async def reroute_unrouted(self, limit: int = 1000) -> Rerouted:
+        """Publish the unrouted queue's dead letters (up to ``limit``, oldest first) to
+        their topics again under the current rules; see :mod:`.reroute`."""
+        from .reroute import reroute_unrouted
+
+        return await reroute_unrouted(self, limit)
 
     # -- dry run -------------------------------------------------------------------------
 
