@@ -63,3 +63,11 @@ def test_publish_to_a_topic(cli_env: dict[str, str]) -> None:
         cli_env, "routes", "publish", "user.new", "{}").output
     result = tidings(cli_env, "routes", "publish", "order.*", "{}", code=2)
     assert "topic:" in result.output
+
+
+def test_reroute_after_adding_the_missing_binding(cli_env: dict[str, str]) -> None:
+    tidings(cli_env, "routes", "publish", "user.new", '{"id": 1}')
+    tidings(cli_env, "routes", "add", "welcome", "user.*", "email")
+    out = json.loads(tidings(cli_env, "routes", "reroute", "--json").output)
+    assert out == {"routed": 1, "unrouted": 0, "skipped": 0}
+    assert "0 routed" in tidings(cli_env, "routes", "reroute").output  # nothing left
