@@ -69,6 +69,7 @@ bench: venv
 	$(BIN)/python -m bench.observability
 	$(BIN)/python -m bench.overload
 	$(BIN)/python -m bench.sweep
+	$(BIN)/python -m bench.routing
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.

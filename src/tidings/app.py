@@ -28,6 +28,7 @@ from .queues.queue import Queue
 if TYPE_CHECKING:
     from .ledger.extension import Ledger
     from .observability.extension import Observability
+    from .routing import Topics
     from .scheduling.schedules import Schedules
     from .sync import SyncTidings
     from .worker import Worker
@@ -143,6 +144,14 @@ class Tidings:
 
         return self.extension(Schedules)
 
+    @property
+    def topics(self) -> Topics:
+        """Topic publishing and the routing rules (``app.topics.publish("order.shipped",
+        payload)``)."""
+        from .routing import Topics
+
+        return self.extension(Topics)
+
     # -- queues ------------------------------------------------------------------------
 
     def queue(self, name: str, **options: Any) -> Queue:
@@ -227,7 +236,7 @@ class Tidings:
 
     async def close(self) -> None:
         for extension in list(self._extensions.values()):
-            closing = getattr(extension, "app_closing", None)  # flush before the server goes
+            closing = getattr(extension, "app_closing", None)  # flush, stop listeners
             if closing is not None:
                 await closing()
         await self.broker.close()

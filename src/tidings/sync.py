@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .app import Tidings
     from .queues.queue import Outgoing
     from .queues.stats import QueueStats
+    from .routing import RouteResult
 
 T = TypeVar("T")
 
@@ -51,6 +52,10 @@ class SyncTidings:
     def publish_many(self, queue: str, items: Iterable[Outgoing | Any],
                      chunk_size: int = 1000) -> list[str]:
         return self._run(self.app.get_queue(queue).publish_many(items, chunk_size=chunk_size))
+
+    def publish_topic(self, topic: str, payload: Any, **options: Any) -> RouteResult:
+        """Publish to a topic; same options as :meth:`tidings.routing.Topics.publish`."""
+        return self._run(self.app.topics.publish(topic, payload, **options))
 
     def cancel(self, queue: str, message_id: str) -> bool:
         return self._run(self.app.get_queue(queue).cancel(message_id))

@@ -420,6 +420,10 @@ from .ledger import ledger_cli  # noqa: E402 - db, trace, outbox, audit, erase, 
 
 cli.add_typer(ledger_cli)
 
+from .routes import routes_cli  # noqa: E402
+
+cli.add_typer(routes_cli, name="routes")
+
 
 def main() -> None:
     """The console script (and ``python -m tidings``)."""

@@ -192,6 +192,27 @@ class CampaignConflictError(TidingsError):
     """Another ``schedule`` run of the same campaign moved its cursor (run one at a time)."""
 
 
+class RouteError(ValidationError):
+    """A routing rule that cannot be saved: ``field`` names the rule and its part
+    (``bindings[sms].filter``), ``reason`` says why, with the position for an expression
+    (``line``/``column``, 1-based, else None)."""
+
+    def __init__(self, field: str, reason: str, *, line: int | None = None,
+                 column: int | None = None) -> None:
+        self.line, self.column = line, column
+        where = f" (line {line}, column {column})" if line is not None else ""
+        super().__init__(field, reason + where)
+
+
+class RouteNotFoundError(TidingsError, LookupError):
+    """No binding with that name, or no stored rule set version with that number."""
+
+
+class RulesConflictError(TidingsError):
+    """The rule set changed between reading it and saving a change (another editor won);
+    read it again and redo the change."""
+
+
 class HandlerSignal(Exception):
     """Base of the exceptions a handler raises on purpose to choose an outcome."""
 
@@ -257,6 +278,9 @@ __all__ = [
     "QueueFullError",
     "QueueNotEmptyError",
     "Retry",
+    "RouteError",
+    "RouteNotFoundError",
+    "RulesConflictError",
     "ScheduleError",
     "ScheduleExistsError",
     "ScheduleNotFoundError",

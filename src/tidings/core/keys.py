@@ -139,6 +139,18 @@ class ScheduleKeys:
         return self.record_prefix + schedule_id
 
 
+@dataclass(frozen=True, slots=True)
+class RouteKeys:
+    """The routing rule store, in one slot ``{routes}`` (tidings.routing)."""
+
+    version: str  # string: the current rule set's version (absent: 0, no rules)
+    rules: str  # string: the current rule set, JSON
+    history: str  # hash version -> rule set JSON (for history and rollback)
+    audit: str  # stream: who changed what, when
+    stats: str  # hash of routing counters (routed, unrouted, filter errors, by binding)
+    channel: str  # pub/sub channel told of every saved version
+
+
 class KeySpace:
     """Every key family under one prefix (``TIDINGS_KEY_PREFIX``)."""
 
@@ -190,6 +202,12 @@ class KeySpace:
     def schedules(self) -> ScheduleKeys:
         tag = f"{self.prefix}:{{schedules}}"
         return ScheduleKeys(f"{tag}:due", f"{tag}:ids", f"{tag}:s:")
+
+    @property
+    def routes(self) -> RouteKeys:
+        tag = f"{self.prefix}:{{routes}}"
+        return RouteKeys(f"{tag}:version", f"{tag}:rules", f"{tag}:history", f"{tag}:audit",
+                         f"{tag}:stats", f"{self.prefix}:routes:changed")
 
     @property
     def campaign_registry(self) -> str:

@@ -24,6 +24,7 @@ from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
+from .routing_settings import RoutingSettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -114,6 +115,7 @@ class Settings(BaseSettings):
     # PostgreSQL ledger, outbox, audit, retention, archive (tidings.ledger); reads its own
     # TIDINGS_DATABASE_URL, TIDINGS_DB_SCHEMA ... variables.
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
+    routing: RoutingSettings = Field(default_factory=RoutingSettings)
 
     @field_validator("redis_url")
     @classmethod

@@ -69,6 +69,7 @@ class FleetSnapshot:
     server: dict[str, int]  # used_memory, connected_clients, net_input/output_bytes
     breakers: dict[str, str]  # name -> closed | half_open | open
     taken_at: float  # server time, seconds
+    routing: dict[str, int] = field(default_factory=dict)  # tidings.routing's counters
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON form (``tidings stats --json``, ``/stats``)."""
@@ -90,6 +91,7 @@ async def read_fleet(app: ExtensionHost, names: list[str] | None = None,
     pipe.info("memory")
     pipe.info("clients")
     pipe.info("stats")
+    pipe.hgetall(app.key_space.routes.stats)
     for name in names:
         keys = app.key_space.queue(name)
         for lane in keys.lanes:
@@ -101,9 +103,10 @@ async def read_fleet(app: ExtensionHost, names: list[str] | None = None,
         pipe.zrange(keys.consumers, 0, -1, withscores=True)
         pipe.hgetall(keys.stats)
     replies = await pipe.execute(raise_on_error=False)
-    for reply in replies[:4]:
+    for reply in replies[:5]:
         if isinstance(reply, Exception):
             raise reply
+    routing = {text(k): int(v) for k, v in replies.pop(4).items()}
     seconds, micros = replies[0]
     now_ms = int(seconds) * 1000 + int(micros) // 1000
     server = _server_figures(replies[1:4])
@@ -112,7 +115,8 @@ async def read_fleet(app: ExtensionHost, names: list[str] | None = None,
     waiting_heads = await _waiting_heads(client, app, names, firsts)
     queues = [_queue_figures(app, name, chunk, heads, now_ms)
               for name, chunk, heads in zip(names, firsts, waiting_heads, strict=True)]
-    return FleetSnapshot(queues, server, await breakers() if breakers else {}, now_ms / 1000)
+    return FleetSnapshot(queues, server, await breakers() if breakers else {}, now_ms / 1000,
+                         routing)
 
 
 def _server_figures(infos: list[Any]) -> dict[str, int]:
@@ -273,6 +277,13 @@ def _families(snap: FleetSnapshot) -> Iterator[Metric]:
     for name, state in snap.breakers.items():
         breakers.add_metric([name], _BREAKER_STATES.get(state, 0))
     yield breakers
+    routing = CounterMetricFamily("tidings_routing_messages", "Topic routing counters, all "
+                                  "producers together (binding empty: every binding).",
+                                  labels=["outcome", "binding"])
+    for name, value in sorted(snap.routing.items()):
+        outcome, _, binding = name.partition(":")
+        routing.add_metric([outcome, binding], value)
+    yield routing
     server = snap.server
     yield GaugeMetricFamily("tidings_redis_used_memory_bytes", "Redis used_memory.",
                             value=server["used_memory"])

@@ -32,6 +32,7 @@ __all__ = ["DEFINITION_FIELDS", "Schedule", "build_schedule", "render", "state_o
 
 _ID = re.compile(RECORD_ID_PATTERN)
 _QUEUE = re.compile(QUEUE_NAME_PATTERN)  # QueueConfig's rule, without declaring the queue
+_TOPIC = re.compile(r"^[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*$")  # tidings.routing's rule
 _PLACEHOLDER = re.compile(r"\{(schedule_id|occurrence|occurrence_local|occurrence_ts)\}")
 # Fields update() may change; the rest of a Schedule is identity or state.
 DEFINITION_FIELDS = ("queue", "cron", "every", "timezone", "start", "end", "max_count",
@@ -153,11 +154,24 @@ class Schedule:
         )
 
 
+TOPIC_TARGET = "topic:"  # a schedule's queue field "topic:order.shipped" targets a topic
+
+
+def topic_of(target: str) -> str | None:
+    """The topic a schedule publishes to, or None when it targets a queue."""
+    return target[len(TOPIC_TARGET):] if target.startswith(TOPIC_TARGET) else None
+
+
+def _is_topic_target(target: str) -> bool:
+    topic = topic_of(target)
+    return topic is not None and _TOPIC.match(topic) is not None
+
+
 def build_schedule(schedule_id: str, queue: str, **options: Any) -> Schedule:
     """Validate everything a caller may pass and return a Schedule (state left default)."""
     if not isinstance(schedule_id, str) or not _ID.match(schedule_id):
         raise ScheduleError("schedule_id", "must be 1-128 characters of A-Z a-z 0-9 _ . : -")
-    if not isinstance(queue, str) or not _QUEUE.match(queue):
+    if not isinstance(queue, str) or not (_QUEUE.match(queue) or _is_topic_target(queue)):
         raise ScheduleError("queue", "must be a queue name: 1-64 characters of A-Z a-z 0-9 _ . -")
     opts = dict(options)
     opts["every"] = _seconds(opts.get("every"), "every")

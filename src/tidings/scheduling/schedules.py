@@ -62,7 +62,14 @@ from .recurrence import (
     ScheduleError,
     epoch_ms,
 )
-from .schedule import DEFINITION_FIELDS, Schedule, build_schedule, state_of
+from .schedule import (
+    DEFINITION_FIELDS,
+    TOPIC_TARGET,
+    Schedule,
+    build_schedule,
+    state_of,
+    topic_of,
+)
 from .ticker import Fired, Ticker, TickerMiddleware
 
 if TYPE_CHECKING:
@@ -125,6 +132,8 @@ class Schedules:
         return self._keys.record(schedule_id)
 
     def _queue_name(self, queue: Any) -> str:
+        if isinstance(queue, str) and topic_of(queue) is not None:
+            return queue  # "topic:NAME": checked by build_schedule
         return self.app.get_queue(queue).name
 
     async def _client(self) -> Any:
@@ -144,7 +153,8 @@ class Schedules:
         self,
         schedule_id: str | None = None,
         *,
-        queue: Queue | str,
+        queue: Queue | str | None = None,
+        topic: str | None = None,
         cron: str | None = None,
         every: timedelta | float | None = None,
         timezone: str = "UTC",
@@ -175,10 +185,15 @@ class Schedules:
         History starts when the schedule is created: occurrences before that never fire
         (``start`` may be in the past to anchor an ``every`` interval; one within ``grace``
         of now fires at once, so ``start=now`` works). ``queue`` must be declared on the
-        app (UnknownQueueError otherwise).
+        app (UnknownQueueError otherwise). Or give ``topic`` instead of ``queue``: each
+        occurrence is published to the topic, and the routing rules in force then decide
+        which queues get it (``app.topics``).
         """
+        if (queue is None) == (topic is None):
+            raise ScheduleError("queue", "give exactly one of queue or topic")
         schedule = build_schedule(
-            schedule_id or new_message_id(now_ms(self.app.clock)), self._queue_name(queue),
+            schedule_id or new_message_id(now_ms(self.app.clock)),
+            self._queue_name(queue) if topic is None else f"{TOPIC_TARGET}{topic}",
             cron=cron, every=every,
             timezone=timezone, start=start, end=end, max_count=max_count, payload=payload,
             priority=priority, headers=headers, nonexistent=nonexistent, ambiguous=ambiguous,

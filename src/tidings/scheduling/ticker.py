@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..core.clock import now_ms
 from ..core.errors import (
@@ -24,7 +25,7 @@ from ..core.stored import text
 from ..engine.connection import TRANSIENT
 from ..engine.scripts import LIBRARY
 from .recurrence import MissedPolicy, ScheduleError, due_occurrences, epoch_ms, occurrence_key
-from .schedule import Schedule, render
+from .schedule import Schedule, render, topic_of
 
 if TYPE_CHECKING:
     from .schedules import Schedules
@@ -115,20 +116,14 @@ class Ticker:
         checked = occurrences[-1] if behind else horizon
         fired: list[Fired] = []
         error = ""
-        try:
-            queue = self.schedules.app.get_queue(schedule.queue)
-        except UnknownQueueError:
-            # Stored by an app that declares the queue, ticked by one that does not: leave
-            # the claim to lapse, so a ticker whose app declares it fires the occurrences.
-            log.error("schedule %s targets queue %r, which this app does not declare; left "
-                      "for a worker whose app does (retried after the %.0fs claim)",
-                      schedule.id, schedule.queue, self.schedules.lease)
+        publish = self._publisher(schedule)
+        if publish is None:
             return [], False
         for when in occurrences:
             headers = {**schedule.headers, "schedule_id": schedule.id,
                        "occurrence": when.astimezone(UTC).isoformat()}
             try:
-                msg_id = await queue.publish(
+                msg_id = await publish(
                     render(schedule.payload, schedule, when), priority=schedule.priority,
                     idempotency_key=occurrence_key(schedule.id, when), headers=headers,
                     send_at=when)
@@ -151,6 +146,28 @@ class Ticker:
             log.info("schedule %s: claim lost before commit (deleted, or re-claimed after the "
                      "lease); its occurrences were deduplicated by their keys", schedule.id)
         return fired, behind and bool(committed)
+
+    def _publisher(self, schedule: Schedule) -> Callable[..., Awaitable[str]] | None:
+        """What publishes the schedule's occurrences: its queue's publish, or a topic
+        publish (returning the published message's id); None if this app cannot."""
+        topic = topic_of(schedule.queue)
+        if topic is not None:
+            from ..routing import Topics
+
+            topics = self.schedules.app.extension(Topics)
+
+            async def to_topic(payload: Any, **options: Any) -> str:
+                return (await topics.publish(topic, payload, **options)).message_id
+            return to_topic
+        try:
+            return self.schedules.app.get_queue(schedule.queue).publish
+        except UnknownQueueError:
+            # Stored by an app that declares the queue, ticked by one that does not: leave
+            # the claim to lapse, so a ticker whose app declares it fires the occurrences.
+            log.error("schedule %s targets queue %r, which this app does not declare; left "
+                      "for a worker whose app does (retried after the %.0fs claim)",
+                      schedule.id, schedule.queue, self.schedules.lease)
+            return None
 
     async def run(self) -> None:
         """Tick every ``interval`` seconds, for ever (a worker runs it and cancels it)."""

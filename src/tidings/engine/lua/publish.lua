@@ -2,72 +2,21 @@
 -- KEYS[1..12]: the queue keys (see includes/common.lua); KEYS[13..]: idempotency keys.
 -- ARGV[1]: dedupe window ms; ARGV[2], ARGV[3]: the depth the lanes may reach with high or
 --   normal messages, with low ones ('' = unbounded; see QueueConfig.max_depth).
---   Then per message, 7 values:
+--   Then per message, 7 values (see includes/admit.lua):
 --   msg id, lane (0-2), envelope, expires_at ms or '', due_at ms (absolute) or '',
 --   delay ms (relative to the server clock) or '', idempotency KEYS index (0 = none).
 -- Returns per message the id that stands for it, and 1 if it was new, 0 if a duplicate;
 -- or {-1, depth} when the new messages due now do not fit: then nothing was written.
 -- No @flags: a full server refuses it before it writes anything (engine/scripts.py).
 -- @include common
+-- @include admit
 local FIRST = 4  -- ARGV index of the first message
-local dedupe_ms = ARGV[1]
-local now = nil  -- read only for a delayed message: TIME is one more call (~3 us) per publish
-
-local function due_of(due_at, delay)
-  if due_at == '' and delay == '' then return nil end
-  now = now or now_ms()
-  if delay ~= '' then return now + tonumber(delay) end
-  return tonumber(due_at)
-end
-
--- The lanes' depth (queued and in flight, and held in fair tenant lines) if the new
--- messages due now would take it past its limit; false if they fit. Duplicates and delayed
--- messages do not count: they add nothing to the lanes now.
-local function overflow(limit_other, limit_low)
-  local adds, adds_low = 0, 0
-  for i = FIRST, #ARGV, 7 do
-    local idem, due = tonumber(ARGV[i + 6]), due_of(ARGV[i + 4], ARGV[i + 5])
-    if (due == nil or due <= now) and (idem == 0 or redis.call('EXISTS', KEYS[idem]) == 0) then
-      adds = adds + 1
-      if ARGV[i + 1] == '2' then adds_low = adds_low + 1 end
-    end
-  end
-  if adds == 0 then return false end
-  local depth = redis.call('XLEN', LANES[1]) + redis.call('XLEN', LANES[2])
-    + redis.call('XLEN', LANES[3]) + tonumber(redis.call('HGET', STATS, 'fair_held') or '0')
-  if depth + adds > limit_other or (adds_low > 0 and depth + adds > limit_low) then
-    return depth
-  end
-  return false
-end
 
 if ARGV[2] ~= '' then
-  local depth = overflow(tonumber(ARGV[2]), tonumber(ARGV[3]))
+  local depth = overflow(1, FIRST, #ARGV, tonumber(ARGV[2]), tonumber(ARGV[3]))
   if depth then return {-1, depth} end
 end
 
 local out = {}
-local added = 0
-for i = FIRST, #ARGV, 7 do
-  local msg_id, lane, envelope = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
-  local expires, due_at, delay, idem = ARGV[i + 3], ARGV[i + 4], ARGV[i + 5], tonumber(ARGV[i + 6])
-  local existing = false
-  if idem > 0 then
-    -- One call: set the key if absent, and get the id already there if not.
-    existing = redis.call('SET', KEYS[idem], msg_id, 'PX', dedupe_ms, 'NX', 'GET')
-  end
-  if existing then
-    out[#out + 1] = {existing, 0}
-  else
-    local due = due_of(due_at, delay)
-    if due ~= nil and due > now then
-      schedule(lane, msg_id, envelope, expires, due)
-    else
-      add_to_lane(lane, msg_id, envelope, expires)
-    end
-    added = added + 1
-    out[#out + 1] = {msg_id, 1}
-  end
-end
-if added > 0 then redis.call('HINCRBY', STATS, 'published', added) end
+admit(1, FIRST, #ARGV, ARGV[1], out)
 return out

@@ -11,6 +11,15 @@ local DELAYED, BODIES, DLQ = KEYS[4], KEYS[5], KEYS[6]
 local DELIVERIES, INDEX, STATS = KEYS[7], KEYS[8], KEYS[9]
 local WAKE, CONSUMERS, CONFIG = KEYS[10], KEYS[11], KEYS[12]
 
+-- Point every helper below at the queue whose twelve keys start at KEYS[base] (route.lua
+-- writes to several queues in one call; the other scripts keep base 1).
+local function use_queue(base)
+  LANES = {KEYS[base], KEYS[base + 1], KEYS[base + 2]}
+  DELAYED, BODIES, DLQ = KEYS[base + 3], KEYS[base + 4], KEYS[base + 5]
+  DELIVERIES, INDEX, STATS = KEYS[base + 6], KEYS[base + 7], KEYS[base + 8]
+  WAKE, CONSUMERS, CONFIG = KEYS[base + 9], KEYS[base + 10], KEYS[base + 11]
+end
+
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
