@@ -120,7 +120,8 @@ def readme_matrix() -> dict[str, dict[Role, bool]]:
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == len(ROLES) + 1 and cells[1] in ("yes", "no"):
-            matrix[cells[0].strip("`")] = {r: c == "yes" for r, c in zip(ROLES, cells[1:], strict=True)}
+            row = zip(ROLES, cells[1:], strict=True)
+            matrix[cells[0].strip("`")] = {r: c == "yes" for r, c in row}
     return matrix
 
 
