@@ -21,6 +21,7 @@ from .core.errors import Retry
 from .core.events import Event, EventKind
 from .core.message import Message
 from .core.middleware import Middleware
+from .engine.tls import redacted
 from .queues.queue import Outgoing
 
 
@@ -126,7 +127,7 @@ async def run_demo(count: int, console: Console, quiet: bool = False) -> dict[st
     batches = mix(count)
     async with app:
         if not quiet:
-            console.print(f"server: {app.broker.url}")
+            console.print(f"server: {redacted(app.broker.url or '')}")
         started = time.monotonic()
         published = 0
         for name, items in batches.items():

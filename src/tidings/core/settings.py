@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .security_settings import SecuritySettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -80,7 +81,8 @@ def check_log_level(value: Any) -> str:
 class Settings(BaseSettings):
     """Process-wide settings. Queue behaviour is configured per queue (QueueConfig)."""
 
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid",
+                                      env_nested_delimiter="__")
 
     env: str = "development"
     redis_url: str | None = Field(
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     analytics_stream: str | None = Field(None, pattern=r"^[^\s]{1,200}$")
     analytics_url: str | None = None
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @field_validator("redis_url")
     @classmethod
