@@ -1,0 +1,145 @@
+"""Message-level encryption: payloads are AES-256-GCM ciphertext in Redis, plaintext only
+in the producer and the handler.
+
+A queue declared with ``encryption="aes-256-gcm"`` gets this middleware. Its
+``before_publish`` replaces the payload with ``nonce || ciphertext+tag`` (bytes) and adds
+the headers ``enc`` (the algorithm) and ``enc-key`` (the key id); the associated data is
+the queue, the message id and every header, so a ciphertext moved to another message or
+queue, or headers changed, fail to decrypt. Its ``around_handler`` decrypts for the
+handler and puts the ciphertext back afterwards, so a retry, a dead letter or a replay
+write ciphertext again: Redis, the DLQ and whatever archives them never see the payload.
+
+A message that does not decrypt (tampered, moved, a key id not in the ring, not
+encrypted at all) is dead-lettered with the reason, and the worker goes on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from ..core.errors import ConfigError, DeadLetter
+from ..core.message import Message, check_payload
+from ..core.middleware import Call, Middleware
+from ..queues.host import ExtensionHost
+from .keyring import Keyring, KeyProvider
+
+ALGORITHM = "aes-256-gcm"
+ALGORITHM_HEADER, KEY_HEADER = "enc", "enc-key"
+NONCE_BYTES = 12
+
+
+class DecryptionError(Exception):
+    """Why a message does not decrypt (becomes the dead letter's reason)."""
+
+
+def associated_data(queue: str, message_id: str, headers: dict[str, str]) -> bytes:
+    """What the ciphertext is bound to: queue, message id and every header, canonical."""
+    return msgpack.packb([queue, message_id, sorted(headers.items())], use_bin_type=True)
+
+
+def encrypt_payload(keys: KeyProvider, queue: str, message: Message) -> None:
+    """Encrypt ``message``'s payload in place with the active key."""
+    check_payload(message.payload)  # the same errors as a plaintext publish
+    key_id, key = keys.active()
+    message.headers[ALGORITHM_HEADER] = ALGORITHM
+    message.headers[KEY_HEADER] = key_id
+    plaintext = msgpack.packb(message.payload, use_bin_type=True)
+    nonce = _nonce()
+    sealed = AESGCM(key).encrypt(nonce, plaintext,
+                                 associated_data(queue, message.id, message.headers))
+    message.payload = nonce + sealed
+
+
+def decrypt_payload(keys: KeyProvider, message: Message) -> Any:
+    """The plaintext payload of ``message``; DecryptionError saying why not."""
+    headers = message.headers
+    algorithm = headers.get(ALGORITHM_HEADER)
+    if algorithm is None:
+        raise DecryptionError("not encrypted: the queue requires aes-256-gcm")
+    if algorithm != ALGORITHM:
+        raise DecryptionError(f"unknown encryption {algorithm!r}")
+    key_id = headers.get(KEY_HEADER, "")
+    key = keys.get(key_id)
+    if key is None:
+        raise DecryptionError(f"key {key_id!r} is not in the keyring (missing or erased)")
+    sealed = message.payload
+    if type(sealed) is not bytes or len(sealed) < NONCE_BYTES + 16:
+        raise DecryptionError("the payload is not a ciphertext")
+    try:
+        plaintext = AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:],
+                                        associated_data(message.queue, message.id, headers))
+    except InvalidTag:
+        raise DecryptionError(f"authentication failed with key {key_id!r}: the ciphertext, "
+                              "or the queue, id or headers it is bound to, was altered") from None
+    return msgpack.unpackb(plaintext, raw=False, strict_map_key=False)
+
+
+def _nonce() -> bytes:
+    import os
+
+    return os.urandom(NONCE_BYTES)  # random 96-bit nonces: safe far beyond 2**32 messages
+
+
+class Encryption(Middleware):
+    """The app's encryption of the queues declared with ``encryption="aes-256-gcm"``.
+
+    Made once per app (``app.extension(Encryption)``); the keyring comes from the settings
+    unless one is given with :meth:`use` (a KMS adapter, say).
+    """
+
+    innermost = True  # encrypts after every header is set; decrypts next to the handler
+
+    def __init__(self, app: ExtensionHost) -> None:
+        self.app = app
+        self._keys: KeyProvider | None = None
+        app.add_middleware(self)
+
+    def use(self, keys: KeyProvider) -> None:
+        """Encrypt and decrypt with ``keys`` instead of the settings' keyring."""
+        self._keys = keys
+
+    @property
+    def keys(self) -> KeyProvider:
+        if self._keys is None:
+            ring = Keyring.from_settings(self.app.settings.security)
+            if ring is None:
+                raise ConfigError("TIDINGS_SECURITY__KEYRING_FILE", "a queue has encryption="
+                                  "'aes-256-gcm' but no keys are set (KEYRING_FILE or KEYS)")
+            self._keys = ring
+        return self._keys
+
+    def _encrypted(self, queue: str) -> bool:
+        declared = self.app.queues.get(queue)
+        return declared is not None and declared.config.encryption == ALGORITHM
+
+    def before_publish(self, queue: str, message: Message) -> None:
+        if self._encrypted(queue):
+            encrypt_payload(self.keys, queue, message)
+
+    async def around_handler(self, message: Message | list[Message], call_next: Call) -> Any:
+        messages = message if isinstance(message, list) else [message]
+        if not messages or not self._encrypted(messages[0].queue):
+            return await call_next()
+        sealed = [m.payload for m in messages]
+        try:
+            self._open(messages)
+            return await call_next()
+        finally:  # what is settled (retried, dead-lettered) is the ciphertext again
+            for item, payload in zip(messages, sealed, strict=True):
+                item.payload = payload
+
+    def _open(self, messages: Sequence[Message]) -> None:
+        single = len(messages) == 1
+        for item in messages:
+            try:
+                item.payload = decrypt_payload(self.keys, item)
+            except DecryptionError as exc:
+                if single:
+                    raise DeadLetter(f"decryption failed: {exc}") from None
+                item.dead_letter(f"decryption failed: {exc}")  # the rest of the batch runs
+                item.payload = None
