@@ -190,3 +190,62 @@ async def test_an_encrypted_queue_without_keys_is_a_config_error(
     with pytest.raises(ConfigError) as info:
         await app.queue("email").publish("x")
     assert "no keys are set" in str(info.value)
+
+
+async def test_dead_letters_are_reencrypted_so_the_old_key_can_be_retired(
+        make_app: Callable[..., Tidings], recorder: Recorder) -> None:
+    from tidings.security.encryption import Encryption
+    from tidings.security.reencrypt import reencrypt_dead_letters
+
+    old = ring("k1")
+    app = encrypted_app(make_app, old, recorder)
+    handled: list[Any] = []
+
+    @app.queue("email").handler
+    async def handle(msg: Message) -> None:
+        handled.append(msg.payload)
+        raise DeadLetter("first time")
+
+    async with app:
+        email = app.queue("email")
+        await email.publish_many([SECRET, SECRET, SECRET])
+        await run_until(app, recorder, lambda: recorder.counts[EventKind.DEAD_LETTERED] == 3)
+        rotated = old.rotated("k2")
+        done = await reencrypt_dead_letters(email, rotated, batch=2)
+        assert (done.rewritten, done.current, done.skipped) == (3, 0, [])
+        again = await reencrypt_dead_letters(email, rotated)
+        assert (again.rewritten, again.current) == (0, 3)
+        entries = await email.dlq.list()
+        assert {e.message.headers["enc-key"] for e in entries if e.message} == {"k2"}
+        app.extension(Encryption).use(rotated.without("k1"))  # k1 retired
+        seen: list[Any] = []
+
+        @email.handler
+        async def after(msg: Message) -> None:
+            seen.append(msg.payload)
+
+        assert await email.dlq.replay() == 3
+        await run_until(app, recorder, lambda: len(seen) == 3)
+    assert seen == [SECRET] * 3
+
+
+def test_keys_cli_inits_rotates_lists_and_retires_a_0600_ring(tmp_path: Any) -> None:
+    import json
+    import stat
+
+    from conftest import tidings
+
+    path = tmp_path / "ring.json"
+    env = {"TIDINGS_SECURITY__KEYRING_FILE": str(path)}
+    tidings(env, "keys", "init", "--id", "k1")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    rotated = json.loads(tidings(env, "keys", "rotate", "--id", "k2", "--json").stdout)
+    assert rotated == {"active": "k2", "ids": ["k1", "k2"]}
+    listed = tidings(env, "keys", "list")
+    assert listed.stdout == "k1\nk2  (active)\n"
+    key = Keyring.load(path).get("k1")
+    assert key is not None and base64.b64encode(key).decode() not in listed.stdout
+    refused = tidings(env, "keys", "retire", "k2", code=2)
+    assert "is the active key: rotate first" in refused.stderr
+    tidings(env, "keys", "retire", "k1")
+    assert Keyring.load(path).ids == ["k2"]

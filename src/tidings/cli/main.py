@@ -404,9 +404,10 @@ from .observe import alerts_cli, observe_cli  # noqa: E402
 
 cli.add_typer(observe_cli)
 cli.add_typer(alerts_cli, name="alerts")
-from .security import acl_cli  # noqa: E402
+from .security import acl_cli, keys_cli  # noqa: E402
 
 cli.add_typer(acl_cli, name="acl")
+cli.add_typer(keys_cli, name="keys")
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Security commands: ``tidings acl generate|apply`` (least-privilege Redis users).
+"""Security commands: ``tidings acl generate|apply`` (least-privilege Redis users) and
+``tidings keys list|init|rotate|retire|reencrypt`` (the message encryption keyring).
 
 ``generate`` prints the ``ACL SETUSER`` lines of a role, for a DBA or a config file;
 ``apply`` runs them on the server TIDINGS_REDIS_URL names (as a user allowed to run
@@ -8,13 +9,27 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..core.settings import load_settings
 from ..security.acl import AclUser, Role, apply, generate
-from .support import Cli, JsonOption, emit_json, load_app, run
+from ..security.encryption import Encryption
+from ..security.keyring import Keyring, new_key
+from ..security.reencrypt import Reencrypted, reencrypt_dead_letters
+from .support import (
+    EXIT_USAGE,
+    AppOption,
+    Cli,
+    CommandFailed,
+    JsonOption,
+    emit_json,
+    load_app,
+    resolve_queue,
+    run,
+)
 
 acl_cli = Cli(help="Least-privilege Redis ACL users for tidings' roles.")
 
@@ -65,3 +80,90 @@ def apply_command(role: RoleOption, queue: QueueOption = None, user: UserOption 
         emit_json({"user": acl_user.name, "role": role.value, "password": shown})
     else:
         typer.echo(f"user {acl_user.name} ({role.value}) applied; password: {shown}")
+
+
+# -- tidings keys: the encryption keyring --------------------------------------------------
+
+keys_cli = Cli(help="Message encryption keys: list, rotate, retire, re-encrypt dead letters.")
+
+FileOption = Annotated[Path | None, typer.Option(
+    "--file", help="The keyring file (default TIDINGS_SECURITY__KEYRING_FILE).")]
+
+
+def _ring_file(file: Path | None) -> Path:
+    path = file or load_settings().security.keyring_file
+    if path is None:
+        raise CommandFailed("no keyring file: give --file or set "
+                            "TIDINGS_SECURITY__KEYRING_FILE", EXIT_USAGE)
+    return path
+
+
+def _show_ring(ring: Keyring, json: bool) -> None:
+    if json:
+        emit_json({"active": ring.active_id, "ids": ring.ids})
+    else:
+        for key_id in ring.ids:
+            typer.echo(f"{key_id}{'  (active)' if key_id == ring.active_id else ''}")
+
+
+@keys_cli.command("list")
+def keys_list(file: FileOption = None, json: JsonOption = False) -> None:
+    """The key ids of the ring, the active one marked (never the keys)."""
+    _show_ring(Keyring.load(_ring_file(file)), json)
+
+
+@keys_cli.command("init")
+def keys_init(file: FileOption = None, key_id: Annotated[str, typer.Option(
+        "--id", help="The first key's id.")] = "k1", json: JsonOption = False) -> None:
+    """Create a keyring file (0600) with one new random key."""
+    path = _ring_file(file)
+    if path.exists():
+        raise CommandFailed(f"{path} exists: use 'tidings keys rotate'")
+    ring = Keyring({key_id: new_key()}, key_id)
+    ring.save(path)
+    _show_ring(ring, json)
+
+
+@keys_cli.command("rotate")
+def keys_rotate(file: FileOption = None, key_id: Annotated[str | None, typer.Option(
+        "--id", help="The new key's id (default: generated).")] = None,
+                json: JsonOption = False) -> None:
+    """Add a new random key and make it active; the old keys still decrypt."""
+    path = _ring_file(file)
+    ring = Keyring.load(path).rotated(key_id)
+    ring.save(path)
+    _show_ring(ring, json)
+
+
+@keys_cli.command("retire")
+def keys_retire(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
+                file: FileOption = None, json: JsonOption = False) -> None:
+    """Remove a key: what it encrypted can no longer be read (re-encrypt first)."""
+    path = _ring_file(file)
+    ring = Keyring.load(path).without(key_id)
+    ring.save(path)
+    _show_ring(ring, json)
+
+
+@keys_cli.command("reencrypt")
+def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
+                   app_spec: AppOption = None, file: FileOption = None,
+                   json: JsonOption = False) -> None:
+    """Encrypt the dead letters of QUEUE again with the active key."""
+    app = load_app(app_spec)
+    ring = Keyring.load(_ring_file(file)) if file else None
+
+    async def body() -> Reencrypted:
+        found = await resolve_queue(app, queue)
+        keys = ring or app.extension(Encryption).keys
+        return await reencrypt_dead_letters(found, keys)
+
+    result = run(app, body)
+    if json:
+        emit_json({"rewritten": result.rewritten, "current": result.current,
+                   "skipped": [{"id": i, "reason": r} for i, r in result.skipped]})
+    else:
+        typer.echo(f"re-encrypted {result.rewritten} dead letter(s); {result.current} "
+                   f"already current; {len(result.skipped)} skipped")
+        for message_id, reason in result.skipped:
+            typer.echo(f"  skipped {message_id}: {reason}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 from enum import StrEnum
-from typing import Literal, Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 

@@ -94,7 +94,7 @@ _OPERATOR = {
     "stats": ("hincrby", *_HASH_READ),
     "consumers": _ZSET_READ,
     "config": ("hset", "hdel", *_HASH_READ),  # weights, pause
-    "dlq": ("xdel", *_STREAM_READ),  # list, replay, purge
+    "dlq": ("xdel", "xadd", *_STREAM_READ),  # list, replay, purge, re-encrypt
     "paused-keys": ("sadd", "srem", "smembers", "sismember", "scard"),
     "parked:*": ("zadd", "zrem", "del", *_ZSET_READ),
     "fair:*": ("llen", "hget", "hgetall"),

@@ -26,7 +26,7 @@ from ..core.errors import ConfigError, DeadLetter
 from ..core.message import Message, check_payload
 from ..core.middleware import Call, Middleware
 from ..queues.host import ExtensionHost
-from .keyring import Keyring, KeyProvider
+from .keyring import KeyProvider, Keyring
 
 ALGORITHM = "aes-256-gcm"
 ALGORITHM_HEADER, KEY_HEADER = "enc", "enc-key"
