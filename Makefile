@@ -67,6 +67,7 @@ bench: venv
 	$(BIN)/python -m bench.scheduling
 	$(BIN)/python -m bench.flow
 	$(BIN)/python -m bench.observability
+	$(BIN)/python -m bench.security
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.

@@ -15,6 +15,7 @@ encrypted at all) is dead-lettered with the reason, and the worker goes on.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -46,12 +47,12 @@ def encrypt_payload(keys: KeyProvider, queue: str, message: Message) -> None:
     """Encrypt ``message``'s payload in place with the active key."""
     check_payload(message.payload)  # the same errors as a plaintext publish
     key_id, key = keys.active()
-    message.headers[ALGORITHM_HEADER] = ALGORITHM
-    message.headers[KEY_HEADER] = key_id
-    plaintext = msgpack.packb(message.payload, use_bin_type=True)
+    headers = message.headers
+    headers[ALGORITHM_HEADER] = ALGORITHM
+    headers[KEY_HEADER] = key_id
     nonce = _nonce()
-    sealed = AESGCM(key).encrypt(nonce, plaintext,
-                                 associated_data(queue, message.id, message.headers))
+    sealed = _cipher(key).encrypt(nonce, msgpack.packb(message.payload, use_bin_type=True),
+                                  associated_data(queue, message.id, headers))
     message.payload = nonce + sealed
 
 
@@ -71,18 +72,30 @@ def decrypt_payload(keys: KeyProvider, message: Message) -> Any:
     if type(sealed) is not bytes or len(sealed) < NONCE_BYTES + 16:
         raise DecryptionError("the payload is not a ciphertext")
     try:
-        plaintext = AESGCM(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:],
-                                        associated_data(message.queue, message.id, headers))
+        plaintext = _cipher(key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:],
+                                         associated_data(message.queue, message.id, headers))
     except InvalidTag:
         raise DecryptionError(f"authentication failed with key {key_id!r}: the ciphertext, "
                               "or the queue, id or headers it is bound to, was altered") from None
     return msgpack.unpackb(plaintext, raw=False, strict_map_key=False)
 
 
-def _nonce() -> bytes:
-    import os
+_ciphers: dict[bytes, AESGCM] = {}  # the key schedule once per key, not per message
 
-    return os.urandom(NONCE_BYTES)  # random 96-bit nonces: safe far beyond 2**32 messages
+
+def _cipher(key: bytes) -> AESGCM:
+    cipher = _ciphers.get(key)
+    if cipher is None:
+        if len(_ciphers) > 64:  # a ring is a handful of keys; a KMS may hand out more
+            _ciphers.clear()
+        cipher = _ciphers[key] = AESGCM(key)
+    return cipher
+
+
+def _nonce() -> bytes:
+    # Random 96-bit nonces, straight from the OS (thread-safe; no buffer two threads could
+    # cut the same nonce from): safe far beyond 2**32 messages a key.
+    return os.urandom(NONCE_BYTES)
 
 
 class Encryption(Middleware):
@@ -122,24 +135,35 @@ class Encryption(Middleware):
             encrypt_payload(self.keys, queue, message)
 
     async def around_handler(self, message: Message | list[Message], call_next: Call) -> Any:
-        messages = message if isinstance(message, list) else [message]
+        if type(message) is not Message:  # a batch
+            return await self._around_batch(message, call_next)  # type: ignore[arg-type]
+        if not self._encrypted(message.queue):
+            return await call_next()
+        sealed = message.payload
+        try:
+            message.payload = decrypt_payload(self.keys, message)
+        except DecryptionError as exc:
+            raise DeadLetter(f"decryption failed: {exc}") from None
+        try:
+            return await call_next()
+        finally:  # what is settled (retried, dead-lettered) is the ciphertext again
+            message.payload = sealed
+
+    async def _around_batch(self, messages: list[Message], call_next: Call) -> Any:
         if not messages or not self._encrypted(messages[0].queue):
             return await call_next()
         sealed = [m.payload for m in messages]
         try:
             self._open(messages)
             return await call_next()
-        finally:  # what is settled (retried, dead-lettered) is the ciphertext again
+        finally:
             for item, payload in zip(messages, sealed, strict=True):
                 item.payload = payload
 
     def _open(self, messages: Sequence[Message]) -> None:
-        single = len(messages) == 1
         for item in messages:
             try:
                 item.payload = decrypt_payload(self.keys, item)
             except DecryptionError as exc:
-                if single:
-                    raise DeadLetter(f"decryption failed: {exc}") from None
                 item.dead_letter(f"decryption failed: {exc}")  # the rest of the batch runs
                 item.payload = None
