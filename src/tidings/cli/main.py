@@ -404,10 +404,11 @@ from .observe import alerts_cli, observe_cli  # noqa: E402
 
 cli.add_typer(observe_cli)
 cli.add_typer(alerts_cli, name="alerts")
-from .security import acl_cli, keys_cli  # noqa: E402
+from .security import acl_cli, keys_cli, tokens_cli  # noqa: E402
 
 cli.add_typer(acl_cli, name="acl")
 cli.add_typer(keys_cli, name="keys")
+cli.add_typer(tokens_cli, name="tokens")
 
 
 def main() -> None:

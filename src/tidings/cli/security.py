@@ -1,5 +1,6 @@
 """Security commands: ``tidings acl generate|apply`` (least-privilege Redis users) and
-``tidings keys list|init|rotate|retire|reencrypt`` (the message encryption keyring).
+``tidings keys list|init|rotate|retire|reencrypt`` (the message encryption keyring) and
+``tidings tokens create|list|revoke`` (API tokens; each operation authorised and audited).
 
 ``generate`` prints the ``ACL SETUSER`` lines of a role, for a DBA or a config file;
 ``apply`` runs them on the server TIDINGS_REDIS_URL names (as a user allowed to run
@@ -14,11 +15,16 @@ from typing import Annotated
 
 import typer
 
+from ..app import Tidings
 from ..core.settings import load_settings
 from ..security.acl import AclUser, Role, apply, generate
+from ..security.audit import Audit, local_principal
+from ..security.auth import Authenticator
 from ..security.encryption import Encryption
 from ..security.keyring import Keyring, new_key
+from ..security.principals import Principal
 from ..security.reencrypt import Reencrypted, reencrypt_dead_letters
+from ..security.tokens import TokenRecord
 from .support import (
     EXIT_USAGE,
     AppOption,
@@ -42,6 +48,10 @@ PrefixOption = Annotated[str | None, typer.Option(
     "--prefix", help="The key prefix (default TIDINGS_KEY_PREFIX).")]
 PasswordOption = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the password from stdin instead of generating one.")]
+
+TokenOption = Annotated[str | None, typer.Option(
+    "--token", envvar="TIDINGS_TOKEN", help="Act as this token's principal (default: the "
+    "local operator, who holds the server credentials).")]
 
 
 def _user(role: Role, queue: list[str] | None, user: str | None, prefix: str | None,
@@ -72,7 +82,11 @@ def apply_command(role: RoleOption, queue: QueueOption = None, user: UserOption 
     app = load_app(None)
 
     async def body() -> None:
-        await apply(app.broker.client, [acl_user])
+        who, audit = local_principal(), app.extension(Audit)
+        await audit.authorize(who, "admin", "acl.apply", acl_user.name)
+        dropped = await apply(app.broker.client, [acl_user])
+        await audit.record(who, "acl.apply", acl_user.name, "admin", "done", role=role.value,
+                           queues=queue or [], left_out=dropped)
 
     run(app, body)
     shown = "(from stdin)" if password_stdin else password
@@ -148,15 +162,20 @@ def keys_retire(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
 @keys_cli.command("reencrypt")
 def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
                    app_spec: AppOption = None, file: FileOption = None,
-                   json: JsonOption = False) -> None:
+                   token: TokenOption = None, json: JsonOption = False) -> None:
     """Encrypt the dead letters of QUEUE again with the active key."""
     app = load_app(app_spec)
     ring = Keyring.load(_ring_file(file)) if file else None
 
     async def body() -> Reencrypted:
+        who, audit = await _principal(app, token), app.extension(Audit)
+        await audit.authorize(who, "keys:manage", "keys.reencrypt", queue)
         found = await resolve_queue(app, queue)
         keys = ring or app.extension(Encryption).keys
-        return await reencrypt_dead_letters(found, keys)
+        done = await reencrypt_dead_letters(found, keys)
+        await audit.record(who, "keys.reencrypt", queue, "keys:manage", "done",
+                           rewritten=done.rewritten, skipped=len(done.skipped))
+        return done
 
     result = run(app, body)
     if json:
@@ -167,3 +186,95 @@ def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
                    f"already current; {len(result.skipped)} skipped")
         for message_id, reason in result.skipped:
             typer.echo(f"  skipped {message_id}: {reason}")
+
+
+# -- tidings tokens: API tokens -------------------------------------------------------------
+
+tokens_cli = Cli(help="API tokens for the HTTP API and --token: create, list, revoke.")
+
+
+async def _principal(app: Tidings, token: str | None) -> Principal:
+    if token is None:
+        return local_principal()
+    return await app.extension(Authenticator).authenticate(token)
+
+
+@tokens_cli.command("create")
+def tokens_create(
+        name: Annotated[str, typer.Option("--name", help="Who or what the token is for.")],
+        scope: Annotated[list[str], typer.Option(
+            "--scope", metavar="SCOPE", help="A permission (repeat): publish:email, "
+            "consume:*, dlq:replay:sms, admin.")],
+        expires: Annotated[str | None, typer.Option(
+            "--expires", metavar="DURATION", help="Lifetime: 3600, 90m, 12h, 30d.")] = None,
+        token: TokenOption = None, json: JsonOption = False) -> None:
+    """Create a token; it is printed once and only its hash is kept."""
+    app = load_app(None)
+    lifetime = None if expires is None else _duration(expires)
+
+    async def body() -> tuple[str, TokenRecord]:
+        who = await _principal(app, token)
+        audit = app.extension(Audit)
+        await audit.authorize(who, "tokens:manage", "tokens.create", name)
+        made = await app.extension(Authenticator).tokens.create(name, scope, lifetime)
+        await audit.record(who, "tokens.create", name, "tokens:manage", "done",
+                           token_id=made[1].id, scopes=list(made[1].scopes))
+        return made
+
+    secret, record = run(app, body)
+    if json:
+        emit_json({**record.as_dict(), "token": secret})
+    else:
+        typer.echo(f"token {record.id} ({record.name}): {secret}")
+
+
+@tokens_cli.command("list")
+def tokens_list(token: TokenOption = None, json: JsonOption = False) -> None:
+    """The tokens: id, name, scopes, expiry (never the secrets)."""
+    app = load_app(None)
+
+    async def body() -> list[TokenRecord]:
+        await app.extension(Audit).authorize(await _principal(app, token), "tokens:manage",
+                                             "tokens.list")
+        return await app.extension(Authenticator).tokens.list()
+
+    records = run(app, body)
+    if json:
+        emit_json([r.as_dict() for r in records])
+        return
+    for r in records:
+        typer.echo(f"{r.id}  {r.name}  {','.join(r.scopes)}  expires "
+                   f"{'never' if r.expires_at is None else int(r.expires_at)}")
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID")],
+                  token: TokenOption = None) -> None:
+    """Revoke a token at once."""
+    app = load_app(None)
+
+    async def body() -> bool:
+        who = await _principal(app, token)
+        audit = app.extension(Audit)
+        await audit.authorize(who, "tokens:manage", "tokens.revoke", token_id)
+        gone = await app.extension(Authenticator).tokens.revoke(token_id)
+        await audit.record(who, "tokens.revoke", token_id, "tokens:manage",
+                           "done" if gone else "failed")
+        return gone
+
+    if not run(app, body):
+        raise CommandFailed(f"no token {token_id!r}")
+    typer.echo(f"revoked {token_id}")
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a duration (3600, 90m, 12h, 30d)",
+                                 param_hint="--expires") from None
+    if not value > 0 or value == float("inf"):
+        raise typer.BadParameter(f"{text!r} must be > 0", param_hint="--expires")
+    return value

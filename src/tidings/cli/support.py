@@ -40,6 +40,8 @@ from ..core.errors import (
     BrokerUnavailableError,
     DurabilityError,
     EmbeddedServerError,
+    InvalidTokenError,
+    NotAuthorizedError,
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
@@ -94,6 +96,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
                   | redis_errors.NoPermissionError):
         return (f"{exc} (check the user and password in TIDINGS_REDIS_URL and the server's "
                 "ACL)"), EXIT_PERMISSION
+    if isinstance(exc, InvalidTokenError | NotAuthorizedError):
+        return str(exc), EXIT_PERMISSION
     if isinstance(exc, BrokerUnavailableError | redis_errors.ConnectionError
                   | redis_errors.TimeoutError):
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "

@@ -103,6 +103,24 @@ class ClientCertificateError(UntrustedCertificateError):
             "TIDINGS_SECURITY__TLS_CERT_FILE and TLS_KEY_FILE to one its CA signed)")
 
 
+class InvalidTokenError(TidingsError):
+    """A bearer token (API token or OIDC JWT) was not accepted; ``reason`` says why. The
+    token itself is never part of the message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid token: {reason}")
+
+
+class NotAuthorizedError(TidingsError):
+    """The principal lacks the permission an operation needs (``publish:email`` ...)."""
+
+    def __init__(self, principal: str, permission: str) -> None:
+        self.principal = principal
+        self.permission = permission
+        super().__init__(f"{principal!r} lacks the permission {permission!r}")
+
+
 class DurabilityError(TidingsError):
     """The write happened but the requested durability was not confirmed in time.
 

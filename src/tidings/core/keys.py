@@ -182,6 +182,16 @@ class KeySpace:
         return f"{self.prefix}:analytics:{name}"
 
     @property
+    def tokens(self) -> str:
+        """Hash of API token id -> its record (name, scopes, expiry, the secret's hash)."""
+        return f"{self.prefix}:security:tokens"
+
+    @property
+    def audit(self) -> str:
+        """The audit stream of management operations (until the ledger's audit trail)."""
+        return f"{self.prefix}:security:audit"
+
+    @property
     def schedules(self) -> ScheduleKeys:
         tag = f"{self.prefix}:{{schedules}}"
         return ScheduleKeys(f"{tag}:due", f"{tag}:ids", f"{tag}:s:")

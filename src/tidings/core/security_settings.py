@@ -39,3 +39,9 @@ class SecuritySettings(BaseModel):
     # the keys inline ("id:base64,id:base64", the first one encrypts).
     keyring_file: Path | None = None
     keys: SecretStr | None = None
+    # OIDC bearer tokens (the HTTP API): a JWKS file or URL, the issuer and audience
+    # expected, and the claim that holds the scopes.
+    oidc_jwks: str | None = None
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_scope_claim: str = "scope"
