@@ -10,11 +10,8 @@ of the difference is the cipher. Written to ``bench/results/security.json``.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import os
-import platform
 import sys
 import time
 import uuid
@@ -23,11 +20,12 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from tidings import Message, Tidings
+from tidings import Tidings
 from tidings.security.encryption import Encryption
 from tidings.security.keyring import Keyring, new_key
 
-from .stats import RESULTS, median, ratio, rounded
+from .drain import count_to, drop_keys
+from .stats import median, ratio, rounded, rounds_main
 
 BATCH = 500
 CONCURRENCY = 256
@@ -46,16 +44,7 @@ async def run(url: str, variant: str, n: int) -> tuple[float, float]:
     queue = app.queue("mail", **options)
     if options:
         app.extension(Encryption).use(Keyring({"k1": new_key()}, "k1"))
-    done = asyncio.Event()
-    count = 0
-
-    @queue.handler(concurrency=CONCURRENCY)
-    async def handle(msg: Message) -> None:
-        nonlocal count
-        count += 1
-        if count >= n:
-            done.set()
-
+    done = count_to(queue, n, CONCURRENCY)
     async with app:
         try:
             payloads = [body(i) for i in range(n)]
@@ -71,10 +60,7 @@ async def run(url: str, variant: str, n: int) -> tuple[float, float]:
             worker.stop()
             await task
         finally:
-            keys = [k async for k in app.broker.client.scan_iter(
-                match=f"{app.settings.key_prefix}:*", count=1000)]
-            for i in range(0, len(keys), 500):
-                await app.broker.client.unlink(*keys[i:i + 500])
+            await drop_keys(app)
     return published, drained
 
 
@@ -113,31 +99,7 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.security",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", default=os.environ.get(
-        "TIDINGS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="2,000 messages, 3 rounds")
-    parser.add_argument("--output", default=str(RESULTS / "security.json"))
-    args = parser.parse_args(argv)
-    n, rounds = (2_000, 3) if args.quick else (args.messages, args.rounds)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
-    started = time.time()
-    result = asyncio.run(measure(args.redis_url, n, rounds))
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "load_average_at_start": os.getloadavg()[0],
-                         "seconds": round(time.time() - started, 1)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    with open(args.output, "w") as out:
-        out.write(text + "\n")
+    rounds_main("python -m bench.security", __doc__ or "", measure, "security.json", argv)
 
 
 if __name__ == "__main__":

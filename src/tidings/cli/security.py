@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -143,18 +144,19 @@ def keys_rotate(file: FileOption = None, key_id: Annotated[str | None, typer.Opt
         "--id", help="The new key's id (default: generated).")] = None,
                 json: JsonOption = False) -> None:
     """Add a new random key and make it active; the old keys still decrypt."""
-    path = _ring_file(file)
-    ring = Keyring.load(path).rotated(key_id)
-    ring.save(path)
-    _show_ring(ring, json)
+    _change_ring(file, json, lambda ring: ring.rotated(key_id))
 
 
 @keys_cli.command("retire")
 def keys_retire(key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
                 file: FileOption = None, json: JsonOption = False) -> None:
     """Remove a key: what it encrypted can no longer be read (re-encrypt first)."""
+    _change_ring(file, json, lambda ring: ring.without(key_id))
+
+
+def _change_ring(file: Path | None, json: bool, change: Callable[[Keyring], Keyring]) -> None:
     path = _ring_file(file)
-    ring = Keyring.load(path).without(key_id)
+    ring = change(Keyring.load(path))
     ring.save(path)
     _show_ring(ring, json)
 
