@@ -113,6 +113,44 @@ async def test_closed_channel_refuses_calls(client: Redis) -> None:
         await chan.execute_command("PING")
 
 
+@pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
+def test_a_call_after_the_connection_closed_but_before_the_loop_noticed_reconnects(
+        redis_url: str, loop_kind: str) -> None:
+    """The worker's loop under ``tidings worker`` is uvloop, whose write on a closed
+    transport raises RuntimeError: before the fix that stopped the worker."""
+    pool_owner = Redis.from_url(redis_url)
+    chan = Channel(pool_owner.connection_pool, timeout=5.0)
+
+    async def scenario() -> tuple[int, int]:
+        first: int = await chan.execute_command("CLIENT", "ID")
+        wire = chan._wire
+        assert wire is not None
+        wire.transport.close()  # connection_lost runs on a later loop iteration
+        second: int = await chan.execute_command("CLIENT", "ID")
+        pipe = chan.pipeline()
+        pipe.execute_command("PING")
+        assert chan._wire is not None
+        chan._wire.transport.close()
+        assert await pipe.execute() == [b"PONG"]
+        chan.reset()
+        call = asyncio.ensure_future(chan.execute_command("CLIENT", "ID"))
+        # Polled on purpose: the moment wanted is one loop iteration wide.
+        while chan._wire is None:  # noqa: ASYNC110  # connected; the call has not written
+            await asyncio.sleep(0)
+        chan.reset()  # as the worker does to a blocked read it gave up on
+        assert isinstance(await asyncio.wait_for(call, 3), int)
+        await chan.aclose()
+        await pool_owner.aclose()
+        return first, second
+
+    if loop_kind == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+        first, second = uvloop.run(scenario())
+    else:
+        first, second = asyncio.run(scenario())
+    assert second != first
+
+
 def test_a_channel_used_from_a_new_event_loop_opens_a_new_connection(redis_url: str) -> None:
     pool_owner = Redis.from_url(redis_url)
     chan = Channel(pool_owner.connection_pool, timeout=1.0)

@@ -63,10 +63,25 @@ def prometheus(worker_port: int, tmp_path: Path) -> Iterator[int]:
         [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'data'}",
          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     try:
+        wait_ready(port, proc)
         yield port
     finally:
         stop_process(proc, timeout=30)
         log.close()
+
+
+def wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    """Until /-/ready answers 200: before that the query API answers 503 as plain text."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"prometheus exited with {proc.returncode}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:  # not listening yet
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"Prometheus was not ready in {timeout}s")
 
 
 async def query(port: int, expr: str) -> list[dict[str, Any]]:

@@ -205,3 +205,19 @@ async def test_at_twice_the_load_nothing_accepted_is_lost_and_low_is_shed_first(
     assert result["processed_twice"] == 0
     assert result["low"]["refused"] > 0  # the overload was real, and low gave way first
     assert result["high"]["refused"] <= result["low"]["refused"]
+
+
+# Scripts that admit new messages: a full server must refuse them before they write. Every
+# other script keeps accepted messages moving or frees memory, and must run on a full server.
+ADMITTING = {"publish", "fair_publish", "campaign_publish", "campaign_create",
+             "ordered_publish", "ordered_replay", "dlq_replay", "schedule_save"}
+
+
+def test_only_scripts_that_admit_messages_are_refused_by_a_full_server() -> None:
+    from tidings.engine.scripts import LIBRARY
+
+    refused = {s.name for s in LIBRARY if not s.source.startswith("#!lua flags=allow-oom")}
+    assert refused == ADMITTING, (
+        "a new script must say whether a full server may refuse it: add `-- @flags "
+        "allow-oom` to its header, or add it to ADMITTING if it stores new messages")
+    assert all(s.source.startswith("#!lua") for s in LIBRARY)

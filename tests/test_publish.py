@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,6 +18,7 @@ from tidings import (
     MessageNotFoundError,
     Outgoing,
     PayloadError,
+    QueueFullError,
     ServerConfigError,
     Tidings,
     UnknownQueueError,
@@ -70,6 +72,29 @@ async def test_batch_publish_returns_ids_in_order_across_chunks(app: Tidings) ->
     assert ids == sorted(ids)  # ULIDs sort by creation
     info = await q.inspect(ids[1234])
     assert info is not None and info.message is not None and info.message.payload == {"i": 1234}
+
+
+def _items_then_bad(good: int) -> Iterator[Any]:
+    yield from ({"i": i} for i in range(good))
+    yield Outgoing({"i": good}, priority="urgent")  # not a priority: a ValidationError
+
+
+async def test_a_bad_item_in_a_later_chunk_leaves_the_earlier_chunks_published(
+        app: Tidings) -> None:
+    q = app.queue("bulk")
+    with pytest.raises(ValidationError, match="priority"):
+        await q.publish_many(_items_then_bad(2500), chunk_size=1000)
+    # chunks 1 and 2 were published (chunk 2 was on the wire while chunk 3 was encoded);
+    # nothing of chunk 3, the one holding the bad item
+    assert (await q.stats()).depth == 2000
+
+
+async def test_a_refused_chunk_stops_the_later_chunks(app: Tidings) -> None:
+    q = app.queue("bulk", max_depth=1500)
+    with pytest.raises(QueueFullError):
+        await q.publish_many([{"i": i} for i in range(5000)], chunk_size=1000)
+    # chunk 2 was refused whole; chunks 3 to 5 were encoded in turn but never sent
+    assert (await q.stats()).depth == 1000
 
 
 async def test_delayed_message_waits_in_the_delayed_set_and_can_be_cancelled(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -115,6 +116,11 @@ def worker(
         uvloop.install()
     except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
         pass
+    # What start-up created (modules, the app) lives as long as the process: out of the
+    # collector's sight, a full collection walks only what the work allocates (a shorter
+    # pause, less tail latency).
+    gc.collect()
+    gc.freeze()
     run(app, w.run)
 
 

@@ -80,6 +80,15 @@ class _Wire(asyncio.Protocol):
         if paused is not None and not paused.done():
             paused.set_result(None)
 
+    def write(self, data: bytes) -> None:
+        try:
+            self.transport.write(data)
+        except RuntimeError as exc:  # uvloop, on a transport closed under us: not a crash
+            self.drop(RedisConnectionError(f"connection to the server closed: {exc}"))
+
+    def closed(self) -> bool:
+        return self.lost is not None or self.transport.is_closing()
+
     def drop(self, error: Exception) -> None:
         """Give up the connection: every pending call fails with ``error``."""
         self.fail(error)
@@ -156,7 +165,8 @@ class Channel:
     def execute_command(self, *args: Arg) -> Awaitable[Any]:
         """Send one command; await its raw reply (an error reply raises)."""
         wire = self._wire
-        if wire is None or wire.paused is not None or wire.loop is not asyncio.get_running_loop():
+        if (wire is None or wire.paused is not None or wire.loop is not asyncio.get_running_loop()
+                or wire.closed()):
             return asyncio.ensure_future(self._send_later([_pack(args)]))
         return self._send(wire, _pack(args))
 
@@ -170,13 +180,14 @@ class Channel:
         """Write packed commands in one go; the futures of their replies, in order."""
         wire = self._wire
         loop = asyncio.get_running_loop()
-        if wire is None or wire.paused is not None or wire.loop is not loop:
+        if (wire is None or wire.paused is not None or wire.loop is not loop
+                or wire.closed()):
             wire = await self._ready()
         futures = [loop.create_future() for _ in packed]
         deadline = loop.time() + self._timeout
         wire.waiting.extend(futures)
         wire.deadlines.extend(deadline for _ in packed)
-        wire.transport.write(b"".join(packed))
+        wire.write(b"".join(packed))
         wire.watch(loop, deadline)
         return futures
 
@@ -186,7 +197,7 @@ class Channel:
         deadline = loop.time() + self._timeout
         wire.waiting.append(future)
         wire.deadlines.append(deadline)
-        wire.transport.write(packed)
+        wire.write(packed)
         if wire.timer is None:
             wire.timer = loop.call_at(deadline, wire.check_deadline)
         return future
@@ -204,8 +215,16 @@ class Channel:
                 # transport and timer belong to that loop, so leave them and start afresh.
                 self._wire = self._connection = self._connecting = None
                 wire = None
+            elif wire is not None and wire.closed():
+                # Closed (by the server, or reset while we waited for the connection) and
+                # connection_lost not yet run: a write now would vanish (asyncio) or raise
+                # RuntimeError (uvloop). Nothing was written for this call: sending it on a
+                # new connection is safe.
+                wire.fail(RedisConnectionError("connection to the server closed"))
+                wire = None
             if wire is None:
-                wire = await self._connect()
+                await self._connect()
+                continue  # look again: the new connection may be gone by now
             if wire.paused is None:
                 return wire
             await asyncio.shield(wire.paused)

@@ -109,6 +109,7 @@ class AnalyticsHook(Middleware):
         self._full = asyncio.Event()
         self.failing = asyncio.Event()  # set while the sink fails, cleared when it takes one
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def on_event(self, event: Event) -> None:
         if len(self.buffer) >= self.max_buffer:
@@ -118,16 +119,17 @@ class AnalyticsHook(Middleware):
         if len(self.buffer) >= self.batch_size:
             self._full.set()
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.get_running_loop().create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 await asyncio.wait_for(self._full.wait(), self.flush_every)
             except TimeoutError:
                 pass
             self._full.clear()
-            while self.buffer and await self.flush_once():
+            while not self._stopping and self.buffer and await self.flush_once():
                 if len(self.buffer) < self.batch_size:
                     break
 
@@ -163,9 +165,12 @@ class AnalyticsHook(Middleware):
         """Stop the flusher (the next event starts it again) and send what is buffered,
         until the buffer is empty or the sink fails."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            # Asked to stop, not cancelled: a batch cancelled after the sink took it would
+            # be put back and sent twice.
+            task, self._task = self._task, None
+            self._stopping = True
+            self._full.set()
+            await asyncio.gather(task, return_exceptions=True)
         while self.buffer and await self.flush_once():
             pass
 

@@ -6,6 +6,7 @@ QueueKeys`; the scripts that change them in :mod:`tidings.queues.scripts`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -211,15 +212,39 @@ class Queue:
         if type(chunk_size) is not int or not 1 <= chunk_size <= 10_000:
             raise ValidationError("chunk_size", f"must be an int from 1 to 10000, got "
                                   f"{chunk_size!r}")
-        ids: list[str] = []
-        chunk: list[Outgoing] = []
-        for item in items:
-            chunk.append(item if isinstance(item, Outgoing) else Outgoing(item))
-            if len(chunk) >= chunk_size:
+        app = self.app
+        if not app.broker.connected:
+            await app.connect()
+        if app.middleware.wraps_publish:  # the wrapper spans preparing and sending a chunk
+            ids: list[str] = []
+            for chunk in _chunks(items, chunk_size):
                 ids += await self._publish(chunk)
-                chunk = []
-        if chunk:
-            ids += await self._publish(chunk)
+            return ids
+        return await self._publish_overlapped(_chunks(items, chunk_size))
+
+    async def _publish_overlapped(self, chunks: Iterable[list[Outgoing]]) -> list[str]:
+        """Encode each chunk while the one before is on the server (2 cores: both busy).
+
+        A chunk is sent only once the one before it succeeded, as when they go one by one:
+        a refusal or an error stops the later chunks, and the earlier ones stay published.
+        """
+        ids: list[str] = []
+        in_flight: asyncio.Future[list[str]] | None = None
+        try:
+            for chunk in chunks:
+                batch = self._prepare_all(chunk)
+                if in_flight is not None:
+                    ids += await in_flight
+                in_flight = asyncio.ensure_future(self._send_batch(chunk, batch))
+                await asyncio.sleep(0)  # it writes on its first step; then we encode the next
+            if in_flight is not None:
+                ids += await in_flight
+                in_flight = None
+        finally:
+            if in_flight is not None and not in_flight.done():
+                # Encoding the next chunk raised (a bad item): the chunk on the wire lands,
+                # as it would have one by one, before the error propagates.
+                await asyncio.gather(in_flight, return_exceptions=True)
         return ids
 
     async def _publish(self, items: Sequence[Outgoing]) -> list[str]:
@@ -236,13 +261,21 @@ class Queue:
     async def _send(self, items: Sequence[Outgoing]) -> list[str]:
         """Prepare ``items`` (each passes the middleware's ``before_publish``) and publish
         them in one round trip."""
-        app = self.app
-        created = now_ms(app.clock)
+        return await self._send_batch(items, self._prepare_all(items))
+
+    def _prepare_all(self, items: Sequence[Outgoing]) -> scripts.PublishBatch:
         config = self.config
+        created = now_ms(self.app.clock)
         batch = scripts.PublishBatch(self.keys, int(config.dedupe_window * 1000),
                                      config.depth_limits())
         for item in items:
             self._prepare(item, created, batch)
+        return batch
+
+    async def _send_batch(self, items: Sequence[Outgoing],
+                          batch: scripts.PublishBatch) -> list[str]:
+        app = self.app
+        config = self.config
         result = await app.broker.publish(self.name, batch.call(), config.durability,
                                           config.durability_timeout)
         depth = scripts.refused_depth(result)
@@ -321,3 +354,14 @@ class Queue:
         from .admin import delete_queue
 
         return await delete_queue(self, force=force, progress=progress)
+
+
+def _chunks(items: Iterable[Outgoing | Any], size: int) -> Iterable[list[Outgoing]]:
+    chunk: list[Outgoing] = []
+    for item in items:
+        chunk.append(item if isinstance(item, Outgoing) else Outgoing(item))
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -2,6 +2,7 @@
 -- KEYS[1]: the lease (KeySpace.fleet_reporter).
 -- ARGV[1]: owner (a consumer name), ARGV[2]: lease ms, ARGV[3]: 1 to give it up, else 0.
 -- Returns 1 while ARGV[1] holds the lease, else 0.
+-- @flags allow-oom
 local key, owner, ttl, release = KEYS[1], ARGV[1], tonumber(ARGV[2]), ARGV[3] == '1'
 local holder = redis.call('GET', key)
 if release then
