@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import redis
 from redis.asyncio import Redis
 
 from servers import private_server
-from tidings import DeadLetter, Message, Retry, Tidings
+from tidings import DeadLetter, Message, Retry, Tidings, ValidationError
 from tidings.engine.connection import refusal_of
 from tidings.engine.embedded import find_server_binary
 from tidings.security.acl import Role, apply, generate
@@ -30,9 +31,14 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 Op = Callable[[Tidings, Redis], Awaitable[Any]]
 
 
-@pytest.fixture(scope="module")
-def acl_url() -> Iterator[str]:
-    with private_server(find_server_binary()) as port:
+@pytest.fixture(scope="module", params=["valkey", "redis-server"])
+def acl_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A private server: the embedded Valkey 8, and the machine's Redis 7.0 (no CLIENT
+    SETINFO there: apply leaves it out)."""
+    binary = find_server_binary() if request.param == "valkey" else shutil.which(request.param)
+    if binary is None:
+        pytest.skip("no redis-server on PATH (.ci/run installs it)")
+    with private_server(binary) as port:
         yield f"redis://127.0.0.1:{port}/0"
 
 
@@ -236,3 +242,18 @@ def test_cli_generates_and_applies_a_role(acl_url: str) -> None:
             as_user.xrange("cli:{email}:normal")
     refused = tidings(env, "acl", "generate", "--role", "producer", code=2)
     assert "role producer needs at least one --queue" in refused.stderr
+
+
+def test_generated_rules_name_every_queue_and_quote_selectors() -> None:
+    from tidings.security.acl import role_rules
+
+    rules = role_rules(Role.CONSUMER, "p", ["email", "sms"])
+    assert "~p:{email}:*" in rules and "~p:{sms}:*" in rules and "-@all" in rules
+    dlq = next(r for r in rules if ":dlq" in r and r.startswith("("))
+    assert dlq == "(~p:{email}:dlq ~p:{sms}:dlq -@all +xadd)"  # append only
+    assert "~p:{*}:*" in role_rules(Role.OPERATOR, "p")  # an operator of every queue
+    user, password = generate(Role.PRODUCER, "p", ["email"], user="api")
+    assert user.line().startswith(f"ACL SETUSER api reset on >{password} ")
+    assert '"(~p:{email}:wake -@all +xadd)"' in user.line()
+    with pytest.raises(ValidationError):
+        role_rules(Role.PRODUCER, "p", ["email", "bad name"])
