@@ -249,3 +249,17 @@ def test_keys_cli_inits_rotates_lists_and_retires_a_0600_ring(tmp_path: Any) -> 
     assert "is the active key: rotate first" in refused.stderr
     tidings(env, "keys", "retire", "k1")
     assert Keyring.load(path).ids == ["k2"]
+
+
+async def test_a_worker_of_an_encrypted_queue_without_keys_stops_at_start(
+        make_app: Callable[..., Tidings]) -> None:
+    from tidings import ConfigError
+
+    app = make_app()
+
+    @app.queue("email", encryption="aes-256-gcm").handler
+    async def handle(msg: Message) -> None:
+        raise AssertionError("never called")
+
+    with pytest.raises(ConfigError, match="no keys are set"):
+        await asyncio.wait_for(app.worker().run(), 20)

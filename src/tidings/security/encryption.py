@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ..core.errors import ConfigError, DeadLetter
 from ..core.message import Message, check_payload
-from ..core.middleware import Call, Middleware
+from ..core.middleware import Call, Middleware, WorkerView
 from ..queues.host import ExtensionHost
 from .keyring import KeyProvider, Keyring
 
@@ -129,6 +129,12 @@ class Encryption(Middleware):
                                   "'aes-256-gcm' but no keys are set (KEYRING_FILE or KEYS)")
             self._keys = ring
         return self._keys
+
+    async def on_worker_start(self, worker: WorkerView) -> None:
+        """A worker of an encrypted queue without keys stops at once (ConfigError), instead
+        of failing every message it fetches."""
+        if any(self._encrypted(name) for name in worker.queue_names):
+            _ = self.keys
 
     def _encrypted(self, queue: str) -> bool:
         declared = self.app.queues.get(queue)
