@@ -159,3 +159,34 @@ def test_token_commands_are_authorised_and_audited(cli_env: dict[str, str]) -> N
     assert log[-4:] == [("ops", "tokens.list", "allowed"), ("ci", "tokens.revoke", "denied"),
                         ("ops", "tokens.revoke", "allowed"), ("ops", "tokens.revoke", "done")]
     assert all(made["token"] not in str(e) for e in with_app(cli_env, entries))
+
+
+def test_management_commands_check_the_tokens_scope_and_leave_audit_records(
+        known_env: dict[str, str]) -> None:
+    def token(*scopes: str) -> str:
+        args = [a for s in scopes for a in ("--scope", s)]
+        made = tidings(known_env, "tokens", "create", "--name", scopes[0], *args, "--json")
+        return str(json.loads(made.stdout)["token"])
+
+    reader, purger = token("dlq:read:email"), token("dlq:purge:*")
+    refused = tidings(known_env, "dlq", "purge", "email", "--all", "--yes", code=4,
+                      TIDINGS_TOKEN=reader)
+    assert "'dlq:read:email' lacks the permission 'dlq:purge:email'" in refused.stderr
+    tidings(known_env, "dlq", "purge", "email", "--all", "--yes", code=1,  # none to purge
+            TIDINGS_TOKEN=purger)
+    tidings(known_env, "pause", "email")  # no token: the local operator
+    tidings(known_env, "pause", "sms", code=4, TIDINGS_TOKEN=purger)
+
+    async def entries(app: Tidings) -> list[Any]:
+        return await app.extension(Audit).entries()
+
+    log = [(e.principal, e.action, e.target, e.outcome)
+           for e in with_app(known_env, entries) if not e.action.startswith("tokens.")]
+    local = log[3][0]
+    assert local.startswith("local:")
+    assert log == [("dlq:read:email", "dlq.purge", "email", "denied"),
+                   ("dlq:purge:*", "dlq.purge", "email", "allowed"),
+                   ("dlq:purge:*", "dlq.purge", "email", "done"),
+                   (local, "queue.pause", "email", "allowed"),
+                   (local, "queue.pause", "email", "done"),
+                   ("dlq:purge:*", "queue.pause", "sms", "denied")]

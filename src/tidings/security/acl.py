@@ -128,6 +128,7 @@ _PREFIX_KEYS: dict[Role, dict[str, tuple[str, ...]]] = {
         "flow:breakers": _HASH_READ,
         "campaigns": ("smembers",),
         "{schedules}:*": (*_HASH_READ, *_ZSET_READ, "smembers"),
+        "security:audit": ("xadd",),  # the record of what it did (tidings.security.audit)
     },
 }
 _QUEUE_FAMILIES: dict[Role, dict[str, tuple[str, ...]]] = {
