@@ -257,3 +257,26 @@ def test_generated_rules_name_every_queue_and_quote_selectors() -> None:
     assert '"(~p:{email}:wake -@all +xadd)"' in user.line()
     with pytest.raises(ValidationError):
         role_rules(Role.PRODUCER, "p", ["email", "bad name"])
+
+
+async def test_a_scheduler_user_stores_and_fires_schedules_into_its_queue(acl_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime.now(UTC) + timedelta(seconds=5)  # history starts at creation
+    user, password = generate(Role.SCHEDULER, "sched", ["email"], user="sched-s")
+    async with Redis.from_url(acl_url) as admin:
+        await apply(admin, [user])
+    app = Tidings(_login(acl_url, user.name, password), key_prefix="sched")
+    app.queue("email")
+    try:
+        await app.schedules.add("digest", queue="email", every=60, start=start, payload="d")
+        fired = await app.schedules.tick(start + timedelta(seconds=1))  # the ticker's step
+        assert len(fired) == 1
+        assert (await app.schedules.get("digest")).fired_count == 1
+    finally:
+        await app.close()
+    async with Redis.from_url(acl_url) as admin:
+        # published into the queue (due at its occurrence, 5 s ahead: in the delayed set)
+        queued = (await admin.xlen("sched:{email}:normal")
+                  + await admin.zcard("sched:{email}:delayed"))
+        assert queued == 1
