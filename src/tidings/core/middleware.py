@@ -25,6 +25,11 @@ And around a worker's life: ``on_worker_start(worker)`` before it fetches anythi
 ``worker_loop(worker)``, run as a task for as long as the worker runs (a ticker, a
 refresher; cancelled at shutdown), and ``on_worker_stop(worker)`` after its drain.
 ``worker`` is the :class:`tidings.Worker` (typed here by what hooks may rely on).
+
+A middleware with ``innermost = True`` has its hooks run after every other's on the way
+in, whenever it was added: message encryption must bind the headers the others add
+(its ``before_publish`` last) and hand only the handler the plaintext (its
+``around_handler`` innermost).
 """
 
 from __future__ import annotations
