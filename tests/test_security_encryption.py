@@ -263,3 +263,32 @@ async def test_a_worker_of_an_encrypted_queue_without_keys_stops_at_start(
 
     with pytest.raises(ConfigError, match="no keys are set"):
         await asyncio.wait_for(app.worker().run(), 20)
+
+
+async def test_an_innermost_middleware_runs_after_the_others_whenever_added() -> None:
+    from tidings import Middleware
+    from tidings.core.middleware import MiddlewareChain
+
+    order: list[str] = []
+
+    class Tag(Middleware):
+        def __init__(self, name: str, innermost: bool = False) -> None:
+            self.name, self.innermost = name, innermost
+
+        def before_publish(self, queue: str, message: Message) -> None:
+            order.append(f"publish {self.name}")
+
+        async def around_handler(self, message: Any, call_next: Any) -> Any:
+            order.append(f"enter {self.name}")
+            return await call_next()
+
+    chain = MiddlewareChain([Tag("a"), Tag("inner", innermost=True)])
+    chain.add(Tag("b"))  # added after the innermost one, still outside it
+    chain.before_publish("q", Message("id", "q", None))
+
+    async def handler() -> None:
+        order.append("handler")
+
+    await chain.call_handler(Message("id", "q", None), handler)
+    assert order == ["publish a", "publish b", "publish inner",
+                     "enter a", "enter b", "enter inner", "handler"]
