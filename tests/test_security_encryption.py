@@ -292,3 +292,31 @@ async def test_an_innermost_middleware_runs_after_the_others_whenever_added() ->
     await chain.call_handler(Message("id", "q", None), handler)
     assert order == ["publish a", "publish b", "publish inner",
                      "enter a", "enter b", "enter inner", "handler"]
+
+
+async def test_an_ordered_queue_is_encrypted_when_protected(
+        make_app: Callable[..., Tidings], recorder: Recorder, client: Redis) -> None:
+    from tidings import OrderedQueue, OrderedWorker
+    from tidings.security.encryption import Encryption
+
+    app = make_app(middleware=[recorder])
+    encryption = app.extension(Encryption)
+    encryption.use(ring("k1"))
+    encryption.protect("orders")
+    orders = OrderedQueue(app, "orders", partitions=2, max_attempts=3, lease=2.0)
+    seen: list[tuple[Any, int]] = []
+
+    @orders.handler(concurrency=4)
+    async def handle(msg: Message) -> None:
+        seen.append((msg.payload, msg.attempts))
+        if msg.attempts == 0:
+            raise Retry(0.05)  # retried in place, ciphertext kept
+
+    await orders.publish_many([("alice", SECRET), ("alice", {"n": 2})])
+    values = await every_value(client, app.settings.key_prefix)  # queued: in the key's list
+    assert any(b"enc-key" in v for v in values if v)
+    async with OrderedWorker(app, [orders]):
+        await recorder.wait_for(lambda: len(seen) == 4)
+        values += await every_value(client, app.settings.key_prefix)
+    assert seen == [(SECRET, 0), (SECRET, 1), ({"n": 2}, 0), ({"n": 2}, 1)]
+    assert values and not [v for v in values for p in PLAINTEXTS if p in (v or b"")]

@@ -114,7 +114,13 @@ class Encryption(Middleware):
     def __init__(self, app: ExtensionHost) -> None:
         self.app = app
         self._keys: KeyProvider | None = None
+        self._names: set[str] = set()  # queues encrypted by name (ordered queues)
         app.add_middleware(self)
+
+    def protect(self, *queues: str) -> None:
+        """Encrypt these queues too: for ordered queues (``OrderedQueue``), which have no
+        ``encryption`` option of their own. Producers and workers must both say so."""
+        self._names.update(queues)
 
     def use(self, keys: KeyProvider) -> None:
         """Encrypt and decrypt with ``keys`` instead of the settings' keyring."""
@@ -137,6 +143,8 @@ class Encryption(Middleware):
             _ = self.keys
 
     def _encrypted(self, queue: str) -> bool:
+        if queue in self._names:
+            return True
         declared = self.app.queues.get(queue)
         return declared is not None and declared.config.encryption == ALGORITHM
 
