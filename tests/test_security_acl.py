@@ -280,3 +280,42 @@ async def test_a_scheduler_user_stores_and_fires_schedules_into_its_queue(acl_ur
         queued = (await admin.xlen("sched:{email}:normal")
                   + await admin.zcard("sched:{email}:delayed"))
         assert queued == 1
+
+
+async def test_producer_and_consumer_users_run_encrypted_subject_messages(
+        acl_url: str) -> None:
+    from tidings.security.encryption import Encryption
+    from tidings.security.keyring import Keyring, new_key
+
+    keys = Keyring({"k1": new_key()}, "k1")
+    producer, producer_pw = generate(Role.PRODUCER, "enc", ["email"], user="enc-p")
+    consumer, consumer_pw = generate(Role.CONSUMER, "enc", ["email"], user="enc-c")
+    async with Redis.from_url(acl_url) as admin:
+        await apply(admin, [producer, consumer])
+    pub = Tidings(_login(acl_url, producer.name, producer_pw), key_prefix="enc")
+    work = Tidings(_login(acl_url, consumer.name, consumer_pw), key_prefix="enc")
+    done = asyncio.Event()
+    seen: list[Any] = []
+    for app in (pub, work):
+        app.queue("email", encryption="aes-256-gcm")
+        app.extension(Encryption).use(keys)
+
+    @work.queue("email").handler
+    async def handle(msg: Message) -> None:
+        seen.append(msg.payload)
+        if len(seen) == 2:
+            done.set()
+
+    try:
+        async with pub:
+            await pub.extension(Encryption).subjects.prepare(["frank"])
+            await pub.queue("email").publish("to frank", headers={"subject": "frank"})
+            await pub.queue("email").publish("to all")
+        worker = work.worker()
+        task = asyncio.ensure_future(worker.run())
+        await asyncio.wait_for(done.wait(), 30)
+        worker.stop()
+        await task
+    finally:
+        await work.close()
+    assert sorted(seen) == ["to all", "to frank"]

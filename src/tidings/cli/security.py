@@ -99,7 +99,8 @@ def apply_command(role: RoleOption, queue: QueueOption = None, user: UserOption 
 
 # -- tidings keys: the encryption keyring --------------------------------------------------
 
-keys_cli = Cli(help="Message encryption keys: list, rotate, retire, re-encrypt dead letters.")
+keys_cli = Cli(help="Message encryption keys: list, rotate, retire, re-encrypt dead letters, "
+                    "subject keys.")
 
 FileOption = Annotated[Path | None, typer.Option(
     "--file", help="The keyring file (default TIDINGS_SECURITY__KEYRING_FILE).")]
@@ -159,6 +160,44 @@ def _change_ring(file: Path | None, json: bool, change: Callable[[Keyring], Keyr
     ring = change(Keyring.load(path))
     ring.save(path)
     _show_ring(ring, json)
+
+
+@keys_cli.command("erase-subject")
+def keys_erase_subject(subject: Annotated[str, typer.Argument(metavar="SUBJECT")],
+                       token: TokenOption = None) -> None:
+    """Delete a subject's data key: all its messages become unreadable (crypto-shredding)."""
+    app = load_app(None)
+
+    async def body() -> bool:
+        who, audit = await _principal(app, token), app.extension(Audit)
+        await audit.authorize(who, "keys:erase", "keys.erase_subject", subject)
+        erased = await app.extension(Encryption).subjects.erase(subject)
+        await audit.record(who, "keys.erase_subject", subject, "keys:erase",
+                           "done" if erased else "failed")
+        return erased
+
+    if not run(app, body):
+        raise CommandFailed(f"no data key of subject {subject!r} (never made, or erased)")
+    typer.echo(f"erased the data key of {subject}")
+
+
+@keys_cli.command("rewrap")
+def keys_rewrap(file: FileOption = None, token: TokenOption = None) -> None:
+    """Wrap every subject's data key with the active key (before retiring an old one)."""
+    app = load_app(None)
+    ring = Keyring.load(_ring_file(file)) if file else None
+
+    async def body() -> int:
+        who, audit = await _principal(app, token), app.extension(Audit)
+        await audit.authorize(who, "keys:manage", "keys.rewrap", "subjects")
+        encryption = app.extension(Encryption)
+        if ring is not None:
+            encryption.use(ring)
+        done = await encryption.subjects.rewrap()
+        await audit.record(who, "keys.rewrap", "subjects", "keys:manage", "done", rewrapped=done)
+        return done
+
+    typer.echo(f"wrapped {run(app, body)} subject data key(s) with the active key")
 
 
 @keys_cli.command("reencrypt")

@@ -106,9 +106,11 @@ _CAMPAIGN = {
 }
 # Keys outside a queue's slot, relative to the prefix.
 _PREFIX_KEYS: dict[Role, dict[str, tuple[str, ...]]] = {
-    Role.PRODUCER: {"queues": ("sadd", "sismember")},
+    Role.PRODUCER: {"queues": ("sadd", "sismember"),
+                    "security:subject-keys": ("hsetnx", "hmget")},  # wrapped data keys
     Role.CONSUMER: {
         "queues": ("sadd", "sismember", "smembers"),
+        "security:subject-keys": ("hmget",),
         "ratelimit:* concurrency:* breaker:*": (
             "hget", "hmget", "hset", "hdel", "hgetall", "hincrby", "del", "pexpire",
             "pexpireat", "persist", "zadd", "zrem", "zcard", "zrange", "zscore",
@@ -118,6 +120,7 @@ _PREFIX_KEYS: dict[Role, dict[str, tuple[str, ...]]] = {
     },
     Role.SCHEDULER: {
         "queues": ("sadd", "sismember", "smembers"),
+        "security:subject-keys": ("hsetnx", "hmget"),
         "{schedules}:*": ("exists", "hset", "hdel", "hincrby", "sadd", "srem", "smembers",
                           "zadd", "zrem", "del", *_HASH_READ, *_ZSET_READ),
         "campaigns": ("sadd", "srem", "smembers", "sismember"),

@@ -23,11 +23,12 @@ import msgpack
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ..core.errors import ConfigError, DeadLetter
+from ..core.errors import ConfigError, DeadLetter, ValidationError
 from ..core.message import Message, check_payload
 from ..core.middleware import Call, Middleware, WorkerView
 from ..queues.host import ExtensionHost
 from .keyring import KeyProvider, Keyring
+from .subjects import KEY_PREFIX, SUBJECT_HEADER, SubjectKeys
 
 ALGORITHM = "aes-256-gcm"
 ALGORITHM_HEADER, KEY_HEADER = "enc", "enc-key"
@@ -47,21 +48,25 @@ def associated_data(queue: str, message_id: str, headers: dict[str, str]) -> byt
     return msgpack.packb((queue, message_id, headers), use_bin_type=True)
 
 
-def encrypt_payload(keys: KeyProvider, queue: str, message: Message) -> None:
-    """Encrypt ``message``'s payload in place with the active key."""
+def encrypt_payload(keys: KeyProvider, queue: str, message: Message,
+                    key: tuple[str, bytes] | None = None) -> None:
+    """Encrypt ``message``'s payload in place with the active key (or ``key``: an id and
+    a key, a subject's data key)."""
     check_payload(message.payload)  # the same errors as a plaintext publish
-    key_id, key = keys.active()
+    key_id, key_bytes = key or keys.active()
     headers = message.headers
     headers[ALGORITHM_HEADER] = ALGORITHM
     headers[KEY_HEADER] = key_id
     nonce = _nonce()
-    sealed = _cipher(key).encrypt(nonce, msgpack.packb(message.payload, use_bin_type=True),
+    sealed = _cipher(key_bytes).encrypt(nonce, msgpack.packb(message.payload, use_bin_type=True),
                                   associated_data(queue, message.id, headers))
     message.payload = nonce + sealed
 
 
-def decrypt_payload(keys: KeyProvider, message: Message) -> Any:
-    """The plaintext payload of ``message``; DecryptionError saying why not."""
+def decrypt_payload(keys: KeyProvider, message: Message, subject_key: bytes | None = None
+                    ) -> Any:
+    """The plaintext payload of ``message``; DecryptionError saying why not.
+    ``subject_key``: the data key of the message's subject, if it has one (and it exists)."""
     headers = message.headers
     algorithm = headers.get(ALGORITHM_HEADER)
     if algorithm is None:
@@ -69,7 +74,10 @@ def decrypt_payload(keys: KeyProvider, message: Message) -> Any:
     if algorithm != ALGORITHM:
         raise DecryptionError(f"unknown encryption {algorithm!r}")
     key_id = headers.get(KEY_HEADER, "")
-    key = keys.get(key_id)
+    key = subject_key if key_id.startswith(KEY_PREFIX) else keys.get(key_id)
+    if key is None and key_id.startswith(KEY_PREFIX):
+        raise DecryptionError(f"the data key of subject {key_id[len(KEY_PREFIX):]!r} is "
+                              "erased (or was never made)")
     if key is None:
         raise DecryptionError(f"key {key_id!r} is not in the keyring (missing or erased)")
     sealed = message.payload
@@ -115,6 +123,7 @@ class Encryption(Middleware):
         self.app = app
         self._keys: KeyProvider | None = None
         self._names: set[str] = set()  # queues encrypted by name (ordered queues)
+        self.subjects = SubjectKeys(app, lambda: self.keys)
         app.add_middleware(self)
 
     def protect(self, *queues: str) -> None:
@@ -149,8 +158,24 @@ class Encryption(Middleware):
         return declared is not None and declared.config.encryption == ALGORITHM
 
     def before_publish(self, queue: str, message: Message) -> None:
-        if self._encrypted(queue):
+        if not self._encrypted(queue):
+            return
+        subject = message.headers.get(SUBJECT_HEADER)
+        if subject is None:
             encrypt_payload(self.keys, queue, message)
+            return
+        key = self.subjects.cached(subject)
+        if key is None:
+            raise ValidationError("headers", f"subject {subject!r}: its data key is not "
+                                  "loaded; await app.extension(Encryption).subjects.prepare("
+                                  "[...]) before publishing")
+        encrypt_payload(self.keys, queue, message, (KEY_PREFIX + subject, key))
+
+    async def _subject_key(self, message: Message) -> bytes | None:
+        key_id = message.headers.get(KEY_HEADER, "")
+        if not key_id.startswith(KEY_PREFIX):
+            return None
+        return await self.subjects.load(key_id[len(KEY_PREFIX):])
 
     async def around_handler(self, message: Message | list[Message], call_next: Call) -> Any:
         if type(message) is not Message:  # a batch
@@ -159,7 +184,8 @@ class Encryption(Middleware):
             return await call_next()
         sealed = message.payload
         try:
-            message.payload = decrypt_payload(self.keys, message)
+            message.payload = decrypt_payload(self.keys, message,
+                                              await self._subject_key(message))
         except DecryptionError as exc:
             raise DeadLetter(f"decryption failed: {exc}") from None
         try:
@@ -172,16 +198,16 @@ class Encryption(Middleware):
             return await call_next()
         sealed = [m.payload for m in messages]
         try:
-            self._open(messages)
+            await self._open(messages)
             return await call_next()
         finally:
             for item, payload in zip(messages, sealed, strict=True):
                 item.payload = payload
 
-    def _open(self, messages: Sequence[Message]) -> None:
+    async def _open(self, messages: Sequence[Message]) -> None:
         for item in messages:
             try:
-                item.payload = decrypt_payload(self.keys, item)
+                item.payload = decrypt_payload(self.keys, item, await self._subject_key(item))
             except DecryptionError as exc:
                 item.dead_letter(f"decryption failed: {exc}")  # the rest of the batch runs
                 item.payload = None

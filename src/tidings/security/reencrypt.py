@@ -15,6 +15,7 @@ from ..engine.scripts import LIBRARY, Arg
 from ..queues.queue import Queue
 from .encryption import KEY_HEADER, DecryptionError, decrypt_payload, encrypt_payload
 from .keyring import KeyProvider
+from .subjects import KEY_PREFIX
 
 DLQ_REENCRYPT = LIBRARY["dlq_reencrypt"]
 
@@ -39,7 +40,8 @@ async def reencrypt_dead_letters(queue: Queue, keys: KeyProvider, batch: int = 1
         if message is None:
             result.skipped.append((entry.message_id, entry.decode_error or "undecodable"))
             continue
-        if message.headers.get(KEY_HEADER) == active_id:
+        key_id = message.headers.get(KEY_HEADER, "")
+        if key_id == active_id or key_id.startswith(KEY_PREFIX):  # a subject's: its own key
             result.current += 1
             continue
         try:
