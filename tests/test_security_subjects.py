@@ -82,3 +82,26 @@ async def test_subject_keys_survive_a_rotation_once_rewrapped(
 
     async with worker_app:
         await run_until(worker_app, recorder, lambda: handled == ["for erin"])
+
+
+def test_cli_erases_a_subject_key_and_audits_it(cli_env: dict[str, str]) -> None:
+    from conftest import tidings, with_app
+    from tidings.security.audit import Audit
+
+    async def prepare(app: Tidings) -> None:
+        app.extension(Encryption).use(ring("k1"))
+        await app.extension(Encryption).subjects.prepare(["gina"])
+
+    with_app(cli_env, prepare)
+    assert tidings(cli_env, "keys", "erase-subject", "gina").stdout == (
+        "erased the data key of gina\n")
+    missing = tidings(cli_env, "keys", "erase-subject", "gina", code=1)
+    assert "no data key of subject 'gina'" in missing.stderr
+
+    async def entries(app: Tidings) -> list[Any]:
+        return await app.extension(Audit).entries()
+
+    log = [(e.action, e.target, e.outcome) for e in with_app(cli_env, entries)]
+    assert log[:2] == [("keys.erase_subject", "gina", "allowed"),
+                       ("keys.erase_subject", "gina", "done")]
+    assert log[-1] == ("keys.erase_subject", "gina", "failed")
