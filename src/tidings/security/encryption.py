@@ -183,9 +183,11 @@ class Encryption(Middleware):
         if not self._encrypted(message.queue):
             return await call_next()
         sealed = message.payload
+        # Only a subject's message awaits its key (no coroutine per message otherwise).
+        subject_key = (await self._subject_key(message)
+                       if message.headers.get(KEY_HEADER, "").startswith(KEY_PREFIX) else None)
         try:
-            message.payload = decrypt_payload(self.keys, message,
-                                              await self._subject_key(message))
+            message.payload = decrypt_payload(self.keys, message, subject_key)
         except DecryptionError as exc:
             raise DeadLetter(f"decryption failed: {exc}") from None
         try:
