@@ -185,14 +185,27 @@ def _login(url: str, user: str, password: str) -> str:
     return re.sub(r"^redis://", f"redis://{user}:{password}@", url)
 
 
+async def apps_as(url: str, prefix: str, *roles: Role) -> list[Tidings]:
+    """An app per role, each logged in as a new user of that role (queue ``email``)."""
+    users = [generate(role, prefix, ["email"], user=f"{prefix}-{role}") for role in roles]
+    async with Redis.from_url(url) as admin:
+        await apply(admin, [user for user, _ in users])
+    return [Tidings(_login(url, user.name, password), key_prefix=prefix)
+            for user, password in users]
+
+
+async def work_until(app: Tidings, done: asyncio.Event) -> None:
+    """Run a worker of ``app`` until ``done`` is set."""
+    worker = app.worker()
+    task = asyncio.ensure_future(worker.run())
+    await asyncio.wait_for(done.wait(), 30)
+    worker.stop()
+    await task
+
+
 async def test_producer_and_consumer_users_run_the_whole_lifecycle(acl_url: str) -> None:
     # Idempotency, delays, retries, dead-lettering and acks, each as its least user.
-    producer, producer_pw = generate(Role.PRODUCER, "life", ["email"], user="life-p")
-    consumer, consumer_pw = generate(Role.CONSUMER, "life", ["email"], user="life-c")
-    async with Redis.from_url(acl_url) as admin:
-        await apply(admin, [producer, consumer])
-    pub = Tidings(_login(acl_url, producer.name, producer_pw), key_prefix="life")
-    work = Tidings(_login(acl_url, consumer.name, consumer_pw), key_prefix="life")
+    pub, work = await apps_as(acl_url, "life", Role.PRODUCER, Role.CONSUMER)
     seen: list[tuple[str, int]] = []
     done = asyncio.Event()
 
@@ -213,11 +226,7 @@ async def test_producer_and_consumer_users_run_the_whole_lifecycle(acl_url: str)
             await email.publish("ok", idempotency_key="k")  # a duplicate: not queued again
             await email.publish_many(["retry", "dead"])
             await email.publish("later", delay=0.2)
-        worker = work.worker()
-        task = asyncio.ensure_future(worker.run())
-        await asyncio.wait_for(done.wait(), 30)
-        worker.stop()
-        await task
+        await work_until(work, done)
     finally:
         await work.close()
     assert sorted(seen) == [("dead", 0), ("later", 0), ("ok", 0), ("retry", 0), ("retry", 1)]
@@ -288,12 +297,7 @@ async def test_producer_and_consumer_users_run_encrypted_subject_messages(
     from tidings.security.keyring import Keyring, new_key
 
     keys = Keyring({"k1": new_key()}, "k1")
-    producer, producer_pw = generate(Role.PRODUCER, "enc", ["email"], user="enc-p")
-    consumer, consumer_pw = generate(Role.CONSUMER, "enc", ["email"], user="enc-c")
-    async with Redis.from_url(acl_url) as admin:
-        await apply(admin, [producer, consumer])
-    pub = Tidings(_login(acl_url, producer.name, producer_pw), key_prefix="enc")
-    work = Tidings(_login(acl_url, consumer.name, consumer_pw), key_prefix="enc")
+    pub, work = await apps_as(acl_url, "enc", Role.PRODUCER, Role.CONSUMER)
     done = asyncio.Event()
     seen: list[Any] = []
     for app in (pub, work):
@@ -311,11 +315,7 @@ async def test_producer_and_consumer_users_run_encrypted_subject_messages(
             await pub.extension(Encryption).subjects.prepare(["frank"])
             await pub.queue("email").publish("to frank", headers={"subject": "frank"})
             await pub.queue("email").publish("to all")
-        worker = work.worker()
-        task = asyncio.ensure_future(worker.run())
-        await asyncio.wait_for(done.wait(), 30)
-        worker.stop()
-        await task
+        await work_until(work, done)
     finally:
         await work.close()
     assert sorted(seen) == ["to all", "to frank"]

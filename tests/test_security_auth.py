@@ -156,8 +156,9 @@ def test_token_commands_are_authorised_and_audited(cli_env: dict[str, str]) -> N
         return await app.extension(Audit).entries()
 
     log = [(e.principal, e.action, e.outcome) for e in with_app(cli_env, entries)]
-    assert log[-4:] == [("ops", "tokens.list", "allowed"), ("ci", "tokens.revoke", "denied"),
-                        ("ops", "tokens.revoke", "allowed"), ("ops", "tokens.revoke", "done")]
+    assert log[-5:] == [("ops", "tokens.list", "allowed"), ("ops", "tokens.list", "done"),
+                        ("ci", "tokens.revoke", "denied"), ("ops", "tokens.revoke", "allowed"),
+                        ("ops", "tokens.revoke", "done")]
     assert all(made["token"] not in str(e) for e in with_app(cli_env, entries))
 
 

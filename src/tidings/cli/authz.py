@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..app import Tidings
@@ -30,21 +31,30 @@ async def principal_of(app: Tidings, token: str | None = None) -> Principal:
     return await app.extension(Authenticator).authenticate(token)
 
 
+@dataclass
+class Operation:
+    """The operation being run: who runs it, and what its "done" record will hold."""
+
+    principal: Principal
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
 @contextlib.asynccontextmanager
 async def authorized(app: Tidings, permission: str, action: str, target: str,
-                     token: str | None = None, **detail: Any) -> AsyncIterator[Principal]:
+                     token: str | None = None, **detail: Any) -> AsyncIterator[Operation]:
     """Check ``permission`` (NotAuthorizedError if missing) and audit the operation run
-    inside: allowed or denied first, then done or failed (with the error's type)."""
-    who = await principal_of(app, token)
-    audit = app.extension(Audit)
+    inside: allowed or denied first, then done or failed (with the error's type). The
+    body may add to ``operation.detail`` (a new token's id, a count)."""
+    operation = Operation(await principal_of(app, token), dict(detail))
+    who, audit = operation.principal, app.extension(Audit)
     await audit.authorize(who, permission, action, target)
     try:
-        yield who
+        yield operation
     except BaseException as exc:
         await audit.record(who, action, target, permission, "failed",
-                           error=type(exc).__name__, **detail)
+                           error=type(exc).__name__, **operation.detail)
         raise
-    await audit.record(who, action, target, permission, "done", **detail)
+    await audit.record(who, action, target, permission, "done", **operation.detail)
 
 
 @contextlib.asynccontextmanager

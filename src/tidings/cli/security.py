@@ -16,16 +16,14 @@ from typing import Annotated
 
 import typer
 
-from ..app import Tidings
 from ..core.settings import load_settings
 from ..security.acl import AclUser, Role, apply, generate
-from ..security.audit import Audit, local_principal
 from ..security.auth import Authenticator
 from ..security.encryption import Encryption
 from ..security.keyring import Keyring, new_key
-from ..security.principals import Principal
 from ..security.reencrypt import Reencrypted, reencrypt_dead_letters
 from ..security.tokens import TokenRecord
+from .authz import authorized, on_queue
 from .support import (
     EXIT_USAGE,
     AppOption,
@@ -34,7 +32,6 @@ from .support import (
     JsonOption,
     emit_json,
     load_app,
-    resolve_queue,
     run,
 )
 
@@ -83,11 +80,9 @@ def apply_command(role: RoleOption, queue: QueueOption = None, user: UserOption 
     app = load_app(None)
 
     async def body() -> None:
-        who, audit = local_principal(), app.extension(Audit)
-        await audit.authorize(who, "admin", "acl.apply", acl_user.name)
-        dropped = await apply(app.broker.client, [acl_user])
-        await audit.record(who, "acl.apply", acl_user.name, "admin", "done", role=role.value,
-                           queues=queue or [], left_out=dropped)
+        async with authorized(app, "admin", "acl.apply", acl_user.name, role=role.value,
+                              queues=queue or []) as operation:
+            operation.detail["left_out"] = await apply(app.broker.client, [acl_user])
 
     run(app, body)
     shown = "(from stdin)" if password_stdin else password
@@ -169,15 +164,13 @@ def keys_erase_subject(subject: Annotated[str, typer.Argument(metavar="SUBJECT")
     app = load_app(None)
 
     async def body() -> bool:
-        who, audit = await _principal(app, token), app.extension(Audit)
-        await audit.authorize(who, "keys:erase", "keys.erase_subject", subject)
-        erased = await app.extension(Encryption).subjects.erase(subject)
-        await audit.record(who, "keys.erase_subject", subject, "keys:erase",
-                           "done" if erased else "failed")
-        return erased
+        async with authorized(app, "keys:erase", "keys.erase_subject", subject, token):
+            if not await app.extension(Encryption).subjects.erase(subject):
+                raise CommandFailed(f"no data key of subject {subject!r} (never made, or "
+                                    "erased)")
+        return True
 
-    if not run(app, body):
-        raise CommandFailed(f"no data key of subject {subject!r} (never made, or erased)")
+    run(app, body)
     typer.echo(f"erased the data key of {subject}")
 
 
@@ -188,13 +181,11 @@ def keys_rewrap(file: FileOption = None, token: TokenOption = None) -> None:
     ring = Keyring.load(_ring_file(file)) if file else None
 
     async def body() -> int:
-        who, audit = await _principal(app, token), app.extension(Audit)
-        await audit.authorize(who, "keys:manage", "keys.rewrap", "subjects")
-        encryption = app.extension(Encryption)
-        if ring is not None:
-            encryption.use(ring)
-        done = await encryption.subjects.rewrap()
-        await audit.record(who, "keys.rewrap", "subjects", "keys:manage", "done", rewrapped=done)
+        async with authorized(app, "keys:manage", "keys.rewrap", "subjects", token) as op:
+            encryption = app.extension(Encryption)
+            if ring is not None:
+                encryption.use(ring)
+            done = op.detail["rewrapped"] = await encryption.subjects.rewrap()
         return done
 
     typer.echo(f"wrapped {run(app, body)} subject data key(s) with the active key")
@@ -209,13 +200,8 @@ def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
     ring = Keyring.load(_ring_file(file)) if file else None
 
     async def body() -> Reencrypted:
-        who, audit = await _principal(app, token), app.extension(Audit)
-        await audit.authorize(who, "keys:manage", "keys.reencrypt", queue)
-        found = await resolve_queue(app, queue)
-        keys = ring or app.extension(Encryption).keys
-        done = await reencrypt_dead_letters(found, keys)
-        await audit.record(who, "keys.reencrypt", queue, "keys:manage", "done",
-                           rewritten=done.rewritten, skipped=len(done.skipped))
+        async with on_queue(app, queue, "keys:reencrypt", "keys.reencrypt", token=token) as q:
+            done = await reencrypt_dead_letters(q, ring or app.extension(Encryption).keys)
         return done
 
     result = run(app, body)
@@ -234,12 +220,6 @@ def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
 tokens_cli = Cli(help="API tokens for the HTTP API and --token: create, list, revoke.")
 
 
-async def _principal(app: Tidings, token: str | None) -> Principal:
-    if token is None:
-        return local_principal()
-    return await app.extension(Authenticator).authenticate(token)
-
-
 @tokens_cli.command("create")
 def tokens_create(
         name: Annotated[str, typer.Option("--name", help="Who or what the token is for.")],
@@ -254,12 +234,9 @@ def tokens_create(
     lifetime = None if expires is None else _duration(expires)
 
     async def body() -> tuple[str, TokenRecord]:
-        who = await _principal(app, token)
-        audit = app.extension(Audit)
-        await audit.authorize(who, "tokens:manage", "tokens.create", name)
-        made = await app.extension(Authenticator).tokens.create(name, scope, lifetime)
-        await audit.record(who, "tokens.create", name, "tokens:manage", "done",
-                           token_id=made[1].id, scopes=list(made[1].scopes))
+        async with authorized(app, "tokens:manage", "tokens.create", name, token) as op:
+            made = await app.extension(Authenticator).tokens.create(name, scope, lifetime)
+            op.detail.update(token_id=made[1].id, scopes=list(made[1].scopes))
         return made
 
     secret, record = run(app, body)
@@ -275,9 +252,8 @@ def tokens_list(token: TokenOption = None, json: JsonOption = False) -> None:
     app = load_app(None)
 
     async def body() -> list[TokenRecord]:
-        await app.extension(Audit).authorize(await _principal(app, token), "tokens:manage",
-                                             "tokens.list")
-        return await app.extension(Authenticator).tokens.list()
+        async with authorized(app, "tokens:manage", "tokens.list", "", token):
+            return await app.extension(Authenticator).tokens.list()
 
     records = run(app, body)
     if json:
@@ -295,16 +271,12 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID")],
     app = load_app(None)
 
     async def body() -> bool:
-        who = await _principal(app, token)
-        audit = app.extension(Audit)
-        await audit.authorize(who, "tokens:manage", "tokens.revoke", token_id)
-        gone = await app.extension(Authenticator).tokens.revoke(token_id)
-        await audit.record(who, "tokens.revoke", token_id, "tokens:manage",
-                           "done" if gone else "failed")
-        return gone
+        async with authorized(app, "tokens:manage", "tokens.revoke", token_id, token):
+            if not await app.extension(Authenticator).tokens.revoke(token_id):
+                raise CommandFailed(f"no token {token_id!r}")
+        return True
 
-    if not run(app, body):
-        raise CommandFailed(f"no token {token_id!r}")
+    run(app, body)
     typer.echo(f"revoked {token_id}")
 
 
