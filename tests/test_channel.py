@@ -144,7 +144,8 @@ def test_a_call_after_the_connection_closed_but_before_the_loop_noticed_reconnec
         return first, second
 
     if loop_kind == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
+        import uvloop  # a dependency wherever tidings runs workers (not on Windows)
+
         first, second = uvloop.run(scenario())
     else:
         first, second = asyncio.run(scenario())

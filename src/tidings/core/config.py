@@ -39,6 +39,10 @@ LOW_LANE_SHARE = 0.8
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 DEFAULT_HANDLER_TIMEOUT = 300.0  # seconds; see QueueConfig.handler_timeout
+# Handler calls at once per worker process, by measurement (python -m bench.sweep, README
+# "Sizing"): the no-op drain peaks at 64 (256: 0.79x of that), and I/O-bound handlers scale
+# linearly with it, so 64 is the best engine figure and twice the I/O throughput of 32.
+DEFAULT_HANDLER_CONCURRENCY = 64
 MAX_HANDLER_TIMEOUT = 24 * 3600.0
 
 # Names callers choose that become parts of Redis keys. Schedules check a queue name before

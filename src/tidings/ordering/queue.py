@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..core.clock import now_ms
-from ..core.config import Durability, RetryPolicy
+from ..core.config import DEFAULT_HANDLER_CONCURRENCY, Durability, RetryPolicy
 from ..core.errors import ConfigError, PayloadError, ValidationError
 from ..core.ids import new_message_id
 from ..core.keys import PartitionKeys
@@ -113,7 +113,8 @@ class OrderedQueue:
     def index_of(self, key: str) -> int:
         return zlib.crc32(key.encode()) % self.partitions
 
-    def handler(self, fn: F | None = None, *, concurrency: int = 32) -> Any:
+    def handler(self, fn: F | None = None, *,
+                concurrency: int = DEFAULT_HANDLER_CONCURRENCY) -> Any:
         """Register the handler (a ``Message`` -> None function, async or sync).
 
         It runs inside every ``tidings worker`` of the app (as a middleware worker loop)::

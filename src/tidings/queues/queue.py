@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..core.clock import now_ms
-from ..core.config import QueueConfig, build_queue_config
+from ..core.config import DEFAULT_HANDLER_CONCURRENCY, QueueConfig, build_queue_config
 from ..core.errors import MessageNotFoundError, PayloadError, QueueFullError, ValidationError
 from ..core.ids import new_message_id
 from ..core.message import (
@@ -94,7 +94,7 @@ class Queue:
         self,
         fn: F | None = None,
         *,
-        concurrency: int = 32,
+        concurrency: int = DEFAULT_HANDLER_CONCURRENCY,
         batch_size: int | None = None,
         batch_wait: timedelta | float = 0.05,
     ) -> F | Callable[[F], F]:
