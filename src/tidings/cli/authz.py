@@ -18,7 +18,6 @@ from typing import Any
 from ..app import Tidings
 from ..queues.queue import Queue
 from ..security.audit import Audit, local_principal
-from ..security.auth import Authenticator
 from ..security.principals import Principal
 from .support import resolve_queue
 
@@ -28,6 +27,8 @@ async def principal_of(app: Tidings, token: str | None = None) -> Principal:
     token = token or os.environ.get("TIDINGS_TOKEN")
     if not token:
         return local_principal()
+    from ..security.auth import Authenticator  # PyJWT and cryptography: only for a token
+
     return await app.extension(Authenticator).authenticate(token)
 
 

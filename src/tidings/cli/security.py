@@ -1,10 +1,10 @@
-"""Security commands: ``tidings acl generate|apply`` (least-privilege Redis users) and
-``tidings keys list|init|rotate|retire|reencrypt`` (the message encryption keyring) and
-``tidings tokens create|list|revoke`` (API tokens; each operation authorised and audited).
+"""Security commands: ``tidings acl generate|apply`` (least-privilege Redis users),
+``tidings keys list|init|rotate|retire|reencrypt|rewrap|erase-subject`` (the message
+encryption keyring) and ``tidings tokens create|list|revoke`` (API tokens); each
+operation on the server authorised and audited.
 
-``generate`` prints the ``ACL SETUSER`` lines of a role, for a DBA or a config file;
-``apply`` runs them on the server TIDINGS_REDIS_URL names (as a user allowed to run
-``ACL SETUSER``) and prints the password once, for the deployment's secret store.
+Every ``tidings`` start (``tidings worker`` too) imports this module, so what needs
+cryptography or PyJWT is imported by the command that uses it.
 """
 
 from __future__ import annotations
@@ -12,17 +12,17 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ..core.settings import load_settings
 from ..security.acl import AclUser, Role, apply, generate
-from ..security.auth import Authenticator
-from ..security.encryption import Encryption
 from ..security.keyring import Keyring, new_key
-from ..security.reencrypt import Reencrypted, reencrypt_dead_letters
 from ..security.tokens import TokenRecord
+
+if TYPE_CHECKING:
+    from ..security.reencrypt import Reencrypted
 from .authz import authorized, on_queue
 from .support import (
     EXIT_USAGE,
@@ -164,6 +164,8 @@ def keys_erase_subject(subject: Annotated[str, typer.Argument(metavar="SUBJECT")
     app = load_app(None)
 
     async def body() -> bool:
+        from ..security.encryption import Encryption
+
         async with authorized(app, "keys:erase", "keys.erase_subject", subject, token):
             if not await app.extension(Encryption).subjects.erase(subject):
                 raise CommandFailed(f"no data key of subject {subject!r} (never made, or "
@@ -181,6 +183,8 @@ def keys_rewrap(file: FileOption = None, token: TokenOption = None) -> None:
     ring = Keyring.load(_ring_file(file)) if file else None
 
     async def body() -> int:
+        from ..security.encryption import Encryption
+
         async with authorized(app, "keys:manage", "keys.rewrap", "subjects", token) as op:
             encryption = app.extension(Encryption)
             if ring is not None:
@@ -200,6 +204,9 @@ def keys_reencrypt(queue: Annotated[str, typer.Argument(metavar="QUEUE")],
     ring = Keyring.load(_ring_file(file)) if file else None
 
     async def body() -> Reencrypted:
+        from ..security.encryption import Encryption
+        from ..security.reencrypt import reencrypt_dead_letters
+
         async with on_queue(app, queue, "keys:reencrypt", "keys.reencrypt", token=token) as q:
             done = await reencrypt_dead_letters(q, ring or app.extension(Encryption).keys)
         return done
@@ -234,6 +241,8 @@ def tokens_create(
     lifetime = None if expires is None else _duration(expires)
 
     async def body() -> tuple[str, TokenRecord]:
+        from ..security.auth import Authenticator
+
         async with authorized(app, "tokens:manage", "tokens.create", name, token) as op:
             made = await app.extension(Authenticator).tokens.create(name, scope, lifetime)
             op.detail.update(token_id=made[1].id, scopes=list(made[1].scopes))
@@ -252,6 +261,8 @@ def tokens_list(token: TokenOption = None, json: JsonOption = False) -> None:
     app = load_app(None)
 
     async def body() -> list[TokenRecord]:
+        from ..security.auth import Authenticator
+
         async with authorized(app, "tokens:manage", "tokens.list", "", token):
             return await app.extension(Authenticator).tokens.list()
 
@@ -271,6 +282,8 @@ def tokens_revoke(token_id: Annotated[str, typer.Argument(metavar="TOKEN_ID")],
     app = load_app(None)
 
     async def body() -> bool:
+        from ..security.auth import Authenticator
+
         async with authorized(app, "tokens:manage", "tokens.revoke", token_id, token):
             if not await app.extension(Authenticator).tokens.revoke(token_id):
                 raise CommandFailed(f"no token {token_id!r}")

@@ -9,7 +9,6 @@ may replace the stream (``Audit.sinks``). A record never holds a token or a key.
 
 from __future__ import annotations
 
-import getpass
 import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -56,6 +55,8 @@ class StreamSink:
 
 def local_principal() -> Principal:
     """The operator at a terminal: the CLI run with the server credentials themselves."""
+    import getpass  # pwd and termios: only when a command runs
+
     return Principal.of(f"local:{getpass.getuser()}", ["admin"], "local")
 
 

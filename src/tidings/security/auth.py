@@ -6,11 +6,15 @@ with the ``Authorization: Bearer`` value and gets a Principal or InvalidTokenErr
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ..core.errors import InvalidTokenError
 from ..queues.host import ExtensionHost
-from .oidc import JwtVerifier
 from .principals import Principal
 from .tokens import PREFIX, TokenStore
+
+if TYPE_CHECKING:
+    from .oidc import JwtVerifier
 
 
 class Authenticator:
@@ -18,7 +22,11 @@ class Authenticator:
 
     def __init__(self, app: ExtensionHost) -> None:
         self.tokens = TokenStore(app)
-        self.oidc: JwtVerifier | None = JwtVerifier.from_settings(app.settings.security)
+        self.oidc: JwtVerifier | None = None
+        if app.settings.security.oidc_jwks is not None:
+            from .oidc import JwtVerifier  # PyJWT only where OIDC is configured
+
+            self.oidc = JwtVerifier.from_settings(app.settings.security)
 
     async def authenticate(self, bearer: str) -> Principal:
         token = bearer.removeprefix("Bearer ").strip()
