@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from tidings import Message, Outgoing, Queue, Tidings
 
+from .drain import count_to
 from .job import payload, priority
 from .stats import latency_summary, median, ratio, rounded
 
@@ -258,15 +259,7 @@ class Bench:
             async def run(tag: str, n: int) -> Metrics:
                 queue = self.new_queue(tag)
                 await self.publish_backlog(queue, n)
-                done = asyncio.Event()
-                count = 0
-
-                @queue.handler(concurrency=concurrency)
-                async def handle(msg: Message) -> None:
-                    nonlocal count
-                    count += 1
-                    if count >= n:
-                        done.set()
+                done = count_to(queue, n, concurrency)
 
                 gc.collect()
                 elapsed, left = await self.run_worker_until(queue, done, concurrency)

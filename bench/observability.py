@@ -24,12 +24,8 @@ of medians, not one round.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
-import json
-import os
-import platform
 import sys
 import time
 import uuid
@@ -40,10 +36,11 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
-from tidings import Event, Message, Middleware, Outgoing, Tidings
+from tidings import Event, Middleware, Outgoing, Tidings
 
+from .drain import count_to, drop_keys
 from .job import payload, priority
-from .stats import RESULTS, median, ratio, rounded
+from .stats import median, ratio, rounded, rounds_main
 
 VARIANTS = ("plain", "listener", "metrics", "metrics_tracing", "metrics_tracing_sampled")
 SAMPLED_RATIO = 0.1
@@ -87,15 +84,7 @@ async def drain(url: str, variant: str, n: int) -> float:
     """Messages a second one worker drains with ``variant`` installed."""
     app, provider = make_app(url, variant)
     queue = app.queue("drain")
-    done = asyncio.Event()
-    count = 0
-
-    @queue.handler(concurrency=CONCURRENCY)
-    async def handle(msg: Message) -> None:
-        nonlocal count
-        count += 1
-        if count >= n:
-            done.set()
+    done = count_to(queue, n, CONCURRENCY)
 
     async with app:
         try:
@@ -110,10 +99,7 @@ async def drain(url: str, variant: str, n: int) -> float:
             worker.stop()
             await task
         finally:
-            keys = [k async for k in app.broker.client.scan_iter(
-                match=f"{app.settings.key_prefix}:*", count=1000)]
-            for i in range(0, len(keys), 500):
-                await app.broker.client.unlink(*keys[i:i + 500])
+            await drop_keys(app)
             if provider is not None:
                 provider.shutdown()
     return n / elapsed
@@ -147,31 +133,7 @@ async def measure(url: str, n: int, rounds: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.observability",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--redis-url", default=os.environ.get(
-        "TIDINGS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--messages", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="2,000 messages, 3 rounds")
-    parser.add_argument("--output", default=str(RESULTS / "observability.json"))
-    args = parser.parse_args(argv)
-    n, rounds = (2_000, 3) if args.quick else (args.messages, args.rounds)
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover
-        pass
-    started = time.time()
-    result = asyncio.run(measure(args.redis_url, n, rounds))
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "load_average_at_start": os.getloadavg()[0],
-                         "seconds": round(time.time() - started, 1)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    with open(args.output, "w") as out:
-        out.write(text + "\n")
+    rounds_main("python -m bench.observability", __doc__ or "", measure, "observability.json", argv)
 
 
 if __name__ == "__main__":

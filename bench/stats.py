@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import json
 import math
-from collections.abc import Sequence
+import os
+import platform
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"  # where each benchmark writes its JSON
 
@@ -48,3 +55,34 @@ def ratio(numerator: float, denominator: float) -> float | None:
 
 def rounded(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def rounds_main(prog: str, doc: str,
+                measure: Callable[[str, int, int], Coroutine[Any, Any, dict[str, Any]]],
+                output: str, argv: list[str] | None = None) -> None:
+    """The command line of a ``measure(url, messages, rounds)`` benchmark: options, uvloop,
+    the machine's figures, the JSON printed and written to ``bench/results/<output>``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument("--redis-url", default=os.environ.get(
+        "TIDINGS_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2,000 messages, 3 rounds")
+    parser.add_argument("--output", default=str(RESULTS / output))
+    args = parser.parse_args(argv)
+    n, rounds = (2_000, 3) if args.quick else (args.messages, args.rounds)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:  # pragma: no cover
+        pass
+    started = time.time()
+    result = asyncio.run(measure(args.redis_url, n, rounds))
+    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
+                         "load_average_at_start": os.getloadavg()[0],
+                         "seconds": round(time.time() - started, 1)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    with open(args.output, "w") as out:
+        out.write(text + "\n")

@@ -165,6 +165,10 @@ class Tidings:
             return self.queues[name]
         queue = Queue(self, build_queue_config(name, **options))
         self.queues[name] = queue
+        if queue.config.encryption is not None:
+            from .security.encryption import Encryption
+
+            self.extension(Encryption)
         return queue
 
     def get_queue(self, queue: Queue | str) -> Queue:

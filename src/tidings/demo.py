@@ -21,6 +21,7 @@ from .core.errors import Retry
 from .core.events import Event, EventKind
 from .core.message import Message
 from .core.middleware import Middleware
+from .engine.tls import redacted
 from .queues.queue import Outgoing
 
 
@@ -134,7 +135,7 @@ async def run_demo(count: int, console: Console, quiet: bool = False,
         if ledger:
             await app.ledger.migrate()
         if not quiet:
-            console.print(f"server: {app.broker.url}")
+            console.print(f"server: {redacted(app.broker.url or '')}")
         started = time.monotonic()
         published = 0
         for name, items in batches.items():

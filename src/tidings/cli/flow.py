@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .authz import authorized, on_queue
 from .output import show_table
 from .support import (
     EXIT_USAGE,
@@ -54,7 +55,8 @@ def breakers(
             if reset not in states:
                 raise CommandFailed(f"no breaker {reset!r}{suggest(reset, set(states))}; "
                                     f"known: {', '.join(sorted(states)) or 'none'}")
-            await app.flow.breaker(reset).reset()
+            async with authorized(app, f"breakers:reset:{reset}", "breaker.reset", reset):
+                await app.flow.breaker(reset).reset()
             states = await app.flow.breaker_states()
         return states
 
@@ -84,7 +86,8 @@ def pause(queue: QueueArg, key: KeyOption = None, app_spec: AppOption = None) ->
         if await app.broker.client.exists(app.key_space.ordered(queue).meta):
             raise CommandFailed(f"{queue!r} is an ordered queue; pause does not apply to "
                                 "ordered queues", EXIT_USAGE)
-        await app.flow.pause(await resolve_queue(app, queue), key)
+        async with on_queue(app, queue, "queue:pause", "queue.pause", key=key) as q:
+            await app.flow.pause(q, key)
 
     run(app, pause_it)
     typer.echo(f"paused {queue}" + (f" key {key}" if key is not None else ""))
@@ -99,7 +102,8 @@ def resume(queue: QueueArg, key: KeyOption = None, app_spec: AppOption = None) -
     app = load_app(app_spec)
 
     async def resume_it() -> int:
-        return await app.flow.resume(await resolve_queue(app, queue), key)
+        async with on_queue(app, queue, "queue:pause", "queue.resume", key=key) as q:
+            return await app.flow.resume(q, key)
 
     moved = run(app, resume_it)
     suffix = f" key {key} ({moved} parked messages due now)" if key is not None else ""

@@ -17,6 +17,7 @@ import typer
 from ..core.errors import QueueNotEmptyError
 from ..core.message import Priority
 from ..queues.dead_letters import DeadLetterCount, make_filter
+from .authz import on_queue
 from .output import progress, show_record, show_table
 from .support import (
     EXIT_NOTHING,
@@ -262,10 +263,10 @@ def dlq_replay(queue: QueueArg, message_id: Ids = None, all_: All = False,
     app = load_app(app_spec)
 
     async def body() -> DeadLetterCount:
-        q = await resolve_queue(app, queue)
-        with progress(f"replaying dead letters of {queue}", console, quiet=json) as report:
-            return await q.dlq.replay(message_id or None, where=_filter(reason, error_type),
-                                      rate=rate, progress=report)
+        async with on_queue(app, queue, "dlq:replay", "dlq.replay") as q:
+            with progress(f"replaying dead letters of {queue}", console, quiet=json) as report:
+                return await q.dlq.replay(message_id or None, where=_filter(reason, error_type),
+                                          rate=rate, progress=report)
 
     done = run(app, body)
     print_count("replayed", done, json, skipped=[dataclasses.asdict(s) for s in done.skipped])
@@ -281,12 +282,12 @@ def dlq_purge(queue: QueueArg, message_id: Ids = None, all_: All = False,
     app = load_app(app_spec)
 
     async def body() -> int:
-        q = await resolve_queue(app, queue)
-        if not yes:
-            typer.confirm(f"purge dead letters of {queue}?", abort=True)
-        with progress(f"purging dead letters of {queue}", console, quiet=json) as report:
-            return await q.dlq.purge(message_id or None, where=_filter(reason, error_type),
-                                     progress=report)
+        async with on_queue(app, queue, "dlq:purge", "dlq.purge") as q:
+            if not yes:
+                typer.confirm(f"purge dead letters of {queue}?", abort=True)
+            with progress(f"purging dead letters of {queue}", console, quiet=json) as report:
+                return await q.dlq.purge(message_id or None, where=_filter(reason, error_type),
+                                         progress=report)
 
     print_count("purged", run(app, body), json)
 
@@ -297,7 +298,9 @@ def delayed_cancel(queue: QueueArg, message_id: MessageArg, app_spec: AppOption 
     app = load_app(app_spec)
 
     async def body() -> bool:
-        return await (await resolve_queue(app, queue)).cancel(message_id)
+        async with on_queue(app, queue, "queue:delayed", "delayed.cancel",
+                            message=message_id) as q:
+            return await q.cancel(message_id)
 
     if not run(app, body):
         raise CommandFailed(f"{message_id} is not waiting in {queue}'s delayed set")
@@ -313,7 +316,9 @@ def delayed_reschedule(queue: QueueArg, message_id: MessageArg,
     app = load_app(app_spec)
 
     async def body() -> datetime:
-        return await (await resolve_queue(app, queue)).reschedule(message_id, delay=delay)
+        async with on_queue(app, queue, "queue:delayed", "delayed.reschedule",
+                            message=message_id) as q:
+            return await q.reschedule(message_id, delay=delay)
 
     typer.echo(run(app, body).astimezone(UTC).isoformat())
 
@@ -324,7 +329,8 @@ def weights(queue: QueueArg, high: int, normal: int, low: int, app_spec: AppOpti
     app = load_app(app_spec)
 
     async def body() -> None:
-        await (await resolve_queue(app, queue)).set_weights(high, normal, low)
+        async with on_queue(app, queue, "queue:weights", "queue.weights") as q:
+            await q.set_weights(high, normal, low)
 
     run(app, body)
     typer.echo(f"{queue}: weights high={high} normal={normal} low={low}")
@@ -341,16 +347,16 @@ def queue_delete(name: QueueArg,
     app = load_app(app_spec)
 
     async def body() -> int:
-        q = await resolve_queue(app, name)
-        if not yes:
-            s = await q.stats()
-            typer.confirm(f"delete queue {name} ({s.depth + s.in_flight} queued or in flight, "
-                          f"{s.delayed} delayed, {s.dead} dead letters) for good?", abort=True)
-        with progress(f"deleting {name}", console, quiet=json) as report:
-            try:
-                return await q.delete(force=force, progress=report)
-            except QueueNotEmptyError as exc:
-                raise CommandFailed(f"{exc} (add --force to delete it anyway)") from None
+        async with on_queue(app, name, "queue:delete", "queue.delete") as q:
+            if not yes:
+                s = await q.stats()
+                typer.confirm(f"delete queue {name} ({s.depth + s.in_flight} queued or in flight, "
+                              f"{s.delayed} delayed, {s.dead} dead letters) for good?", abort=True)
+            with progress(f"deleting {name}", console, quiet=json) as report:
+                try:
+                    return await q.delete(force=force, progress=report)
+                except QueueNotEmptyError as exc:
+                    raise CommandFailed(f"{exc} (add --force to delete it anyway)") from None
 
     keys = run(app, body)
     if json:
@@ -423,6 +429,11 @@ cli.add_typer(ledger_cli)
 from .routes import routes_cli  # noqa: E402
 
 cli.add_typer(routes_cli, name="routes")
+from .security import acl_cli, keys_cli, tokens_cli  # noqa: E402
+
+cli.add_typer(acl_cli, name="acl")
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(tokens_cli, name="tokens")
 
 
 def main() -> None:

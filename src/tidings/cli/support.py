@@ -41,6 +41,8 @@ from ..core.errors import (
     DatabaseUnavailableError,
     DurabilityError,
     EmbeddedServerError,
+    InvalidTokenError,
+    NotAuthorizedError,
     ServerConfigError,
     TidingsError,
     UnknownQueueError,
@@ -95,6 +97,8 @@ def explain(exc: BaseException) -> tuple[str, int]:
                   | redis_errors.NoPermissionError):
         return (f"{exc} (check the user and password in TIDINGS_REDIS_URL and the server's "
                 "ACL)"), EXIT_PERMISSION
+    if isinstance(exc, InvalidTokenError | NotAuthorizedError):
+        return str(exc), EXIT_PERMISSION
     if isinstance(exc, BrokerUnavailableError | redis_errors.ConnectionError
                   | redis_errors.TimeoutError):
         return (f"{exc} (is the server running? TIDINGS_REDIS_URL names it; unset, tidings "

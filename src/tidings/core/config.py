@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -100,6 +100,8 @@ class QueueConfig(BaseModel):
     # None: bounded only by the server's memory (see Settings.memory_refuse_at).
     max_depth: int | None = Field(None, ge=1)
     on_full: OnFull = OnFull.REFUSE
+    # Message-level encryption of payloads (tidings.security.encryption); None: plaintext.
+    encryption: Literal["aes-256-gcm"] | None = None
 
     def depth_limits(self) -> tuple[int | None, int | None]:
         """The depth a publish may fill the queue to: (high and normal, low)."""

@@ -86,14 +86,43 @@ class PermissionDeniedError(AccessDeniedError):
 class UntrustedCertificateError(TidingsError):
     """The server's TLS certificate failed verification: not transient, never retried.
 
-    Give the CA that signed it (``?ssl_ca_certs=/path/ca.pem`` in the URL) or fix the
-    server's certificate; ``detail`` is what the TLS library reported.
+    Give the CA that signed it (``TIDINGS_SECURITY__TLS_CA_FILE``) or fix the server's
+    certificate; ``detail`` is what the TLS library reported.
     """
 
     def __init__(self, server: str, detail: str) -> None:
         self.server = server
         self.detail = detail
         super().__init__(f"the TLS certificate of {server} was not trusted: {detail}")
+
+
+class ClientCertificateError(UntrustedCertificateError):
+    """The server refused our TLS client certificate, or wants one and got none."""
+
+    def __init__(self, server: str, detail: str) -> None:
+        self.server = server
+        self.detail = detail
+        TidingsError.__init__(
+            self, f"{server} refused the TLS client certificate: {detail} (set "
+            "TIDINGS_SECURITY__TLS_CERT_FILE and TLS_KEY_FILE to one its CA signed)")
+
+
+class InvalidTokenError(TidingsError):
+    """A bearer token (API token or OIDC JWT) was not accepted; ``reason`` says why. The
+    token itself is never part of the message."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"invalid token: {reason}")
+
+
+class NotAuthorizedError(TidingsError):
+    """The principal lacks the permission an operation needs (``publish:email`` ...)."""
+
+    def __init__(self, principal: str, permission: str) -> None:
+        self.principal = principal
+        self.permission = permission
+        super().__init__(f"{principal!r} lacks the permission {permission!r}")
 
 
 class DurabilityError(TidingsError):

@@ -197,6 +197,14 @@ class KeySpace:
     def ledger_spill(self) -> str:
         """The stream holding ledger events while PostgreSQL is down (tidings.ledger)."""
         return f"{self.prefix}:ledger:spill"
+    def tokens(self) -> str:
+        """Hash of API token id -> its record (name, scopes, expiry, the secret's hash)."""
+        return f"{self.prefix}:security:tokens"
+
+    @property
+    def audit(self) -> str:
+        """The audit stream of management operations (until the ledger's audit trail)."""
+        return f"{self.prefix}:security:audit"
 
     @property
     def schedules(self) -> ScheduleKeys:

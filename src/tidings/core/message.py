@@ -60,6 +60,8 @@ MAX_TIME_MS = 253_402_300_799_999
 MAX_DURATION_S = 100 * 365.25 * 86_400
 MAX_ATTEMPTS = 1000
 MAX_PAYLOAD_DEPTH = 64
+# Headers travel with every delivery and are bound into encrypted payloads: keep them small.
+MAX_HEADERS, MAX_HEADER_NAME, MAX_HEADER_VALUE = 64, 128, 8192
 _MSGPACK_INT = (-(2**63), 2**64 - 1)  # what msgpack can carry
 
 
@@ -307,9 +309,17 @@ def validate_headers(headers: Any) -> dict[str, str]:
     if not isinstance(headers, Mapping):
         raise ValidationError("headers", "must be a mapping of str to str, got "
                               f"{type(headers).__name__}")
+    if len(headers) > MAX_HEADERS:
+        raise ValidationError("headers", f"{len(headers)} headers; at most {MAX_HEADERS}")
     for key, value in headers.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise ValidationError("headers", f"must map str to str; bad entry {key!r}: {value!r}")
+        if not 0 < len(key) <= MAX_HEADER_NAME:
+            raise ValidationError("headers", f"a header name must be 1 to {MAX_HEADER_NAME} "
+                                  f"characters; got {len(key)} ({key[:40]!r})")
+        if len(value) > MAX_HEADER_VALUE:
+            raise ValidationError("headers", f"header {key!r} is {len(value)} characters; at "
+                                  f"most {MAX_HEADER_VALUE}")
     return dict(headers)
 
 

@@ -25,6 +25,11 @@ And around a worker's life: ``on_worker_start(worker)`` before it fetches anythi
 ``worker_loop(worker)``, run as a task for as long as the worker runs (a ticker, a
 refresher; cancelled at shutdown), and ``on_worker_stop(worker)`` after its drain.
 ``worker`` is the :class:`tidings.Worker` (typed here by what hooks may rely on).
+
+A middleware with ``innermost = True`` has its hooks run after every other's on the way
+in, whenever it was added: message encryption must bind the headers the others add
+(its ``before_publish`` last) and hand only the handler the plaintext (its
+``around_handler`` innermost).
 """
 
 from __future__ import annotations
@@ -61,6 +66,11 @@ class WorkerView(Protocol):
 class Middleware:
     """Base class of every extension: override the hooks you need (see the module doc)."""
 
+    # True: its hooks run after every other middleware's on the way in, whenever it was
+    # added (last before_publish, innermost around_handler): message encryption, which
+    # must see the headers the others add and hand the handler its plaintext.
+    innermost: bool = False
+
     def before_publish(self, queue: str, message: Message) -> None:
         """Look at (or change, or refuse) a message about to be published."""
 
@@ -87,6 +97,17 @@ class Middleware:
 
     async def on_worker_stop(self, worker: WorkerView) -> None:
         """A worker has drained and left its consumer groups."""
+
+
+def _place(bucket: list[Any], hook: Any, innermost: bool) -> None:
+    """Add ``hook`` after the others, but before any innermost one unless it is one."""
+    if innermost:
+        bucket.append(hook)
+        return
+    owners = [getattr(h, "__self__", h) for h in bucket]
+    first_inner = next((i for i, o in enumerate(owners) if getattr(o, "innermost", False)),
+                       len(bucket))
+    bucket.insert(first_inner, hook)
 
 
 def _overrides(item: Middleware, hook: str) -> bool:
@@ -131,13 +152,13 @@ class MiddlewareChain:
         if _overrides(item, "on_event"):
             self._listeners.append(item.on_event)
         if _overrides(item, "before_publish"):
-            self._publishers.append(item.before_publish)
+            _place(self._publishers, item.before_publish, item.innermost)
         for hook, bucket in (("admit", self._admitters), ("around_handler", self._around),
                              ("around_publish", self._around_publish),
                              ("on_worker_start", self._starters),
                              ("worker_loop", self._loops), ("on_worker_stop", self._stoppers)):
             if _overrides(item, hook):
-                bucket.append(item)
+                _place(bucket, item, item.innermost)
 
     @property
     def active(self) -> bool:

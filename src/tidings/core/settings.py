@@ -25,6 +25,7 @@ from redis.asyncio.connection import parse_url
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
+from .security_settings import SecuritySettings
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -82,7 +83,8 @@ def check_log_level(value: Any) -> str:
 class Settings(BaseSettings):
     """Process-wide settings. Queue behaviour is configured per queue (QueueConfig)."""
 
-    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid")
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", extra="forbid",
+                                      env_nested_delimiter="__")
 
     env: str = "development"
     redis_url: str | None = Field(
@@ -116,6 +118,7 @@ class Settings(BaseSettings):
     # TIDINGS_DATABASE_URL, TIDINGS_DB_SCHEMA ... variables.
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
 
     @field_validator("redis_url")
     @classmethod

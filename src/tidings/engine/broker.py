@@ -34,6 +34,7 @@ from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
+from .tls import connection_url
 
 log = logging.getLogger("tidings.engine")
 T = TypeVar("T")
@@ -93,9 +94,11 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
+            plain_url, tls = connection_url(url, self.settings.security)
             pool = ConnectionPool.from_url(
-                url, socket_timeout=self.settings.socket_timeout, socket_connect_timeout=2.0,
-                retry=RedisRetry(NoBackoff(), 0), max_connections=1024,
+                plain_url, socket_timeout=self.settings.socket_timeout,
+                socket_connect_timeout=2.0, retry=RedisRetry(NoBackoff(), 0),
+                max_connections=1024, **tls,
             )
             pool.connection_class = with_fast_packing(pool.connection_class)
             client = Redis.from_pool(pool)

@@ -19,6 +19,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..core.errors import (
     AccessDeniedError,
     AuthenticationFailedError,
+    ClientCertificateError,
     PermissionDeniedError,
     UntrustedCertificateError,
 )
@@ -62,6 +63,9 @@ class _RefusalsAreFinal:
             certificate = _untrusted_certificate(exc)
             if certificate is not None:
                 raise UntrustedCertificateError(self._server(), certificate) from exc
+            refused = _refused_client_certificate(exc)
+            if refused is not None:
+                raise ClientCertificateError(self._server(), refused) from exc
             raise
 
     def _server(self) -> str:
@@ -84,6 +88,18 @@ def _untrusted_certificate(exc: BaseException) -> str | None:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return cause.verify_message or str(cause)
         if "CERTIFICATE_VERIFY_FAILED" in str(cause):
+            return str(cause)
+    return None
+
+
+# TLS alerts a server sends when it rejects the client's certificate (or its absence).
+_CLIENT_ALERTS = ("CERTIFICATE_REQUIRED", "UNKNOWN_CA", "BAD_CERTIFICATE",
+                  "UNSUPPORTED_CERTIFICATE", "CERTIFICATE_UNKNOWN")
+
+
+def _refused_client_certificate(exc: BaseException) -> str | None:
+    for cause in _causes(exc):
+        if any(f"ALERT_{alert}" in str(cause) for alert in _CLIENT_ALERTS):
             return str(cause)
     return None
 

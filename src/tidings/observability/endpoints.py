@@ -12,6 +12,7 @@ import logging
 from typing import Any
 
 from ..core.middleware import Middleware, WorkerView
+from ..engine.tls import http_ssl_context
 from ..queues.host import ExtensionHost
 from .fleet import BreakerSource, FleetCollector, ReporterLease
 from .health import Health
@@ -53,7 +54,8 @@ class WorkerEndpoints(Middleware):
         server = ObservabilityServer(
             self.metrics.registry, health=Health(self.app, worker, deadline=self.deadline),
             refresh=[lambda: self.metrics.refresh_heartbeats(self.app), collector.refresh],
-            stats=stats if self.fleet else None, host=self.host, port=self.port)
+            stats=stats if self.fleet else None, host=self.host, port=self.port,
+            ssl_context=http_ssl_context(self.app.settings.security))
         port = await server.start()
         self.servers[worker.consumer] = server
         log.info("worker %s serves /metrics, /livez, /readyz on %s:%d", worker.consumer,

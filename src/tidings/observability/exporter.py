@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
 
+from ..engine.tls import http_ssl_context
 from ..queues.host import ExtensionHost
 from .fleet import BreakerSource, FleetCollector
 from .health import Health
@@ -38,7 +39,8 @@ async def run_exporter(app: ExtensionHost, *, host: str = "0.0.0.0", port: int =
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
     server = ObservabilityServer(registry, health=Health(app, None), refresh=[fleet.refresh],
-                                 stats=stats, host=host, port=port)
+                                 stats=stats, host=host, port=port,
+                                 ssl_context=http_ssl_context(app.settings.security))
     bound = await server.start()
     try:
         if on_ready is not None:

@@ -7,6 +7,7 @@ own aiohttp handler (content negotiation, OpenMetrics, compression).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,13 +37,15 @@ class ObservabilityServer:
 
     def __init__(self, registry: CollectorRegistry, *, health: Health | None = None,
                  refresh: list[Refresh] | None = None, stats: StatsSource | None = None,
-                 host: str = "0.0.0.0", port: int = 0) -> None:
+                 host: str = "0.0.0.0", port: int = 0,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.registry = registry
         self.health = health
         self.refresh = refresh or []
         self.stats = stats
         self.host = host
         self.port = port
+        self.ssl_context = ssl_context  # HTTPS when set (TIDINGS_SECURITY__HTTP_TLS_*)
         self._runner: web.AppRunner | None = None
 
     def application(self) -> web.Application:
@@ -81,7 +84,8 @@ class ObservabilityServer:
         """Start serving; returns the bound port."""
         runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+        site = web.TCPSite(runner, self.host, self.port, reuse_address=True,
+                           ssl_context=self.ssl_context)
         try:
             await site.start()
         except OSError as exc:

@@ -1,0 +1,1 @@
+"""Security: least-privilege Redis ACLs, TLS, message encryption, principals and tokens."""
