@@ -209,7 +209,7 @@ async def test_at_twice_the_load_nothing_accepted_is_lost_and_low_is_shed_first(
 
 # Scripts that admit new messages: a full server must refuse them before they write. Every
 # other script keeps accepted messages moving or frees memory, and must run on a full server.
-ADMITTING = {"publish", "fair_publish", "campaign_publish", "campaign_create",
+ADMITTING = {"publish", "fair_publish", "campaign_publish", "campaign_create", "route",
              "ordered_publish", "ordered_replay", "dlq_replay", "schedule_save"}
 
 
