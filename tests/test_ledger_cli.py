@@ -88,24 +88,27 @@ def test_admin_commands_are_audited_and_verify_catches_tampering(
     tidings(pg_env, "resume", "email")
     tidings(pg_env, "weights", "sms", "5", "3", "1")
     records = orjson.loads(tidings(pg_env, "audit", "list", "--json").output)
+    # the security audit's outcome records, one per operation, in the ledger's trail
     assert [(r["action"], r["target"]) for r in records] == [
-        ("pause", "email"), ("resume", "email"), ("weights", "sms")]
-    assert all(r["actor"] == getpass.getuser() for r in records)
-    assert records[2]["params"] == {"queue": "sms", "high": 5, "normal": 3, "low": 1}
-    only = orjson.loads(tidings(pg_env, "audit", "list", "--action", "resume",
+        ("queue.pause", "email"), ("queue.resume", "email"), ("queue.weights", "sms")]
+    assert all(r["actor"] == f"local:{getpass.getuser()}" for r in records)
+    assert records[2]["params"] == {"outcome": "done", "permission": "queue:weights:sms",
+                                    "high": 5, "normal": 3, "low": 1}
+    only = orjson.loads(tidings(pg_env, "audit", "list", "--action", "queue.resume",
                                 "--json").output)
-    assert [r["action"] for r in only] == ["resume"]
+    assert [r["action"] for r in only] == ["queue.resume"]
     assert "intact" in tidings(pg_env, "audit", "verify").output
     # the table refuses edits; a tamperer with the owner's rights turns the trigger off
     with pytest.raises(asyncpg.RaiseError, match="append-only"):
         sql(pg_url, schema, "UPDATE audit SET actor = 'mallory'")
     tamper = "ALTER TABLE audit DISABLE TRIGGER audit_append_only"
-    sql(pg_url, schema, tamper, "UPDATE audit SET params = '{}' WHERE action = 'resume'")
+    sql(pg_url, schema, tamper,
+        "UPDATE audit SET params = '{}' WHERE action = 'queue.resume'")
     out = tidings(pg_env, "audit", "verify", code=1).output
     assert "edited" in out and "TAMPERED" in out
-    sql(pg_url, schema, "DELETE FROM audit WHERE action = 'pause'")
+    sql(pg_url, schema, "DELETE FROM audit WHERE action = 'queue.pause'")
     assert "chain broken" in tidings(pg_env, "audit", "verify", code=1).output
-    sql(pg_url, schema, "DELETE FROM audit WHERE action = 'weights'")
+    sql(pg_url, schema, "DELETE FROM audit WHERE action = 'queue.weights'")
     assert "newest record" in tidings(pg_env, "audit", "verify", code=1).output
 
 

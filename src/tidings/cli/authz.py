@@ -4,7 +4,9 @@ The principal is the API token in ``TIDINGS_TOKEN`` (or ``--token`` where a comm
 it) or, without one, the local operator (``local:<os user>``, with every permission: it
 holds the server credentials anyway, and the server's ACL is what limits it). Each
 operation leaves an audit record when it is allowed or denied, and one when it is done
-or failed (see :mod:`tidings.security.audit`).
+or failed (see :mod:`tidings.security.audit`): in the prefix's audit stream and, with a
+database configured, in the ledger's hash-chained trail (:class:`LedgerTrailSink`), so one
+trail holds every administrative command.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from ..app import Tidings
 from ..queues.queue import Queue
-from ..security.audit import Audit, local_principal
+from ..security.audit import Audit, AuditRecord, local_principal
 from ..security.principals import Principal
 from .support import resolve_queue
 
@@ -30,6 +32,32 @@ async def principal_of(app: Tidings, token: str | None = None) -> Principal:
     from ..security.auth import Authenticator  # PyJWT and cryptography: only for a token
 
     return await app.extension(Authenticator).authenticate(token)
+
+
+class LedgerTrailSink:
+    """The ledger's audit trail as a sink of the security audit: the outcome of each
+    operation (done, failed or denied; "allowed" always has one of them after it)."""
+
+    OUTCOMES = frozenset({"done", "failed", "denied"})
+
+    def __init__(self, app: Tidings) -> None:
+        self.app = app
+
+    async def record(self, record: AuditRecord) -> None:
+        if record.outcome not in self.OUTCOMES:
+            return
+        await self.app.ledger.audit.record(
+            record.action, record.target or None,
+            {"outcome": record.outcome, "permission": record.permission, **record.detail},
+            actor=record.principal)
+
+
+def audit_of(app: Tidings) -> Audit:
+    """The app's audit, writing to the ledger's trail too when a database is configured."""
+    audit = app.extension(Audit)
+    if app.ledger.configured and not any(isinstance(s, LedgerTrailSink) for s in audit.sinks):
+        audit.add_sink(LedgerTrailSink(app))
+    return audit
 
 
 @dataclass
@@ -47,7 +75,7 @@ async def authorized(app: Tidings, permission: str, action: str, target: str,
     inside: allowed or denied first, then done or failed (with the error's type). The
     body may add to ``operation.detail`` (a new token's id, a count)."""
     operation = Operation(await principal_of(app, token), dict(detail))
-    who, audit = operation.principal, app.extension(Audit)
+    who, audit = operation.principal, audit_of(app)
     await audit.authorize(who, permission, action, target)
     try:
         yield operation

@@ -329,7 +329,8 @@ def weights(queue: QueueArg, high: int, normal: int, low: int, app_spec: AppOpti
     app = load_app(app_spec)
 
     async def body() -> None:
-        async with on_queue(app, queue, "queue:weights", "queue.weights") as q:
+        async with on_queue(app, queue, "queue:weights", "queue.weights", high=high,
+                            normal=normal, low=low) as q:
             await q.set_weights(high, normal, low)
 
     run(app, body)
