@@ -28,12 +28,14 @@ from ..core.errors import (
     ServerConfigError,
 )
 from ..core.keys import GROUP
+from ..core.sentinel import is_sentinel_url
 from ..core.settings import Settings
 from ..core.stored import text
 from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
+from .sentinel import close_sentinels, sentinel_pool
 
 log = logging.getLogger("tidings.engine")
 T = TypeVar("T")
@@ -48,6 +50,7 @@ class Broker:
         self._client: Redis | None = None
         self._channel: Channel | None = None
         self._pool: ConnectionPool | None = None
+        self._sentinels: Any = None  # redis-py's Sentinel manager, for redis+sentinel://
         self._own_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
@@ -93,10 +96,13 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
-            pool = ConnectionPool.from_url(
-                url, socket_timeout=self.settings.socket_timeout, socket_connect_timeout=2.0,
-                retry=RedisRetry(NoBackoff(), 0), max_connections=1024,
-            )
+            options: dict[str, Any] = {
+                "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
+                "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
+            if is_sentinel_url(url):  # the primary is asked of the sentinels on each connect
+                pool, self._sentinels = sentinel_pool(url, **options)
+            else:
+                pool = ConnectionPool.from_url(url, **options)
             pool.connection_class = with_fast_packing(pool.connection_class)
             client = Redis.from_pool(pool)
             self.url = url
@@ -119,6 +125,9 @@ class Broker:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+        sentinels, self._sentinels = self._sentinels, None
+        if sentinels is not None:
+            await close_sentinels(sentinels)
 
     async def _check_server(self, needs_disk: bool) -> None:
         pipe = self.client.pipeline(transaction=False)

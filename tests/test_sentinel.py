@@ -1,0 +1,117 @@
+"""Redis Sentinel: the URL, discovery through redis-py, and a kill -9 of the primary.
+
+The deployment is real: a primary, two replicas and three sentinels, all ``redis-server``
+processes started here (see sentinels.py) and stopped by PID. The failover test also runs
+real ``tidings worker`` processes that record what they processed on a separate server
+(the ledger), which the failover does not touch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+from redis.asyncio.sentinel import SentinelManagedConnection
+from redis.exceptions import ReadOnlyError
+
+from conftest import new_prefix
+from sentinels import SentinelDeployment, start_deployment
+from tidings import Tidings
+from tidings.core.errors import ConfigError
+from tidings.core.sentinel import parse_sentinel_url
+from tidings.engine.channel import Channel
+
+
+@pytest.fixture
+def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:
+    workdir = tmp_path / "sentinel"
+    workdir.mkdir()
+    started = start_deployment(workdir)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+# -- the URL -------------------------------------------------------------------------------
+
+
+def test_sentinel_url_gives_sentinels_master_db_and_both_credentials() -> None:
+    target = parse_sentinel_url("redis+sentinel://app:p%40ss@10.0.0.1:26380,h2,[::1]:26381"
+                                "/mymaster/3?sentinel_password=s3cret")
+    assert target.sentinels == (("10.0.0.1", 26380), ("h2", 26379), ("::1", 26381))
+    assert (target.service, target.db) == ("mymaster", 3)
+    assert (target.username, target.password) == ("app", "p@ss")
+    assert target.sentinel_password == "s3cret" and target.sentinel_username is None
+    assert "s3cret" not in repr(target) and "p@ss" not in repr(target)
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("redis+sentinel://h1:26379", "master name is missing"),
+    ("redis+sentinel://h1:26379/", "master name is missing"),
+    ("redis+sentinel://h1:26379,,h2/m", "address is empty"),
+    ("redis+sentinel://h1:port/m", "is not 1-65535"),
+    ("redis+sentinel://h1:0/m", "is not 1-65535"),
+    ("redis+sentinel://h1/m/zero", "not a database number"),
+    ("redis+sentinel://h1/m/0/extra", "the path is"),
+    ("redis+sentinel://h1/m?password=x", "unknown option 'password'"),
+    ("redis+sentinel://:s3cret@:26379/m", "has no host"),
+])
+def test_malformed_sentinel_url_is_a_config_error_naming_the_setting(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, reason: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        Tidings(url)
+    assert info.value.field == "TIDINGS_REDIS_URL"
+    assert reason in info.value.reason
+    assert "s3cret" not in str(info.value)
+
+
+# -- discovery -----------------------------------------------------------------------------
+
+
+async def test_app_publishes_and_consumes_on_the_primary_the_sentinels_name(
+        deployment: SentinelDeployment) -> None:
+    app = Tidings(deployment.url, key_prefix=new_prefix())
+    q = app.queue("ha", durability="replicated")
+    got: list[Any] = []
+    done = asyncio.Event()
+
+    @q.handler()
+    async def handle(msg: Any) -> None:
+        got.append(msg.payload)
+        if len(got) == 3:
+            done.set()
+
+    try:
+        await app.connect()
+        for i in range(3):
+            await q.publish({"i": i})  # WAIT 1: two replicas are there to confirm
+        connection = app.broker.channel._connection
+        assert isinstance(connection, SentinelManagedConnection)  # the pool's own class
+        assert connection.port == deployment.primary_port() == deployment.data[0].port
+        async with app.worker(), asyncio.timeout(20):
+            await done.wait()
+        assert sorted(p["i"] for p in got) == [0, 1, 2]
+    finally:
+        await app.close()
+
+
+async def test_channel_on_a_replica_drops_its_connection_on_readonly(
+        deployment: SentinelDeployment) -> None:
+    replica = Redis(port=deployment.data[1].port)
+    channel = Channel(replica.connection_pool, timeout=5.0)
+    try:
+        first = await channel.execute_command("CLIENT", "ID")
+        with pytest.raises(ReadOnlyError):
+            await channel.execute_command("SET", f"{new_prefix()}:k", "v")
+        # The connection was given up, so the next call opens a new one (through a
+        # SentinelConnectionPool: asks the sentinels again, and finds the new primary).
+        assert await channel.execute_command("CLIENT", "ID") != first
+    finally:
+        await channel.aclose()
+        await replica.aclose()
