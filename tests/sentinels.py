@@ -8,6 +8,7 @@ Down detection and failover are shortened (``down-after-milliseconds``,
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -18,6 +19,7 @@ from typing import Any
 import redis
 
 from servers import free_port, stop_process
+from tidings.engine.embedded import find_server_binary
 
 MASTER = "mymaster"
 DOWN_AFTER_MS = 1000
@@ -25,19 +27,20 @@ FAILOVER_TIMEOUT_MS = 5000
 
 
 def redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found is None:
-        raise RuntimeError("redis-server is not installed (.ci/run installs it)")
-    return found
+    """redis-server on PATH (Redis 7.0 here), else the embedded default's valkey-server:
+    both run as a sentinel with ``--sentinel``. TIDINGS_TEST_SENTINEL_SERVER overrides."""
+    return (os.environ.get("TIDINGS_TEST_SENTINEL_SERVER") or shutil.which("redis-server")
+            or find_server_binary())
 
 
 @dataclass
 class Node:
     port: int
     proc: subprocess.Popen[Any]
+    password: str | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2)
+        return redis.Redis(port=self.port, socket_timeout=2, password=self.password)
 
 
 @dataclass
@@ -45,6 +48,7 @@ class SentinelDeployment:
     """The processes of one deployment; :meth:`stop` ends every one of them by PID."""
 
     workdir: Path
+    sentinel_password: str | None = None  # requirepass of the sentinels (and between them)
     data: list[Node] = field(default_factory=list)  # data[0] is the first primary
     sentinels: list[Node] = field(default_factory=list)
 
@@ -79,7 +83,12 @@ class SentinelDeployment:
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
             f"sentinel parallel-syncs {MASTER} 2\n")
-        node = Node(port, self._start(f"sentinel-{port}", [str(conf), "--sentinel"]))
+        if self.sentinel_password:
+            with conf.open("a") as file:
+                file.write(f"requirepass {self.sentinel_password}\n"
+                           f"sentinel sentinel-pass {self.sentinel_password}\n")
+        node = Node(port, self._start(f"sentinel-{port}", [str(conf), "--sentinel"]),
+                    self.sentinel_password)
         self.sentinels.append(node)
         _wait_ping(node)
         return node
@@ -143,9 +152,10 @@ def _wait_ping(node: Node, timeout: float = 10.0) -> None:
             time.sleep(0.05)
 
 
-def start_deployment(workdir: Path, replicas: int = 2, sentinels: int = 3) -> SentinelDeployment:
+def start_deployment(workdir: Path, replicas: int = 2, sentinels: int = 3,
+                     sentinel_password: str | None = None) -> SentinelDeployment:
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels, all in sync."""
-    deployment = SentinelDeployment(workdir)
+    deployment = SentinelDeployment(workdir, sentinel_password)
     try:
         primary = deployment.start_data()
         for _ in range(replicas):

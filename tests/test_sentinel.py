@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from redis.asyncio import Redis
 from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ReadOnlyError
 
-from conftest import new_prefix
+from conftest import new_prefix, tidings, with_app
 from sentinels import SentinelDeployment, start_deployment
 from tidings import Tidings
-from tidings.core.errors import ConfigError
+from tidings.core.errors import AuthenticationFailedError, ConfigError
 from tidings.core.sentinel import parse_sentinel_url
 from tidings.engine.channel import Channel
 
@@ -115,3 +116,38 @@ async def test_channel_on_a_replica_drops_its_connection_on_readonly(
     finally:
         await channel.aclose()
         await replica.aclose()
+
+
+def test_cli_publishes_and_lists_queues_through_the_sentinels(
+        deployment: SentinelDeployment) -> None:
+    env = {"TIDINGS_REDIS_URL": deployment.url, "TIDINGS_KEY_PREFIX": new_prefix()}
+    with_app(env, _connected, "email")  # the app declares the queue, so the CLI knows it
+    msg_id = tidings(env, "publish", "email", '{"to": "a@b.c"}').stdout.strip()
+    [email] = [q for q in orjson.loads(tidings(env, "queues", "--json").stdout)
+               if q["name"] == "email"]
+    assert email["lanes"]["normal"] == 1
+    info = orjson.loads(tidings(env, "inspect", msg_id, "--json").stdout)
+    assert info["state"] == "queued" and info["payload"] == {"to": "a@b.c"}
+
+
+async def _connected(app: Tidings) -> None:
+    return None
+
+
+async def test_sentinels_with_a_password_are_asked_with_sentinel_password(
+        tmp_path: Path) -> None:
+    deployment = start_deployment(tmp_path, replicas=1, sentinel_password="s3ntinel")
+    hosts = deployment.url.removeprefix("redis+sentinel://")
+    refused = Tidings(f"redis+sentinel://{hosts}", key_prefix=new_prefix(), connect_retries=0)
+    app = Tidings(f"redis+sentinel://{hosts}?sentinel_password=s3ntinel",
+                  key_prefix=new_prefix())
+    try:
+        with pytest.raises(AuthenticationFailedError) as refusal:  # final: not retried
+            await refused.connect()
+        assert "sentinel_password" in str(refusal.value) and "s3ntinel" not in str(refusal.value)
+        await app.connect()
+        assert app.broker.channel._connection.port == deployment.data[0].port
+    finally:
+        await app.close()
+        await refused.close()
+        deployment.stop()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,5 +147,5 @@ async def test_kill_9_of_the_primary_loses_no_replicated_publish(
             deployment.stop()
 
 
-async def _all(values: object) -> bool:
-    return all(values)  # type: ignore[call-overload]
+async def _all(values: Iterable[bool]) -> bool:
+    return all(values)

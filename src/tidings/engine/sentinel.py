@@ -13,9 +13,40 @@ from __future__ import annotations
 from typing import Any
 
 from redis.asyncio import ConnectionPool
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 
+from ..core.errors import AuthenticationFailedError
 from ..core.sentinel import SentinelTarget, parse_sentinel_url
+
+
+class _Sentinels(Sentinel):
+    """redis-py's Sentinel, with its "no primary found" error made short and typed.
+
+    redis-py skips a sentinel that refuses our password as it skips one that is down, then
+    reports every sentinel client's full repr. A refusal is not an outage: it is raised as
+    AuthenticationFailedError (never retried); anything else as a one-line
+    MasterNotFoundError (a ConnectionError, so every loop retries it through a failover).
+    """
+
+    async def discover_master(self, service_name: str) -> Any:
+        try:
+            return await super().discover_master(service_name)  # type: ignore[no-untyped-call]
+        except MasterNotFoundError:
+            pass
+        for client in self.sentinels:  # only after a failure: which sentinel said what
+            try:
+                await client.ping()
+            except AuthenticationError as exc:
+                raise AuthenticationFailedError(
+                    "sentinel", f"{exc}; check sentinel_password (and sentinel_username) in "
+                    "TIDINGS_REDIS_URL") from None
+            except (RedisError, OSError):
+                continue
+        raise MasterNotFoundError(f"no sentinel of {len(self.sentinels)} named a primary "
+                                  f"for {service_name!r}") from None
 
 
 def sentinel_pool(url: str, **options: Any) -> tuple[ConnectionPool, Sentinel]:
@@ -26,12 +57,13 @@ def sentinel_pool(url: str, **options: Any) -> tuple[ConnectionPool, Sentinel]:
     """
     target: SentinelTarget = parse_sentinel_url(url)
     socket = {k: v for k, v in options.items() if k.startswith("socket_")}
-    sentinel_kwargs: dict[str, Any] = dict(socket)
+    # One try per sentinel per discovery: the callers' loops do the retrying, with backoff.
+    sentinel_kwargs: dict[str, Any] = {**socket, "retry": Retry(NoBackoff(), 0)}
     if target.sentinel_username:
         sentinel_kwargs["username"] = target.sentinel_username
     if target.sentinel_password:
         sentinel_kwargs["password"] = target.sentinel_password
-    manager = Sentinel(  # type: ignore[no-untyped-call]
+    manager = _Sentinels(  # type: ignore[no-untyped-call]
         list(target.sentinels), sentinel_kwargs=sentinel_kwargs)
     pool = SentinelConnectionPool(  # type: ignore[no-untyped-call]
         target.service, manager, db=target.db, username=target.username,
