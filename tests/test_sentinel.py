@@ -145,6 +145,10 @@ async def test_sentinels_with_a_password_are_asked_with_sentinel_password(
         with pytest.raises(AuthenticationFailedError) as refusal:  # final: not retried
             await refused.connect()
         assert "sentinel_password" in str(refusal.value) and "s3ntinel" not in str(refusal.value)
+        env = {"TIDINGS_REDIS_URL": refused.settings.redis_url or "",
+               "TIDINGS_KEY_PREFIX": new_prefix()}
+        result = await asyncio.to_thread(tidings, env, "queues", code=4)  # 4: refused
+        assert "sentinel_password" in result.output and "Traceback" not in result.output
         await app.connect()
         assert app.broker.channel._connection.port == deployment.data[0].port
     finally:

@@ -126,6 +126,8 @@ async def test_kill_9_of_the_primary_loses_no_replicated_publish(
                     for q, p in zip((replicated, memory), producers, strict=True)}
             twice = sum(1 for count in done.values() if count > 1)
             assert all(proc.poll() is None for proc in procs), workers.all_logs()
+            for proc in procs:  # the same processes rode out the failover, reconnecting
+                assert "retrying in" in workers.logs[proc.pid].read_text(), workers.log(proc)
             report(f"sentinel failover (kill -9 of the primary): promoted after "
                    f"{promoted_at - killed_at:.1f}s; publishing down for "
                    f"{producers[0].longest_gap():.1f}s (replicated) / "
