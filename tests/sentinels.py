@@ -58,9 +58,9 @@ class SentinelDeployment:
         return f"redis+sentinel://{hosts}/{MASTER}/0"
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[Any]:
-        log = (self.workdir / f"{name}.log").open("wb")
-        return subprocess.Popen([redis_server(), *args], cwd=self.workdir, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its copy
+            return subprocess.Popen([redis_server(), *args], cwd=self.workdir, stdout=log,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def start_data(self, replica_of: int | None = None) -> Node:
         port = free_port()

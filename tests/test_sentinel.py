@@ -9,7 +9,7 @@ real ``tidings worker`` processes that record what they processed on a separate 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,9 @@ from redis.asyncio.sentinel import SentinelManagedConnection
 from redis.exceptions import ReadOnlyError
 
 from conftest import new_prefix, tidings, with_app
-from sentinels import SentinelDeployment, start_deployment
-from tidings import Tidings
+from fault_helpers import text
+from sentinels import MASTER, SentinelDeployment, start_deployment
+from tidings import BrokerUnavailableError, DurabilityError, Tidings
 from tidings.core.errors import AuthenticationFailedError, ConfigError
 from tidings.core.sentinel import parse_sentinel_url
 from tidings.engine.channel import Channel
@@ -155,3 +156,44 @@ async def test_sentinels_with_a_password_are_asked_with_sentinel_password(
         await app.close()
         await refused.close()
         deployment.stop()
+
+
+@pytest.mark.slow  # the sentinels wait ~10 s before they demote the old primary
+async def test_publishing_follows_a_manual_failover_to_the_new_primary(
+        deployment: SentinelDeployment, report: Callable[[str], None]) -> None:
+    # SENTINEL FAILOVER demotes the running primary: connections to it are closed or get
+    # READONLY, and the next call has to find the promoted replica through the sentinels.
+    # Unlike a crash, the old primary keeps accepting writes until the sentinels demote
+    # it, and what it takes then is discarded: the test counts it (see the README).
+    app = Tidings(deployment.url, key_prefix=new_prefix())
+    q = app.queue("ha", durability="replicated")
+    old = deployment.primary_port()
+    confirmed: list[str] = []
+    try:
+        await app.connect()
+        confirmed.append(await q.publish({"n": 0}))
+        with deployment.sentinels[0].client() as sentinel:
+            sentinel.execute_command("SENTINEL", "FAILOVER", MASTER)
+        n = 1
+        async with asyncio.timeout(60):
+            while _role(deployment, old) == "master" or n < 50:
+                try:
+                    confirmed.append(await q.publish({"n": n}, idempotency_key=f"n{n}"))
+                    n += 1
+                except (BrokerUnavailableError, DurabilityError):
+                    await asyncio.sleep(0.05)  # the switch: the same message again, same key
+        new = deployment.primary_port()
+        assert new != old
+        await q.publish({"n": "last"})
+        assert app.broker.channel._connection.port == new
+        kept = (await q.stats()).depth
+        report(f"manual SENTINEL FAILOVER: {len(set(confirmed)) + 1} replicated publishes "
+               f"confirmed, {kept} on the new primary, {len(set(confirmed)) + 1 - kept} lost "
+               "(confirmed by the old primary after the promotion)")
+    finally:
+        await app.close()
+
+
+def _role(deployment: SentinelDeployment, port: int) -> str:
+    with deployment.node(port).client() as client:
+        return text(client.info("replication")["role"])
