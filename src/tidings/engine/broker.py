@@ -35,7 +35,7 @@ from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
-from .sentinel import close_sentinels, sentinel_pool
+from .sentinel import PrimaryWatch, close_sentinels, sentinel_pool
 
 log = logging.getLogger("tidings.engine")
 T = TypeVar("T")
@@ -51,6 +51,7 @@ class Broker:
         self._channel: Channel | None = None
         self._pool: ConnectionPool | None = None
         self._sentinels: Any = None  # redis-py's Sentinel manager, for redis+sentinel://
+        self._watch: PrimaryWatch | None = None
         self._own_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
@@ -114,8 +115,23 @@ class Broker:
             except BaseException:
                 await self.close()
                 raise
+            if self._sentinels is not None:
+                self._watch = PrimaryWatch(self._sentinels, pool.service_name,  # type: ignore[attr-defined]
+                                           self._primary_moved, self.clock)
+                self._watch.start()
+
+    async def _primary_moved(self) -> None:
+        """Drop every connection (pending calls fail and are retried): the next ones go to
+        the primary the sentinels name now."""
+        for channel in [*self._own_channels, *([self._channel] if self._channel else [])]:
+            channel.reset()
+        if self._pool is not None:
+            await self._pool.disconnect(inuse_connections=True)
 
     async def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.close()
         await self.memory.close()
         channel, self._channel = self._channel, None
         for own in [*self._own_channels, *([channel] if channel is not None else [])]:

@@ -10,6 +10,9 @@ connection on READONLY itself, since it reads replies without redis-py's reader.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from redis.asyncio import ConnectionPool
@@ -18,8 +21,11 @@ from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnec
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError
 
+from ..core.clock import Clock
 from ..core.errors import AuthenticationFailedError
 from ..core.sentinel import SentinelTarget, parse_sentinel_url
+
+log = logging.getLogger("tidings.engine")
 
 
 class _Sentinels(Sentinel):
@@ -75,3 +81,45 @@ async def close_sentinels(manager: Sentinel) -> None:
     """Close the connections to the sentinels themselves."""
     for client in manager.sentinels:
         await client.aclose()
+
+
+class PrimaryWatch:
+    """Asks the sentinels for the primary every ``every`` seconds; on a change, ``moved()``.
+
+    A connection finds the primary only when it connects, and a primary demoted by a manual
+    ``SENTINEL FAILOVER`` or cut off by a partition keeps its connections and accepts
+    writes until the sentinels demote it (about ten seconds later), writes the promotion
+    then discards. The broker drops every connection as soon as the sentinels name another
+    primary, so its next call goes there. After a crash this only confirms what the broken
+    connections already forced.
+    """
+
+    def __init__(self, manager: Sentinel, service: str, moved: Callable[[], Awaitable[None]],
+                 clock: Clock, every: float = 0.5) -> None:
+        self._manager, self._service, self._moved = manager, service, moved
+        self._clock, self._every = clock, every
+        self._task: asyncio.Task[None] | None = None
+        self.seen: Any = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                address = await self._manager.discover_master(self._service)  # type: ignore[no-untyped-call]
+            except (RedisError, OSError):
+                address = None  # no sentinel answers: the connections' own errors tell
+            if address is not None:
+                if self.seen is not None and address != self.seen:
+                    log.warning("the sentinels name a new primary for %r; reconnecting",
+                                self._service)
+                    await self._moved()
+                self.seen = address
+            await self._clock.sleep(self._every)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
