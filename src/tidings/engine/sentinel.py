@@ -108,7 +108,7 @@ class PrimaryWatch:
         while True:
             try:
                 address = await self._manager.discover_master(self._service)  # type: ignore[no-untyped-call]
-            except (RedisError, OSError):
+            except (RedisError, OSError, AuthenticationFailedError):
                 address = None  # no sentinel answers: the connections' own errors tell
             if address is not None:
                 if self.seen is not None and address != self.seen:
