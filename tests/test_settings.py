@@ -58,7 +58,7 @@ def test_bad_values_name_the_variable(monkeypatch: pytest.MonkeyPatch, tmp_path:
 @pytest.mark.parametrize(("url", "reason"), [
     ("redis://127.0.0.1:notaport/0", "notaport"),
     ("redis://127.0.0.1:99999/0", "out of range"),
-    ("redis://10.0.0.1:6379,10.0.0.2:6379/0", "Sentinel and Cluster"),
+    ("redis://10.0.0.1:6379,10.0.0.2:6379/0", "only for sentinels"),
     ("redis://127.0.0.1:6379/zero", "not a database number"),
     ("redis://127.0.0.1:6379/-1", "not a database number"),
     ("redis://127.0.0.1:6379/0?db=x", "db"),

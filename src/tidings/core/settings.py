@@ -26,6 +26,7 @@ from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
 from .security_settings import SecuritySettings
+from .sentinel import is_sentinel_url, parse_sentinel_url
 from .thresholds import AlertSettings
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -45,15 +46,20 @@ def check_server_url(value: str) -> str:
     silently database 0), so what it leaves out is checked here too. Messages never repeat
     the URL, which may hold a password.
     """
+    if is_sentinel_url(value):
+        parse_sentinel_url(value)  # raises what is wrong with it
+        return value
     scheme, sep, _ = value.partition("://")
     if not sep or scheme.lower() not in URL_SCHEMES:
         found = f"unknown scheme {scheme + sep!r}" if sep else "no scheme"
         raise ValueError(f"{found}; use redis://host:port/db, rediss:// (TLS), "
-                         "unix:///path/to/socket, valkey:// or valkeys://")
+                         "unix:///path/to/socket, valkey://, valkeys:// or "
+                         "redis+sentinel://host:26379,host:26379/master-name/db")
     url = "redis" + value[len("valkey"):] if scheme.lower().startswith("valkey") else value
     if "," in urlsplit(url).netloc:
-        raise ValueError("a comma-separated host list is not supported: give one server URL "
-                         "(Sentinel and Cluster are not supported yet)")
+        raise ValueError("a comma-separated host list is only for sentinels "
+                         "(redis+sentinel://host:26379,host:26379/master-name); Cluster is "
+                         "not supported yet")
     try:
         options = parse_url(url)
         port = urlsplit(url).port  # parse_url reads it only for redis:// and rediss://

@@ -28,12 +28,14 @@ from ..core.errors import (
     ServerConfigError,
 )
 from ..core.keys import GROUP
+from ..core.sentinel import is_sentinel_url
 from ..core.settings import Settings
 from ..core.stored import text
 from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
+from .sentinel import PrimaryWatch, close_sentinels, sentinel_pool
 from .tls import connection_url
 
 log = logging.getLogger("tidings.engine")
@@ -49,6 +51,8 @@ class Broker:
         self._client: Redis | None = None
         self._channel: Channel | None = None
         self._pool: ConnectionPool | None = None
+        self._sentinels: Any = None  # redis-py's Sentinel manager, for redis+sentinel://
+        self._watch: PrimaryWatch | None = None
         self._own_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.url: str | None = None
         self.server_version: tuple[int, ...] = (0,)
@@ -94,12 +98,16 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
+            # Sentinel URLs are never rediss:// (TLS through Sentinel is not supported yet):
+            # a certificate setting with one is the ConfigError connection_url raises.
             plain_url, tls = connection_url(url, self.settings.security)
-            pool = ConnectionPool.from_url(
-                plain_url, socket_timeout=self.settings.socket_timeout,
-                socket_connect_timeout=2.0, retry=RedisRetry(NoBackoff(), 0),
-                max_connections=1024, **tls,
-            )
+            options: dict[str, Any] = {
+                "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
+                "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
+            if is_sentinel_url(url):  # the primary is asked of the sentinels on each connect
+                pool, self._sentinels = sentinel_pool(url, **options)
+            else:
+                pool = ConnectionPool.from_url(plain_url, **options, **tls)
             pool.connection_class = with_fast_packing(pool.connection_class)
             client = Redis.from_pool(pool)
             self.url = url
@@ -111,8 +119,23 @@ class Broker:
             except BaseException:
                 await self.close()
                 raise
+            if self._sentinels is not None:
+                self._watch = PrimaryWatch(self._sentinels, pool.service_name,  # type: ignore[attr-defined]
+                                           self._primary_moved, self.clock)
+                self._watch.start()
+
+    async def _primary_moved(self) -> None:
+        """Drop every connection (pending calls fail and are retried): the next ones go to
+        the primary the sentinels name now."""
+        for channel in [*self._own_channels, *([self._channel] if self._channel else [])]:
+            channel.reset()
+        if self._pool is not None:
+            await self._pool.disconnect(inuse_connections=True)
 
     async def close(self) -> None:
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            await watch.close()
         await self.memory.close()
         channel, self._channel = self._channel, None
         for own in [*self._own_channels, *([channel] if channel is not None else [])]:
@@ -122,6 +145,9 @@ class Broker:
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
+        sentinels, self._sentinels = self._sentinels, None
+        if sentinels is not None:
+            await close_sentinels(sentinels)
 
     async def _check_server(self, needs_disk: bool) -> None:
         pipe = self.client.pipeline(transaction=False)
