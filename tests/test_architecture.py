@@ -24,7 +24,8 @@ LAYERS: list[set[str]] = [
     {"tidings.engine"},
     {"tidings.queues"},
     {"tidings.worker"},
-    {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability"},
+    {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability",
+     "tidings.integrations"},
     {"tidings.app", "tidings.sync", "tidings.errors"},  # the app and its blocking face
     {"tidings.cli", "tidings.__main__", "tidings.demo"},
 ]
