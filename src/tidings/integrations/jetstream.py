@@ -206,8 +206,14 @@ class NatsConsumer:
                 await msg.nak(delay=self.config.nak_delay)
             self._count("requeued", len(items))
             return
-        for msg, _ in items:
-            await msg.ack_sync()
+        # Acks of one batch in parallel: each still waits for the server's confirmation.
+        # A lost ack only means a redelivery, which the idempotency key makes harmless.
+        results = await asyncio.gather(*(msg.ack_sync() for msg, _ in items),
+                                       return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            log.warning("%d acks of stored NATS messages failed (%s); they will come again "
+                        "and be dropped as duplicates", len(failed), failed[0])
         self._count("moved", len(items))
 
     async def handle_batch_one(self, msg: Msg, item: Outgoing) -> None:

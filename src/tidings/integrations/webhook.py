@@ -55,7 +55,8 @@ def _secret_bytes(field_name: str, secret: Any) -> bytes:
 class WebhookConfig:
     """One endpoint: ``url`` (https unless ``allow_http``), ``secret`` (``whsec_`` and
     base64, or plain text) plus ``previous_secrets`` still signed with while a rotation
-    runs; ``timeout`` bounds the whole request, ``connect_timeout`` the connect; a
+    runs; ``timeout`` bounds each read, ``connect_timeout`` the connect; ``max_connections``
+    the pool; a
     ``Retry-After`` longer than ``max_retry_after`` seconds is cut to it."""
 
     url: str
@@ -64,6 +65,7 @@ class WebhookConfig:
     timeout: float = 10.0
     connect_timeout: float = 5.0
     max_retry_after: float = 3600.0
+    max_connections: int = 100
     allow_http: bool = False
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -78,6 +80,7 @@ class WebhookConfig:
             _secret_bytes("previous_secrets", old)
         for name in ("timeout", "connect_timeout", "max_retry_after"):
             require_positive(name, getattr(self, name))
+        require_positive("max_connections", self.max_connections, integer=True)
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
             raise ConfigError("headers", "must map str to str")
 
@@ -142,6 +145,10 @@ class WebhookConsumer:
         self._keys = config.keys()
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
+            # As many kept alive as may be open: a pool that closes connections under
+            # load pays a TCP handshake per request.
+            limits=httpx.Limits(max_connections=config.max_connections,
+                                max_keepalive_connections=config.max_connections),
             follow_redirects=False)
 
     def __repr__(self) -> str:
