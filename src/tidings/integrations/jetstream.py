@@ -24,6 +24,7 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
 
 from ..core.errors import ConfigError, ValidationError
@@ -79,7 +80,9 @@ class NatsConsumeConfig:
     """What :class:`NatsConsumer` reads: ``subject`` of ``stream`` through the durable
     consumer ``durable`` (created if missing), ``batch`` messages per pull, waiting at
     most ``fetch_timeout`` seconds for one. A batch tidings could not store is handed back
-    (nak) to come again after ``nak_delay`` seconds."""
+    (nak) to come again after ``nak_delay`` seconds. A message not acked within
+    ``ack_wait`` seconds (its bridge died) is redelivered; this is set when the durable
+    consumer is created."""
 
     stream: str
     subject: str
@@ -88,6 +91,7 @@ class NatsConsumeConfig:
     batch: int = 64
     fetch_timeout: float = 1.0
     nak_delay: float = 1.0
+    ack_wait: float = 30.0
     key_prefix: str = "nats:"
 
     def __post_init__(self) -> None:
@@ -97,6 +101,7 @@ class NatsConsumeConfig:
         require_positive("batch", self.batch, integer=True)
         require_positive("fetch_timeout", self.fetch_timeout)
         require_positive("nak_delay", self.nak_delay)
+        require_positive("ack_wait", self.ack_wait)
         require_text("key_prefix", self.key_prefix, allow_empty=True)
 
 
@@ -173,7 +178,8 @@ class NatsConsumer:
     async def run(self) -> None:
         js = await self._conn.open()
         cfg = self.config
-        sub = await js.pull_subscribe(cfg.subject, durable=cfg.durable, stream=cfg.stream)
+        sub = await js.pull_subscribe(cfg.subject, durable=cfg.durable, stream=cfg.stream,
+                                      config=ConsumerConfig(ack_wait=cfg.ack_wait))
         try:
             while not self._stopped.is_set():
                 try:
