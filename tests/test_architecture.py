@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"tidings.worker"},
     {"tidings.routing"},  # topics: below the extensions, so schedules may target a topic
     {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability",
-     "tidings.ledger", "tidings.security"},
+     "tidings.ledger", "tidings.security", "tidings.integrations"},
     {"tidings.app", "tidings.sync", "tidings.errors"},  # the app and its blocking face
     {"tidings.cli", "tidings.__main__", "tidings.demo"},
 ]
