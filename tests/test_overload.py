@@ -210,7 +210,7 @@ async def test_at_twice_the_load_nothing_accepted_is_lost_and_low_is_shed_first(
 # Scripts that admit new messages: a full server must refuse them before they write. Every
 # other script keeps accepted messages moving or frees memory, and must run on a full server.
 ADMITTING = {"publish", "fair_publish", "campaign_publish", "campaign_create",
-             "ordered_publish", "ordered_replay", "dlq_replay", "schedule_save"}
+             "ordered_publish", "ordered_replay", "dlq_replay", "schedule_save", "route"}
 
 
 def test_only_scripts_that_admit_messages_are_refused_by_a_full_server() -> None:

@@ -197,6 +197,8 @@ class KeySpace:
     def ledger_spill(self) -> str:
         """The stream holding ledger events while PostgreSQL is down (tidings.ledger)."""
         return f"{self.prefix}:ledger:spill"
+
+    @property
     def tokens(self) -> str:
         """Hash of API token id -> its record (name, scopes, expiry, the secret's hash)."""
         return f"{self.prefix}:security:tokens"
