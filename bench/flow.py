@@ -33,22 +33,9 @@ from tidings.flow import FairMessage
 from tidings.ordering.queue import OrderedQueue
 from tidings.ordering.worker import OrderedWorker
 
-from .stats import RESULTS, latency_summary, rounded
+from .stats import RESULTS, latency_summary, lazy_app, rounded
 
 ROOT = Path(__file__).resolve().parent.parent
-_APP: Tidings | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """``bench.flow:app`` for the worker processes, built on first access only."""
-    global _APP
-    if name != "app":
-        raise AttributeError(name)
-    if _APP is None:
-        _APP = _worker_app()
-    return _APP
-
-
 def _worker_app() -> Tidings:
     app = Tidings()
     q = app.queue("limited")
@@ -65,6 +52,9 @@ def _worker_app() -> Tidings:
         await app.broker.client.rpush(starts, json.dumps([time.time(), msg.payload["key"]]))
 
     return app
+
+
+__getattr__ = lazy_app(_worker_app)  # bench.flow:app for the worker process
 
 
 async def _drop(app: Tidings) -> None:

@@ -31,26 +31,13 @@ from typing import Any
 
 from tidings import Message, QueueFullError, Tidings
 
-from .stats import RESULTS, latency_summary, rounded
+from .stats import RESULTS, latency_summary, lazy_app, rounded
 
 ROOT = Path(__file__).resolve().parent.parent
 HANDLER_S = 0.01
 HANDLER_CONCURRENCY = 24
 LANES = ("high", "normal", "low")
 MIX = ("high",) + ("normal",) * 3 + ("low",) * 6  # 10 / 30 / 60 %
-_APP: Tidings | None = None
-
-
-def __getattr__(name: str) -> Any:
-    """``bench.overload:app`` for the worker process, built on first access only."""
-    global _APP
-    if name != "app":
-        raise AttributeError(name)
-    if _APP is None:
-        _APP = _worker_app()
-    return _APP
-
-
 def _worker_app() -> Tidings:
     app = Tidings()
     q = app.queue("notify")
@@ -68,6 +55,9 @@ def _worker_app() -> Tidings:
 
     atexit.register(dump)
     return app
+
+
+__getattr__ = lazy_app(_worker_app)  # bench.overload:app for the worker process
 
 
 class Run:

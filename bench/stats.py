@@ -86,3 +86,19 @@ def rounds_main(prog: str, doc: str,
     print(text)
     with open(args.output, "w") as out:
         out.write(text + "\n")
+
+
+def lazy_app(build: Callable[[], Any]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` giving ``module:app`` (what ``tidings worker`` loads in the
+    benchmark's worker processes), built by ``build`` on first access only: the driver
+    process imports the module too and must not build it."""
+    built: list[Any] = []
+
+    def __getattr__(name: str) -> Any:
+        if name != "app":
+            raise AttributeError(name)
+        if not built:
+            built.append(build())
+        return built[0]
+
+    return __getattr__
