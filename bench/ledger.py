@@ -48,6 +48,7 @@ from tidings.ledger import db
 from tidings.ledger.outbox import Outbox
 from tidings.ledger.records import EVENT_COLUMNS, event_rows, make_record
 
+from .drain import count_to
 from .job import payload, priority
 from .stats import RESULTS, latency_summary, median, ratio, rounded
 
@@ -92,15 +93,7 @@ async def drain(redis_url: str, pg_url: str, schema: str, n: int, variant: str
                   "redis" if variant in ("redis", "ship") else "direct")
     proc = ingester(app, pg_url, schema) if variant == "redis" else None
     queue = app.queue("drain")
-    done = asyncio.Event()
-    count = 0
-
-    @queue.handler(concurrency=CONCURRENCY)
-    async def handle(msg: Message) -> None:
-        nonlocal count
-        count += 1
-        if count >= n:
-            done.set()
+    done = count_to(queue, n, CONCURRENCY)
 
     async with app:
         try:
