@@ -56,8 +56,8 @@ def mtls_port(ca: Authority) -> Iterator[int]:
         yield port
 
 
-def _app(port: int, host: str = "127.0.0.1", **security: Any) -> Tidings:
-    return Tidings(f"rediss://{host}:{port}/0", key_prefix="tls", connect_retries=2,
+def _app(port: int, host: str = "127.0.0.1", retries: int = 2, **security: Any) -> Tidings:
+    return Tidings(f"rediss://{host}:{port}/0", key_prefix="tls", connect_retries=retries,
                    connect_backoff=0.01, security=security)
 
 
@@ -141,13 +141,16 @@ async def test_mutual_tls_works_when_the_server_requires_client_certificates(
                "tls_key_file": client.key}
     seen = await _round_trip(_app(mtls_port, **options), _app(mtls_port, **options))
     assert len(seen) == 3
-    without = _app(mtls_port, tls_ca_file=ca.pair.cert)
+    # TLS 1.3 reports the refusal after the handshake, and on a loaded machine the server's
+    # reset can overtake its alert: that attempt looks like an outage and is retried, so
+    # give the race room (README "TLS").
+    without = _app(mtls_port, retries=10, tls_ca_file=ca.pair.cert)
     with pytest.raises(ClientCertificateError) as info:  # typed, not retried as an outage
         await without.connect()
     assert "CERTIFICATE_REQUIRED" in info.value.detail
     stranger = Authority(ca.directory / "stranger", "stranger CA").issue("x", client=True)
     with pytest.raises(ClientCertificateError):
-        await _app(mtls_port, tls_ca_file=ca.pair.cert, tls_cert_file=stranger.cert,
+        await _app(mtls_port, retries=10, tls_ca_file=ca.pair.cert, tls_cert_file=stranger.cert,
                    tls_key_file=stranger.key).connect()
 
 
