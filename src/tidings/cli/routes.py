@@ -7,12 +7,10 @@ every producer without a restart. Registered on the main command in cli/main.py.
 from __future__ import annotations
 
 import dataclasses
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..routing.rules import Binding
-from ..routing.store import default_actor
 from .output import show_record, show_table
 from .support import (
     AppOption,
@@ -25,6 +23,11 @@ from .support import (
     run,
 )
 
+# tidings.routing (CEL, JMESPath, Jinja2, JSON Schema: about 0.1 s) is imported by the
+# commands that use it, not by every `tidings` start.
+if TYPE_CHECKING:
+    from ..routing.rules import Binding
+
 routes_cli = Cli(help="Topic routing rules: list, add, remove, test, history, rollback.")
 NameArg = Annotated[str, typer.Argument(metavar="NAME", help="The binding's name.")]
 JsonArg = Annotated[str | None, typer.Option(
@@ -32,6 +35,8 @@ JsonArg = Annotated[str | None, typer.Option(
 
 
 def _actor() -> str:
+    from ..routing.store import default_actor
+
     return f"cli:{default_actor()}"
 
 
