@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -50,7 +48,7 @@ from tidings.ledger.records import EVENT_COLUMNS, event_rows, make_record
 
 from .drain import count_to
 from .job import payload, priority
-from .stats import RESULTS, latency_summary, median, ratio, rounded
+from .stats import RESULTS, latency_summary, median, ratio, rounded, write_result
 
 CONCURRENCY = 256
 VARIANTS = ("off", "direct", "ship", "redis")
@@ -396,13 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         result = {"backup": asyncio.run(backup_restore(args.redis_url, args.backup_messages))}
     else:
         result = asyncio.run(run(args))
-    result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
-                         "load_average_at_start": os.getloadavg()[0],
-                         "seconds": round(time.time() - started, 1)}
-    text = json.dumps(result, indent=2)
-    print(text)
-    with open(args.output, "w") as out:
-        out.write(text + "\n")
+    write_result(result, started, args.output)
 
 
 if __name__ == "__main__":

@@ -78,13 +78,18 @@ def rounds_main(prog: str, doc: str,
     except ImportError:  # pragma: no cover
         pass
     started = time.time()
-    result = asyncio.run(measure(args.redis_url, n, rounds))
+    write_result(asyncio.run(measure(args.redis_url, n, rounds)), started, args.output)
+
+
+def write_result(result: dict[str, Any], started: float, output: str | Path) -> None:
+    """Add the machine's figures to ``result``, print it as JSON and write it to ``output``
+    (``started``: the run's ``time.time()`` at its start)."""
     result["machine"] = {"python": platform.python_version(), "cpus": os.cpu_count(),
                          "load_average_at_start": os.getloadavg()[0],
                          "seconds": round(time.time() - started, 1)}
     text = json.dumps(result, indent=2)
     print(text)
-    with open(args.output, "w") as out:
+    with open(output, "w") as out:
         out.write(text + "\n")
 
 
