@@ -184,7 +184,7 @@ class NatsConsumer:
             while not self._stopped.is_set():
                 try:
                     batch = await sub.fetch(cfg.batch, timeout=cfg.fetch_timeout)
-                except NatsTimeoutError:
+                except (NatsTimeoutError, TimeoutError):  # nats-py < 2.8 raises the builtin
                     continue
                 await self.handle_batch(batch)
         finally:
