@@ -69,6 +69,17 @@ class Acks(Middleware):
                 self.done.set()
 
 
+
+async def _time_consumer(consumer: Any, n: int) -> float:
+    """Seconds an inbound bridge takes to move ``n`` messages into tidings."""
+    start = time.perf_counter()
+    task = asyncio.create_task(consumer.run())
+    await consumer.wait_until(moved=n, timeout=600)
+    elapsed = time.perf_counter() - start
+    consumer.stop()
+    await task
+    return elapsed
+
 async def drop(url: str, prefix: str) -> None:
     client = Redis.from_url(url)
     keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
@@ -154,13 +165,7 @@ async def rabbit_sides(url: str, concurrency: int) -> tuple[Side, Side, Side, Si
             async with app:
                 consumer = RabbitConsumer(RabbitConsumeConfig(
                     queue=name, url=AMQP, prefetch=concurrency), app.queue("in"))
-                start = time.perf_counter()
-                task = asyncio.create_task(consumer.run())
-                await consumer.wait_until(moved=n, timeout=600)
-                elapsed = time.perf_counter() - start
-                consumer.stop()
-                await task
-                return elapsed
+                return await _time_consumer(consumer, n)
         finally:
             await channel.queue_delete(name)
             await drop(url, prefix)
@@ -235,13 +240,7 @@ async def nats_sides(url: str, concurrency: int) -> tuple[Side, Side, Side, Side
                 consumer = NatsConsumer(NatsConsumeConfig(
                     stream=name, subject=subject, durable="bench", url=NATS,
                     batch=concurrency, fetch_timeout=0.5), app.queue("in"))
-                start = time.perf_counter()
-                task = asyncio.create_task(consumer.run())
-                await consumer.wait_until(moved=n, timeout=600)
-                elapsed = time.perf_counter() - start
-                consumer.stop()
-                await task
-                return elapsed
+                return await _time_consumer(consumer, n)
         finally:
             await js.delete_stream(name)
             await drop(url, prefix)
