@@ -10,6 +10,7 @@ app; these knobs configure the queue and the handler:
 ``FAULT_MAX_ATTEMPTS``    retry policy attempts (default 5)
 ``FAULT_CONCURRENCY``     handler concurrency (default 16)
 ``FAULT_SLEEP``           seconds each handler call sleeps before finishing (default 0)
+``FAULT_LATENCY``         ``1``: also record each message's publish-to-finish delay
 ``FAULT_LEDGER_URL``      server the handler records to (default: the app's own server);
                           a separate one keeps handlers working while the broker is down
 
@@ -18,6 +19,8 @@ The handler records, under the key prefix so every test stays isolated:
 ``<prefix>:fault:started``  hash msg id -> times a handler was entered with it
 ``<prefix>:fault:done``     hash msg id -> times a handler finished it (it is acked next)
 ``<prefix>:fault:pids``     hash worker pid -> messages it finished
+``<prefix>:fault:latency``  hash msg id -> ms from its publish to its last finish
+                            (with ``FAULT_LATENCY=1``)
 
 A payload ``{"poison": true}`` makes the handler kill its own process with ``os._exit(1)``
 (after recording the start), like a segfaulting C extension would.
@@ -45,6 +48,8 @@ SLEEP = float(os.environ.get("FAULT_SLEEP", "0"))
 STARTED_KEY = f"{PREFIX}:fault:started"
 DONE_KEY = f"{PREFIX}:fault:done"
 PIDS_KEY = f"{PREFIX}:fault:pids"
+LATENCY_KEY = f"{PREFIX}:fault:latency"
+LATENCY = os.environ.get("FAULT_LATENCY") == "1"
 RECORD_PATIENCE = 60.0  # seconds the recording keeps retrying through an outage
 LEDGER_URL = os.environ.get("FAULT_LEDGER_URL")
 
@@ -91,4 +96,8 @@ async def handle(msg: Message) -> None:
         os._exit(1)
     if SLEEP:
         await asyncio.sleep(SLEEP)
-    await _record(("HINCRBY", DONE_KEY, msg.id, 1), ("HINCRBY", PIDS_KEY, os.getpid(), 1))
+    done: list[tuple[Any, ...]] = [("HINCRBY", DONE_KEY, msg.id, 1),
+                                   ("HINCRBY", PIDS_KEY, os.getpid(), 1)]
+    if LATENCY:
+        done.append(("HSET", LATENCY_KEY, msg.id, int(time.time() * 1000) - msg.created_at_ms))
+    await _record(*done)
