@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,21 @@ async def _drop(client: Redis, prefix: str) -> None:
         await client.unlink(*keys[i:i + 500])
 
 
+async def _at_least(count: Awaitable[int], bound: int) -> bool:
+    return await count >= bound
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 120) -> None:
+    """Poll ``check`` (another process's state) until true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if await check():
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the worker processes did not register")
+        await asyncio.sleep(0.05)
+
+
 async def _window(count: Any, window: float) -> float:
     """Messages per second that ``count()`` grew by over ``window`` seconds."""
     start, t0 = await count(), time.monotonic()
@@ -104,8 +120,7 @@ async def tidings_point(url: str, procs: int, concurrency: int, fill: int,
     try:
         running = _spawn([str(Path(sys.executable).parent / "tidings"), "worker",
                           "bench.scale:app", "--summary-every", "0"], env, procs)
-        while await app.broker.client.zcard(q.keys.consumers) < procs:
-            await asyncio.sleep(0.05)
+        await _until(lambda: _at_least(app.broker.client.zcard(q.keys.consumers), procs))
 
         async def acked() -> int:
             counters = (await q.stats()).counters
@@ -113,7 +128,8 @@ async def tidings_point(url: str, procs: int, concurrency: int, fill: int,
 
         rate = await _window(acked, window)
         if (await q.stats()).depth == 0:
-            raise RuntimeError(f"the queue ran dry inside the window ({rate:.0f}/s): raise --fill ({fill})")
+            raise RuntimeError(f"the queue ran dry inside the window ({rate:.0f}/s): "
+                               f"raise --fill ({fill})")
         return rate
     finally:
         _stop(running)
@@ -134,8 +150,10 @@ async def raw_point(url: str, procs: int, concurrency: int, fill: int, window: f
             f"asyncio.run(raw_consumer({url!r}, {stream!r}, {concurrency}))")
     running = _spawn([sys.executable, "-c", code], {**os.environ, "PYTHONPATH": str(ROOT)}, procs)
     try:
-        while len(await client.xinfo_consumers(stream, RAW_GROUP)) < procs:
-            await asyncio.sleep(0.05)
+        async def joined() -> bool:
+            return len(await client.xinfo_consumers(stream, RAW_GROUP)) >= procs
+
+        await _until(joined)
 
         async def acked() -> int:
             info = await client.xinfo_groups(stream)

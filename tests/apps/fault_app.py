@@ -22,7 +22,8 @@ The handler records, under the key prefix so every test stays isolated:
 ``<prefix>:fault:latency``  hash msg id -> ms from its publish to its last finish
                             (with ``FAULT_LATENCY=1``)
 
-A payload ``{"poison": true}`` makes the handler kill its own process with ``os._exit(1)``
+A payload ``{"fail": true}`` makes the handler raise (after recording the start); a
+payload ``{"poison": true}`` makes the handler kill its own process with ``os._exit(1)``
 (after recording the start), like a segfaulting C extension would.
 
 The recording retries through connection errors for a bounded time: the tests measure
@@ -94,6 +95,8 @@ async def handle(msg: Message) -> None:
     await _record(("HINCRBY", STARTED_KEY, msg.id, 1))
     if isinstance(msg.payload, dict) and msg.payload.get("poison"):
         os._exit(1)
+    if isinstance(msg.payload, dict) and msg.payload.get("fail"):
+        raise RuntimeError("this message always fails")
     if SLEEP:
         await asyncio.sleep(SLEEP)
     done: list[tuple[Any, ...]] = [("HINCRBY", DONE_KEY, msg.id, 1),

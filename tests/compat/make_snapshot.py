@@ -21,6 +21,7 @@ import base64
 import json
 import sys
 import uuid
+from pathlib import Path
 from typing import Any
 
 from tidings import Message, Tidings
@@ -66,19 +67,21 @@ async def main(url: str, out: str) -> None:
     app = Tidings(url, key_prefix=prefix)
     q = app.queue("email", max_attempts=3)
     failed: list[Any] = []
+    both_failed = asyncio.Event()
 
     @q.handler
     async def handle(msg: Message) -> None:
         if msg.payload in (FAIL_ONCE, DEAD):
             failed.append(msg.payload)
+            if len(failed) == 2:
+                both_failed.set()
             raise RuntimeError("fails in the old release")
 
     await app.connect()
     ids = {"retry": await q.publish(FAIL_ONCE),
            "dead": await q.publish(DEAD, max_attempts=1)}
     async with app.worker():
-        while len(failed) < 2:
-            await asyncio.sleep(0.05)
+        await both_failed.wait()
         await asyncio.sleep(0.5)  # let the settles land
     ids["plain"] = await q.publish({"k": "plain"})
     ids["high"] = await q.publish({"k": "high"}, priority="high")
@@ -90,9 +93,7 @@ async def main(url: str, out: str) -> None:
     async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
         await client.delete(raw)
     await app.close()
-    with open(out, "w") as f:
-        json.dump(snapshot, f, indent=1, sort_keys=True)
-        f.write("\n")
+    Path(out).write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":

@@ -72,6 +72,22 @@ class RetryPolicy(BaseModel):
         return raw - spread + (rng or random).random() * spread
 
 
+RETRY_FIELD = "retry"  # the run-time retry override's field in a queue's config hash
+
+
+def retry_with(base: RetryPolicy, changes: dict[str, Any]) -> RetryPolicy:
+    """``base`` with ``changes`` applied, validated; a typed error names a bad field."""
+    unknown = sorted(set(changes) - set(RetryPolicy.model_fields))
+    if unknown:
+        raise errors.ValidationError(unknown[0], "not a field of the retry policy")
+    try:
+        return RetryPolicy.model_validate({**base.model_dump(), **changes})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise errors.ValidationError(".".join(str(p) for p in error["loc"]) or "retry",
+                                     error["msg"]) from None
+
+
 def _seconds(value: Any) -> Any:
     return value.total_seconds() if isinstance(value, timedelta) else value
 

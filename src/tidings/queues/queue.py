@@ -7,13 +7,21 @@ QueueKeys`; the scripts that change them in :mod:`tidings.queues.scripts`.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from ..core.clock import now_ms
-from ..core.config import DEFAULT_HANDLER_CONCURRENCY, QueueConfig, build_queue_config
+from ..core.config import (
+    DEFAULT_HANDLER_CONCURRENCY,
+    RETRY_FIELD,
+    QueueConfig,
+    RetryPolicy,
+    build_queue_config,
+    retry_with,
+)
 from ..core.errors import MessageNotFoundError, PayloadError, QueueFullError, ValidationError
 from ..core.ids import new_message_id
 from ..core.message import (
@@ -322,6 +330,22 @@ class Queue:
         """Change the lane weights of every running worker (applied within a heartbeat)."""
         build_queue_config(self.name, weights=(high, normal, low))  # validates
         await self.app.broker.client.hset(self.keys.config, "weights", f"{high},{normal},{low}")
+
+    async def set_retry(self, **policy: Any) -> RetryPolicy:
+        """Change the retry policy of every running worker of this queue, without a restart.
+
+        ``policy``: fields of :class:`RetryPolicy` (``max_attempts``, ``base``, ``factor``,
+        ``cap``, ``jitter``) over the policy the code declares; no field restores that.
+        Workers apply it within one heartbeat (``min(10 s, visibility_timeout / 3)``), to
+        failures they settle from then on. Returns the policy that now applies.
+        """
+        merged = retry_with(self.config.retry, policy)  # validates: ValidationError
+        client = self.app.broker.client
+        if policy:
+            await client.hset(self.keys.config, RETRY_FIELD, json.dumps(policy))
+        else:
+            await client.hdel(self.keys.config, RETRY_FIELD)
+        return merged
 
     async def stats(self) -> QueueStats:
         from .stats import read_stats

@@ -1,5 +1,9 @@
 """Leases of one queue runner: heartbeat (renewal, run-time config), reclaim, leaving.
 
+The heartbeat's reply carries the queue's config hash: lane weights (``set_weights``) and
+the retry override (``set_retry``) apply from the next heartbeat, so within
+``min(10 s, visibility_timeout / 3)`` of the change on every running worker.
+
 The heartbeat renews every lease the runner holds, every third of the visibility
 timeout. Reclaiming runs in a loop of its own, because it passes the fetch gates, which may
 wait (a pause, a rate limit), and a late heartbeat would cost the worker its leases.
@@ -7,12 +11,15 @@ wait (a pause, a rate limit), and a late heartbeat would cost the worker its lea
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
+from ..core.config import RETRY_FIELD, RetryPolicy, retry_with
+from ..core.errors import ValidationError
 from ..core.keys import GROUP
 from ..core.stored import text
 from ..engine.connection import TRANSIENT
@@ -50,6 +57,21 @@ class Leases:
         settings = dict(zip(config[::2], config[1::2], strict=True))
         weights = parse_weights(settings.get(b"weights"))
         runner.allocator.set_weights(weights or runner.config.weights)
+        runner.retry = self._retry(settings.get(RETRY_FIELD.encode()))
+
+    def _retry(self, raw: bytes | None) -> RetryPolicy:
+        """The code's retry policy with the run-time override (``Queue.set_retry``)."""
+        runner = self.runner
+        if raw is None:
+            return runner.config.retry
+        try:
+            changes = json.loads(raw)
+            return retry_with(runner.config.retry, changes if isinstance(changes, dict) else {})
+        except (ValueError, ValidationError) as exc:  # written by hand, or by a newer release
+            if raw != runner.bad_retry:
+                log.warning("ignoring the retry override of %s (%s)", runner.queue.name, exc)
+                runner.bad_retry = raw
+            return runner.config.retry
 
     async def reclaim(self) -> None:
         """Take over entries whose consumer stopped renewing them, whatever our backlog.

@@ -53,6 +53,8 @@ class QueueRunner:
         self.bus = queue.app.middleware
         self.clock = queue.app.clock
         self.allocator = LaneAllocator(queue.config.weights)
+        self.retry = queue.config.retry  # with the run-time override, set by each heartbeat
+        self.bad_retry: bytes | None = None  # an unreadable override, warned about once
         self.limit = self.spec.concurrency * (self.spec.batch_size or 1)
         self.running = 0  # messages handed to the handler and not yet finished
         self.in_flight: dict[str, Message] = {}  # leases held: lane+entry id -> message

@@ -93,7 +93,7 @@ class Settler:
 
     async def _settle_failure(self, msg: Message, exc: BaseException, duration: float) -> None:
         runner = self.runner
-        decision = decide(msg, exc, runner.config.retry, runner.clock)
+        decision = decide(msg, exc, runner.retry, runner.clock)
         client, keys = runner.channel, runner.keys
         if decision.action is Action.DEAD_LETTER:
             item = (msg.lane, msg.entry_id, msg.delivery, decision.reason, decision.error_json)
