@@ -62,7 +62,7 @@ async def dump(client: Any, prefix: str) -> dict[str, Any]:
     return keys
 
 
-async def main(url: str, out: str) -> None:
+async def main(url: str) -> dict[str, Any]:
     prefix = f"compat{uuid.uuid4().hex[:8]}"
     app = Tidings(url, key_prefix=prefix)
     q = app.queue("email", max_attempts=3)
@@ -93,8 +93,9 @@ async def main(url: str, out: str) -> None:
     async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
         await client.delete(raw)
     await app.close()
-    Path(out).write_text(json.dumps(snapshot, indent=1, sort_keys=True) + "\n")
+    return snapshot
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    Path(sys.argv[2]).write_text(json.dumps(asyncio.run(main(sys.argv[1])), indent=1,
+                                            sort_keys=True) + "\n")
