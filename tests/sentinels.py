@@ -49,6 +49,7 @@ class SentinelDeployment:
 
     workdir: Path
     sentinel_password: str | None = None  # requirepass of the sentinels (and between them)
+    min_replicas: int = 0  # min-replicas-to-write of every data server (max lag 2 s)
     data: list[Node] = field(default_factory=list)  # data[0] is the first primary
     sentinels: list[Node] = field(default_factory=list)
 
@@ -69,6 +70,9 @@ class SentinelDeployment:
                 "--dir", str(self.workdir)]
         if replica_of is not None:
             args += ["--replicaof", "127.0.0.1", str(replica_of)]
+        if self.min_replicas:
+            args += ["--min-replicas-to-write", str(self.min_replicas),
+                     "--min-replicas-max-lag", "2"]
         node = Node(port, self._start(f"data-{port}", args))
         self.data.append(node)
         _wait_ping(node)
@@ -153,9 +157,10 @@ def _wait_ping(node: Node, timeout: float = 10.0) -> None:
 
 
 def start_deployment(workdir: Path, replicas: int = 2, sentinels: int = 3,
-                     sentinel_password: str | None = None) -> SentinelDeployment:
+                     sentinel_password: str | None = None,
+                     min_replicas: int = 0) -> SentinelDeployment:
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels, all in sync."""
-    deployment = SentinelDeployment(workdir, sentinel_password)
+    deployment = SentinelDeployment(workdir, sentinel_password, min_replicas=min_replicas)
     try:
         primary = deployment.start_data()
         for _ in range(replicas):

@@ -234,7 +234,8 @@ class Tidings:
             return self
         queues = list(self.queues.values())
         await self.broker.connect(
-            needs_disk=any(q.config.durability is Durability.DISK for q in queues))
+            needs_disk=any(q.config.durability is Durability.DISK for q in queues),
+            replicated=[q.name for q in queues if q.config.durability is Durability.REPLICATED])
         await self.broker.retrying(registry.register, self.broker, self.key_space, queues)
         return self
 

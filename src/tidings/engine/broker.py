@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
-from redis.exceptions import OutOfMemoryError, ResponseError
+from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.config import Durability
@@ -35,7 +35,7 @@ from .channel import Channel
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
-from .sentinel import PrimaryWatch, close_sentinels, sentinel_pool
+from .sentinel import PrimaryWatch, check_min_replicas, close_sentinels, sentinel_pool
 from .tls import connection_url
 
 log = logging.getLogger("tidings.engine")
@@ -87,9 +87,12 @@ class Broker:
     def connected(self) -> bool:
         return self._client is not None
 
-    async def connect(self, *, needs_disk: bool = False) -> None:
+    async def connect(self, *, needs_disk: bool = False,
+                      replicated: Sequence[str] = ()) -> None:
         """Connect (starting the embedded server if no URL is set), check the server and
-        load every script. ``needs_disk``: a queue asks for ``durability='disk'``."""
+        load every script. ``needs_disk``: a queue asks for ``durability='disk'``;
+        ``replicated``: the queues with ``durability='replicated'`` (on a Sentinel
+        deployment, the primary's ``min-replicas-to-write`` is checked for them)."""
         async with self._lock:
             if self._client is not None:
                 return
@@ -120,6 +123,8 @@ class Broker:
                 await self.close()
                 raise
             if self._sentinels is not None:
+                if replicated:
+                    await self.retrying(check_min_replicas, self.client, list(replicated))
                 self._watch = PrimaryWatch(self._sentinels, pool.service_name,  # type: ignore[attr-defined]
                                            self._primary_moved, self.clock)
                 self._watch.start()
@@ -235,15 +240,20 @@ class Broker:
         for attempt in range(already_failed, attempts):
             try:
                 return await op(*args)
+            except ReadOnlyError as exc:
+                # A primary demoted under us (a failover, a switchover): nothing was written
+                # and the connection was dropped, so the retry asks the sentinels again.
+                failure: Exception = exc
             except ResponseError as exc:
                 raise_if_denied(exc, self.user, _what(op))
                 raise
             except TRANSIENT as exc:
-                if attempt == attempts - 1:
-                    raise BrokerUnavailableError(
-                        f"server unreachable after {attempts} attempts: {exc}") from exc
-                pause = min(2.0, self.settings.connect_backoff * 2**attempt)
-                await self.clock.sleep(pause * (0.5 + random.random() / 2))
+                failure = exc
+            if attempt == attempts - 1:
+                raise BrokerUnavailableError(
+                    f"server unreachable after {attempts} attempts: {failure}") from failure
+            pause = min(2.0, self.settings.connect_backoff * 2**attempt)
+            await self.clock.sleep(pause * (0.5 + random.random() / 2))
         raise AssertionError("unreachable")
 
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:

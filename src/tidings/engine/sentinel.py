@@ -19,7 +19,7 @@ from redis.asyncio import ConnectionPool
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError
+from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ..core.clock import Clock
 from ..core.errors import AuthenticationFailedError
@@ -123,3 +123,29 @@ class PrimaryWatch:
         if task is not None:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
+
+
+async def check_min_replicas(client: Any, queues: list[str]) -> int | None:
+    """Warn when ``replicated`` queues run on a primary without ``min-replicas-to-write``.
+
+    A warning, not an error: ``replicated`` still survives a crash of the primary without
+    it, and managed services often forbid ``CONFIG``. What it guards is a partition: a
+    primary cut off from its replicas but not from some clients keeps accepting writes
+    (``memory`` ones confirmed, ``replicated`` ones refused by ``WAIT``) that the
+    promotion of a replica then discards; ``min-replicas-to-write 1`` makes it refuse them
+    after ``min-replicas-max-lag`` seconds. Returns the setting, or None if unreadable.
+    """
+    try:
+        reply = await client.config_get("min-replicas-to-write")
+        value = int(reply.get("min-replicas-to-write", 0))
+    except (ResponseError, ValueError) as exc:
+        log.info("could not read min-replicas-to-write on the primary (%s); for "
+                 "durability='replicated' set it to 1 on every data server", exc)
+        return None
+    if value < 1:
+        log.warning("queues %s have durability='replicated' but the primary has "
+                    "min-replicas-to-write %d: when a partition cuts it off from its "
+                    "replicas it keeps accepting writes the failover then discards. Set "
+                    "`min-replicas-to-write 1` and `min-replicas-max-lag 10` on every data "
+                    "server (README, High availability)", ", ".join(queues), value)
+    return value
