@@ -259,14 +259,17 @@ class Broker:
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:  # the first try without the retry machinery: this is the publish hot path
             return await script(self.channel, keys, args)
+        except ReadOnlyError as exc:  # a demoted primary: as retryable as an outage
+            failure: Exception = exc
         except ResponseError as exc:
             raise_if_denied(exc, self.user, f"script {script.name} on {keys[0]}")
             raise
         except TRANSIENT as exc:
-            if self.settings.connect_retries == 0:
-                raise BrokerUnavailableError(f"server unreachable: {exc}") from exc
-            await self.clock.sleep(self.settings.connect_backoff)
-            return await self.retrying(script, self.channel, keys, args, already_failed=1)
+            failure = exc
+        if self.settings.connect_retries == 0:
+            raise BrokerUnavailableError(f"server unreachable: {failure}") from failure
+        await self.clock.sleep(self.settings.connect_backoff)
+        return await self.retrying(script, self.channel, keys, args, already_failed=1)
 
     async def run(self, call: ScriptCall) -> Any:
         """Run one script call (see :meth:`call`)."""
