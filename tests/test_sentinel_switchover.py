@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import new_prefix, tidings
+from failover_run import Producer
 from fault_helpers import poll
 from sentinels import start_deployment
-from test_sentinel_failover import Producer
 from tidings import Tidings
 from tidings.engine.switchover import switchover
 
