@@ -240,13 +240,11 @@ class Broker:
         for attempt in range(already_failed, attempts):
             try:
                 return await op(*args)
-            except ReadOnlyError as exc:
-                # A primary demoted under us (a failover, a switchover): nothing was written
-                # and the connection was dropped, so the retry asks the sentinels again.
-                failure: Exception = exc
             except ResponseError as exc:
-                raise_if_denied(exc, self.user, _what(op))
-                raise
+                if not unwritable(exc):
+                    raise_if_denied(exc, self.user, _what(op))
+                    raise
+                failure: Exception = exc
             except TRANSIENT as exc:
                 failure = exc
             if attempt == attempts - 1:
@@ -259,11 +257,11 @@ class Broker:
     async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
         try:  # the first try without the retry machinery: this is the publish hot path
             return await script(self.channel, keys, args)
-        except ReadOnlyError as exc:  # a demoted primary: as retryable as an outage
-            failure: Exception = exc
         except ResponseError as exc:
-            raise_if_denied(exc, self.user, f"script {script.name} on {keys[0]}")
-            raise
+            if not unwritable(exc):
+                raise_if_denied(exc, self.user, f"script {script.name} on {keys[0]}")
+                raise
+            failure: Exception = exc
         except TRANSIENT as exc:
             failure = exc
         if self.settings.connect_retries == 0:
@@ -342,6 +340,14 @@ class Broker:
                     f"(confirmation: {confirmed}); the message may exist: publish again with "
                     "the same idempotency key", ids)
         return replies
+
+
+def unwritable(exc: ResponseError) -> bool:
+    """The server refused a write it did not make, for as long as a failover takes: a
+    primary demoted under us (READONLY; the connection was dropped, so the retry asks the
+    sentinels again) or one cut off from its replicas (NOREPLICAS, min-replicas-to-write).
+    Retried like an outage."""
+    return isinstance(exc, ReadOnlyError) or str(exc).startswith("NOREPLICAS")
 
 
 def _what(op: Any) -> str:
