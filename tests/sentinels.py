@@ -33,14 +33,31 @@ def redis_server() -> str:
             or find_server_binary())
 
 
+@dataclass(frozen=True)
+class Tls:
+    """Server certificate, key and CA of a TLS deployment (tests/certs.py makes them)."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def server_args(self) -> list[str]:
+        return ["--tls-cert-file", str(self.cert), "--tls-key-file", str(self.key),
+                "--tls-ca-cert-file", str(self.ca), "--tls-replication", "yes",
+                "--tls-auth-clients", "no"]
+
+
 @dataclass
 class Node:
     port: int
     proc: subprocess.Popen[Any]
     password: str | None = None
+    tls: Tls | None = None
 
     def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=2, password=self.password)
+        secure: dict[str, Any] = ({"ssl": True, "ssl_ca_certs": str(self.tls.ca)}
+                                  if self.tls else {})
+        return redis.Redis(port=self.port, socket_timeout=2, password=self.password, **secure)
 
 
 @dataclass
@@ -50,13 +67,14 @@ class SentinelDeployment:
     workdir: Path
     sentinel_password: str | None = None  # requirepass of the sentinels (and between them)
     min_replicas: int = 0  # min-replicas-to-write of every data server (max lag 2 s)
+    tls: Tls | None = None  # every server and sentinel on TLS only (rediss+sentinel://)
     data: list[Node] = field(default_factory=list)  # data[0] is the first primary
     sentinels: list[Node] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        return f"redis+sentinel://{hosts}/{MASTER}/0"
+        return f"{'rediss' if self.tls else 'redis'}+sentinel://{hosts}/{MASTER}/0"
 
     def _start(self, name: str, args: list[str]) -> subprocess.Popen[Any]:
         with (self.workdir / f"{name}.log").open("wb") as log:  # the child keeps its copy
@@ -65,7 +83,9 @@ class SentinelDeployment:
 
     def start_data(self, replica_of: int | None = None) -> Node:
         port = free_port()
-        args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        ports = (["--port", "0", "--tls-port", str(port), *self.tls.server_args()] if self.tls
+                 else ["--port", str(port)])
+        args = [*ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--repl-diskless-sync", "yes", "--repl-diskless-sync-delay", "0",
                 "--dir", str(self.workdir)]
         if replica_of is not None:
@@ -73,7 +93,7 @@ class SentinelDeployment:
         if self.min_replicas:
             args += ["--min-replicas-to-write", str(self.min_replicas),
                      "--min-replicas-max-lag", "2"]
-        node = Node(port, self._start(f"data-{port}", args))
+        node = Node(port, self._start(f"data-{port}", args), tls=self.tls)
         self.data.append(node)
         _wait_ping(node)
         return node
@@ -81,8 +101,13 @@ class SentinelDeployment:
     def start_sentinel(self, primary: int) -> Node:
         port = free_port()
         conf = self.workdir / f"sentinel-{port}.conf"
+        ports = f"port {port}\n"
+        if self.tls:
+            ports = f"port 0\ntls-port {port}\n" + "".join(
+                f"{self.tls.server_args()[i][2:]} {self.tls.server_args()[i + 1]}\n"
+                for i in range(0, len(self.tls.server_args()), 2))
         conf.write_text(
-            f"port {port}\nbind 127.0.0.1\ndir {self.workdir}\n"
+            f"{ports}bind 127.0.0.1\ndir {self.workdir}\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n"
             f"sentinel down-after-milliseconds {MASTER} {DOWN_AFTER_MS}\n"
             f"sentinel failover-timeout {MASTER} {FAILOVER_TIMEOUT_MS}\n"
@@ -92,7 +117,7 @@ class SentinelDeployment:
                 file.write(f"requirepass {self.sentinel_password}\n"
                            f"sentinel sentinel-pass {self.sentinel_password}\n")
         node = Node(port, self._start(f"sentinel-{port}", [str(conf), "--sentinel"]),
-                    self.sentinel_password)
+                    self.sentinel_password, self.tls)
         self.sentinels.append(node)
         _wait_ping(node)
         return node
@@ -158,9 +183,10 @@ def _wait_ping(node: Node, timeout: float = 10.0) -> None:
 
 def start_deployment(workdir: Path, replicas: int = 2, sentinels: int = 3,
                      sentinel_password: str | None = None,
-                     min_replicas: int = 0) -> SentinelDeployment:
+                     min_replicas: int = 0, tls: Tls | None = None) -> SentinelDeployment:
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels, all in sync."""
-    deployment = SentinelDeployment(workdir, sentinel_password, min_replicas=min_replicas)
+    deployment = SentinelDeployment(workdir, sentinel_password, min_replicas=min_replicas,
+                                    tls=tls)
     try:
         primary = deployment.start_data()
         for _ in range(replicas):

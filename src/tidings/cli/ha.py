@@ -26,12 +26,15 @@ def switchover_command(
     catch up, the sentinels promote one, the old primary follows it, writes resume."""
     from ..core.sentinel import is_sentinel_url
     from ..engine.switchover import switchover
+    from ..engine.tls import connection_url
 
-    url = load_app(app_spec).settings.redis_url
+    settings = load_app(app_spec).settings
+    url = settings.redis_url
     if url is None or not is_sentinel_url(url):
         raise CommandFailed("a switchover needs TIDINGS_REDIS_URL=redis+sentinel://...: "
                             "the primary is one the sentinels manage", EXIT_USAGE)
-    result = asyncio.run(switchover(url, timeout=timeout))
+    _, tls = connection_url(url, settings.security)
+    result = asyncio.run(switchover(url, timeout=timeout, tls=tls))
     if json:
         emit_json({"old": list(result.old), "new": list(result.new),
                    "writes_paused_s": result.writes_paused_s})

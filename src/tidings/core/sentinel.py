@@ -9,8 +9,10 @@ file and the environment all take the same URL::
 The user and password in front authenticate to the data servers (the primary), like in a
 ``redis://`` URL; ``sentinel_username`` / ``sentinel_password`` to the sentinels, which have
 their own ``requirepass``. The port of a sentinel defaults to 26379. ``valkey+sentinel://``
-is the same. Discovery itself is redis-py's (``redis.asyncio.sentinel``); this module only
-reads the URL. Errors never repeat the URL: it may hold a password.
+is the same; ``rediss+sentinel://`` (or ``valkeys+sentinel://``) speaks TLS to the
+sentinels and the data servers, with the ``TIDINGS_SECURITY__TLS_*`` settings.
+Discovery itself is redis-py's (``redis.asyncio.sentinel``); this module only reads the
+URL. Errors never repeat the URL: it may hold a password.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, unquote
 
-SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel")
+SENTINEL_SCHEMES = ("redis+sentinel", "valkey+sentinel", "rediss+sentinel", "valkeys+sentinel")
+TLS_SENTINEL_SCHEMES = ("rediss+sentinel", "valkeys+sentinel")  # TLS to sentinels and data
 SENTINEL_PORT = 26379
 _QUERY_KEYS = ("sentinel_username", "sentinel_password")
 FORM = "redis+sentinel://[user:password@]host:26379,host:26379/master-name/db"
@@ -35,6 +38,7 @@ class SentinelTarget:
     password: str | None = None
     sentinel_username: str | None = None
     sentinel_password: str | None = None
+    tls: bool = False  # rediss+sentinel://: TLS to the sentinels and the data servers
 
     def __repr__(self) -> str:  # never the passwords
         hosts = ",".join(f"{host}:{port}" for host, port in self.sentinels)
@@ -62,7 +66,8 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     service, db = _path(path)
     extra = _query(query)
     return SentinelTarget(sentinels, service, db, username, password,
-                          extra.get("sentinel_username"), extra.get("sentinel_password"))
+                          extra.get("sentinel_username"), extra.get("sentinel_password"),
+                          url.partition("://")[0].lower() in TLS_SENTINEL_SCHEMES)
 
 
 def _credentials(userinfo: str) -> tuple[str | None, str | None]:

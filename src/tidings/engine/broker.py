@@ -101,14 +101,13 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
-            # Sentinel URLs are never rediss:// (TLS through Sentinel is not supported yet):
-            # a certificate setting with one is the ConfigError connection_url raises.
+            # rediss+sentinel:// gets the same TLS options, for the sentinels and the data.
             plain_url, tls = connection_url(url, self.settings.security)
             options: dict[str, Any] = {
                 "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
                 "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
             if is_sentinel_url(url):  # the primary is asked of the sentinels on each connect
-                pool, self._sentinels = sentinel_pool(url, **options)
+                pool, self._sentinels = sentinel_pool(url, tls, **options)
             else:
                 pool = ConnectionPool.from_url(plain_url, **options, **tls)
             pool.connection_class = with_fast_packing(pool.connection_class)

@@ -55,14 +55,18 @@ class _Sentinels(Sentinel):
                                   f"for {service_name!r}") from None
 
 
-def sentinel_pool(url: str, **options: Any) -> tuple[ConnectionPool, Sentinel]:
+def sentinel_pool(url: str, tls: dict[str, Any] | None = None,
+                  **options: Any) -> tuple[ConnectionPool, Sentinel]:
     """A pool for the primary named in ``url``, and the sentinel manager (to close it).
 
     ``options`` are the data connections' arguments (timeouts, retry, max_connections);
-    the sentinels get the same timeouts and their own credentials.
+    the sentinels get the same timeouts and their own credentials. ``tls``: the TLS
+    options (engine/tls.py) of a ``rediss+sentinel://`` URL, for both.
     """
     target: SentinelTarget = parse_sentinel_url(url)
-    socket = {k: v for k, v in options.items() if k.startswith("socket_")}
+    if tls:
+        options = {**options, "ssl": True, **tls}
+    socket = {k: v for k, v in options.items() if k.startswith(("socket_", "ssl"))}
     # One try per sentinel per discovery: the callers' loops do the retrying, with backoff.
     sentinel_kwargs: dict[str, Any] = {**socket, "retry": Retry(NoBackoff(), 0)}
     if target.sentinel_username:

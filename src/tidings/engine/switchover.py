@@ -41,20 +41,23 @@ class Switchover:
     writes_paused_s: float
 
 
-async def switchover(url: str, *, timeout: float = 30.0) -> Switchover:
+async def switchover(url: str, *, timeout: float = 30.0,
+                     tls: dict[str, Any] | None = None) -> Switchover:
     """Move the primary of the ``redis+sentinel://`` deployment ``url`` to a replica.
 
     Writes of every client wait (they are not refused) for the switch; ``timeout`` bounds
-    it, and the pause. Raises :class:`BrokerUnavailableError` if the sentinels did not
+    it, and the pause. ``tls``: the TLS options of a ``rediss+sentinel://`` deployment
+    (``engine.tls.connection_url``). Raises :class:`BrokerUnavailableError` if the sentinels did not
     promote a replica in time (the old primary is then unpaused and still the primary).
     """
     target = parse_sentinel_url(url)
-    pool, manager = sentinel_pool(url, socket_timeout=5.0, socket_connect_timeout=2.0)
+    pool, manager = sentinel_pool(url, tls, socket_timeout=5.0, socket_connect_timeout=2.0)
     try:
         host, port = await manager.discover_master(target.service)  # type: ignore[no-untyped-call]
         old = (str(host), int(port))
+        secure: dict[str, Any] = {"ssl": True, **tls} if tls else {}
         primary: Any = Redis(host=old[0], port=old[1], db=target.db, socket_timeout=5.0,
-                             username=target.username, password=target.password)
+                             username=target.username, password=target.password, **secure)
         async with primary:
             deadline = time.monotonic() + timeout
             paused_at = time.monotonic()

@@ -20,6 +20,7 @@ from ..core.security_settings import SecuritySettings
 
 log = logging.getLogger("tidings.security")
 _OFF = ("none", "optional", "false", "0")
+TLS_SCHEMES = ("rediss://", "rediss+sentinel://", "valkeys+sentinel://")
 
 
 def redacted(url: str) -> str:
@@ -49,11 +50,12 @@ def tls_options(url: str, security: SecuritySettings) -> dict[str, Any]:
     """
     files = {name: getattr(security, name) for name in
              ("tls_ca_file", "tls_cert_file", "tls_key_file")}
-    if not url.lower().startswith("rediss://"):
+    if not url.lower().startswith(TLS_SCHEMES):
         given = [name for name, path in files.items() if path is not None]
         if given:
             raise ConfigError(f"TIDINGS_SECURITY__{given[0].upper()}",
-                              "is set but TIDINGS_REDIS_URL is not rediss://: the connection "
+                              "is set but TIDINGS_REDIS_URL is not rediss:// (or "
+                              "rediss+sentinel://): the connection "
                               "would not use TLS")
         return {}
     query = {k.lower(): v[-1] for k, v in parse_qs(urlsplit(url).query).items()}
