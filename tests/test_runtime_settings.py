@@ -18,9 +18,12 @@ margin for a busy machine) before checking that both follow the change.
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
 
+from conftest import tidings, with_app
 from fault_helpers import QUEUE, Recording, WorkerProcs, consumer_of, is_settled, poll
 from tidings import Tidings, ValidationError
 
@@ -98,3 +101,17 @@ async def test_a_bad_retry_override_is_refused_naming_the_field(fault_app: Tidin
             await q.set_retry(**policy)
         assert caught.value.field == field
     assert await fault_app.broker.client.hget(q.keys.config, "retry") is None
+
+
+def test_cli_queue_retry_sets_and_resets_the_override(known_env: dict[str, str]) -> None:
+    out = tidings(known_env, "queue", "retry", "email", "--max-attempts", "2", "--cap", "60")
+    assert "max_attempts=2" in out.stdout and "cap=60s" in out.stdout
+
+    async def stored(app: Tidings) -> Any:
+        return await app.broker.client.hget(app.queue("email").keys.config, "retry")
+
+    assert json.loads(with_app(known_env, stored)) == {"max_attempts": 2, "cap": 60.0}
+    bad = tidings(known_env, "queue", "retry", "email", "--jitter", "2", code=2)
+    assert "jitter" in bad.output and "Traceback" not in bad.output
+    assert "as the code declares" in tidings(known_env, "queue", "retry", "email").stdout
+    assert with_app(known_env, stored) is None
