@@ -24,17 +24,18 @@ from typing import Any
 import pytest
 
 from conftest import tidings, with_app
-from fault_helpers import QUEUE, Recording, WorkerProcs, consumer_of, is_settled, poll
-from tidings import Tidings, ValidationError
+from fault_helpers import QUEUE, Recording, WorkerProcs, consumer_of, is_settled, poll, text
+from tidings import Outgoing, Tidings, ValidationError
 
 VT = 1.5  # heartbeat every 0.5 s: the config bound of the retry policy and the weights
 PAUSE_BOUND = 1.0
 MARGIN = 1.0
 
 
-async def two_workers(app: Tidings, workers: WorkerProcs) -> None:
+async def two_workers(app: Tidings, workers: WorkerProcs, concurrency: int = 4,
+                      **knobs: object) -> None:
     q = app.get_queue(QUEUE)
-    env = workers.env(app, vt=VT, concurrency=4, max_attempts=5)
+    env = workers.env(app, vt=VT, concurrency=concurrency, max_attempts=5, **knobs)
     for proc in (workers.start(env), workers.start(env)):
         await consumer_of(q, proc, detail=workers.all_logs)
 
@@ -101,6 +102,33 @@ async def test_a_bad_retry_override_is_refused_naming_the_field(fault_app: Tidin
             await q.set_retry(**policy)
         assert caught.value.field == field
     assert await fault_app.broker.client.hget(q.keys.config, "retry") is None
+
+
+async def test_lane_weights_set_at_run_time_apply_on_both_workers(
+        fault_app: Tidings, workers: WorkerProcs) -> None:
+    q = fault_app.get_queue(QUEUE)
+    rec = Recording(fault_app)
+    await two_workers(fault_app, workers, concurrency=1, order=1, sleep=0.02)
+    await fault_app.flow.pause(q)  # a backlog in two lanes first
+    await q.set_weights(0, 0, 1)  # the code says 6, 3, 1: high first; now low only
+    await asyncio.sleep(max(PAUSE_BOUND, VT / 3) + MARGIN)
+    await q.publish_many([Outgoing({"tag": "high"}, priority="high") for _ in range(30)]
+                         + [Outgoing({"tag": "low"}, priority="low") for _ in range(30)])
+    await fault_app.flow.resume(q)
+
+    async def twenty_done() -> bool:
+        return await rec.done_count() >= 20
+
+    await poll(twenty_done, 20, "twenty messages processed", workers.all_logs)
+    order = [text(t) for t in await fault_app.broker.client.lrange(
+        f"{fault_app.settings.key_prefix}:fault:order", 0, 19)]
+    assert order == ["low"] * 20, order  # both workers took the low lane only
+    await q.set_weights(6, 3, 1)
+
+    async def all_done() -> bool:
+        return await rec.done_count() == 60 and await is_settled(q)
+
+    await poll(all_done, 20, "the rest processed", workers.all_logs)
 
 
 def test_cli_queue_retry_sets_and_resets_the_override(known_env: dict[str, str]) -> None:

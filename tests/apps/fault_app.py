@@ -11,6 +11,8 @@ app; these knobs configure the queue and the handler:
 ``FAULT_CONCURRENCY``     handler concurrency (default 16)
 ``FAULT_SLEEP``           seconds each handler call sleeps before finishing (default 0)
 ``FAULT_LATENCY``         ``1``: also record each message's publish-to-finish delay
+``FAULT_ORDER``           ``1``: also append each finished message's ``tag`` payload field
+                          to ``<prefix>:fault:order`` (a list: the order they finished in)
 ``FAULT_LEDGER_URL``      server the handler records to (default: the app's own server);
                           a separate one keeps handlers working while the broker is down
 
@@ -51,6 +53,8 @@ DONE_KEY = f"{PREFIX}:fault:done"
 PIDS_KEY = f"{PREFIX}:fault:pids"
 LATENCY_KEY = f"{PREFIX}:fault:latency"
 LATENCY = os.environ.get("FAULT_LATENCY") == "1"
+ORDER_KEY = f"{PREFIX}:fault:order"
+ORDER = os.environ.get("FAULT_ORDER") == "1"
 RECORD_PATIENCE = 60.0  # seconds the recording keeps retrying through an outage
 LEDGER_URL = os.environ.get("FAULT_LEDGER_URL")
 
@@ -103,4 +107,6 @@ async def handle(msg: Message) -> None:
                                    ("HINCRBY", PIDS_KEY, os.getpid(), 1)]
     if LATENCY:
         done.append(("HSET", LATENCY_KEY, msg.id, int(time.time() * 1000) - msg.created_at_ms))
+    if ORDER and isinstance(msg.payload, dict):
+        done.append(("RPUSH", ORDER_KEY, str(msg.payload.get("tag"))))
     await _record(*done)
