@@ -131,15 +131,15 @@ async def test_lane_weights_set_at_run_time_apply_on_both_workers(
     await poll(all_done, 20, "the rest processed", workers.all_logs)
 
 
-def test_cli_queue_retry_sets_and_resets_the_override(known_env: dict[str, str]) -> None:
-    out = tidings(known_env, "queue", "retry", "email", "--max-attempts", "2", "--cap", "60")
+def test_cli_retry_sets_and_resets_the_override(known_env: dict[str, str]) -> None:
+    out = tidings(known_env, "retry", "email", "--max-attempts", "2", "--cap", "60")
     assert "max_attempts=2" in out.stdout and "cap=60s" in out.stdout
 
     async def stored(app: Tidings) -> Any:
         return await app.broker.client.hget(app.queue("email").keys.config, "retry")
 
     assert json.loads(with_app(known_env, stored)) == {"max_attempts": 2, "cap": 60.0}
-    bad = tidings(known_env, "queue", "retry", "email", "--jitter", "2", code=2)
+    bad = tidings(known_env, "retry", "email", "--jitter", "2", code=2)
     assert "jitter" in bad.output and "Traceback" not in bad.output
-    assert "as the code declares" in tidings(known_env, "queue", "retry", "email").stdout
+    assert "as the code declares" in tidings(known_env, "retry", "email").stdout
     assert with_app(known_env, stored) is None
