@@ -15,8 +15,8 @@ from ..core.errors import ValidationError
 from ..queues.dead_letters import make_filter
 from ..scheduling.campaigns import Campaigns
 from . import session
-from .app import Dashboard, NotFound
 from .pages import queue_named
+from .web import Dashboard, NotFound
 
 if TYPE_CHECKING:
     from ..security.principals import Principal
@@ -82,7 +82,8 @@ async def _dead_letters(dash: Dashboard, request: Request, who: Principal, form:
         who.require(permission)  # no confirmation page for what would be refused
         return dash.render(request, "confirm.html", who, queue=queue.name, verb=verb,
                            what=what, ids=ids or [], chosen=chosen, all=form.get("all"))
-    where = make_filter(**chosen) if ids is None else None
+    where = (None if ids is not None
+             else make_filter(reason=chosen["reason"], error_type=chosen["error_type"]))
     async with audited(dash.app, who, permission, f"dlq.{verb}", queue.name,
                        ids=ids, **chosen) as op:
         if verb == "replay":

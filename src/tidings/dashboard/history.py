@@ -8,6 +8,7 @@ empty when the dashboard process starts and fills while someone looks at it.
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ class History:
         samples = list(self._samples.get(queue, ()))
         acked: list[float] = []
         failed: list[float] = []
-        for before, after in zip(samples, samples[1:], strict=False):
+        for before, after in itertools.pairwise(samples):
             span = max(after.at - before.at, 1e-3)
             # A counter that went down (a queue deleted and declared again) restarts at 0.
             acked.append(max(0, after.acked - before.acked) / span)

@@ -15,7 +15,7 @@ from ..observability.fleet import read_workers
 from ..queues.dead_letters import make_filter
 from ..scheduling.campaigns import Campaigns
 from . import session, views
-from .app import Dashboard, NotFound, _dashboard, root
+from .web import Dashboard, NotFound, _dashboard, root
 
 if TYPE_CHECKING:
     from ..queues.queue import Queue
@@ -44,7 +44,7 @@ async def queues_fragment(dash: Dashboard, request: Request, principal: Principa
 
 async def queue_page(dash: Dashboard, request: Request, principal: Principal) -> Response:
     queue = await queue_named(dash, request.path_params["name"])
-    detail = await views.queue_detail(queue)
+    detail = await views.queue_detail(dash.app, queue)
     return dash.render(request, "queue.html", principal, queue=queue.name, **detail)
 
 
@@ -57,7 +57,8 @@ async def dlq_page(dash: Dashboard, request: Request, principal: Principal) -> R
     queue = await queue_named(dash, request.path_params["name"])
     principal.require(f"dlq:read:{queue.name}")
     chosen = _dlq_filter(request)
-    entries = await queue.dlq.list(DLQ_PAGE, make_filter(**chosen))
+    entries = await queue.dlq.list(DLQ_PAGE, make_filter(reason=chosen["reason"],
+                                                          error_type=chosen["error_type"]))
     return dash.render(request, "dlq.html", principal, queue=queue.name, entries=entries,
                        chosen=chosen, total=await queue.dlq.count(), limit=DLQ_PAGE)
 

@@ -75,10 +75,10 @@ async def weights_of(queue: Queue) -> tuple[int, int, int]:
     return queue.config.weights
 
 
-async def queue_detail(queue: Queue) -> dict[str, Any]:
+async def queue_detail(app: Tidings, queue: Queue) -> dict[str, Any]:
     """A queue page: lanes, in flight, delayed (the next due), DLQ by reason, pause, weights."""
     stats = await queue.stats()
-    state = await queue.app.flow.pause_state(queue)
+    state = await app.flow.pause_state(queue)
     reasons: Counter[str] = Counter()
     async for entry in queue.dlq.scan(page=200):
         reasons[entry.reason or "(none)"] += 1

@@ -360,7 +360,7 @@ async def read_workers(app: ExtensionHost, names: list[str] | None = None
             row.alive = row.alive or age <= visibility
         for reply in pending:
             for held in (reply.get("consumers") or []) if isinstance(reply, dict) else []:
-                row = found.get(text(held["name"]))
-                if row is not None:
-                    row.in_flight += int(held["pending"])
+                holder = found.get(text(held["name"]))
+                if holder is not None:
+                    holder.in_flight += int(held["pending"])
     return sorted(found.values(), key=lambda w: (w.heartbeat_age, w.consumer))
