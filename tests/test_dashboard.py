@@ -238,3 +238,23 @@ def test_dashboard_settings_come_from_the_environment(monkeypatch: pytest.Monkey
     assert settings.dashboard.session_secret is not None
     assert settings.dashboard.session_secret.get_secret_value() == "s3cret"
     assert settings.dashboard.refresh_seconds == 5 and "s3cret" not in repr(settings)
+
+
+def test_every_template_and_static_file_ships_in_the_wheel() -> None:
+    import fnmatch
+    import tomllib
+    from pathlib import Path
+
+    import tidings.dashboard
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())[
+        "tool"]["setuptools"]["package-data"]["tidings"]
+    package = Path(tidings.dashboard.__file__).parent
+    files = [p for d in ("templates", "static") for p in (package / d).rglob("*") if p.is_file()]
+    assert len(files) > 10
+    for path in files:
+        name = path.relative_to(package.parent).as_posix()
+        assert any(fnmatch.fnmatch(name, g) for g in globs), name
+    assert (package / "static" / "HTMX_VERSION").read_text().strip().startswith("2.")
+    assert (package / "static" / "htmx.LICENSE").read_text().startswith(("Zero-Clause", "BSD"))
