@@ -258,3 +258,33 @@ def test_every_template_and_static_file_ships_in_the_wheel() -> None:
         assert any(fnmatch.fnmatch(name, g) for g in globs), name
     assert (package / "static" / "HTMX_VERSION").read_text().strip().startswith("2.")
     assert (package / "static" / "htmx.LICENSE").read_text().startswith(("Zero-Clause", "BSD"))
+
+
+async def test_an_oidc_login_lasts_until_its_token_expires(
+        make_app: Callable[..., Tidings], tmp_path: Any) -> None:
+    import json
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from jwt.algorithms import RSAAlgorithm
+
+    from tidings.core.clock import ManualClock
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [{**json.loads(RSAAlgorithm.to_jwk(key.public_key())),
+                                          "kid": "k1", "use": "sig", "alg": "RS256"}]}))
+    clock = ManualClock(time.time())
+    app = make_app(clock=clock, security={"oidc_jwks": str(jwks), "oidc_audience": "tidings",
+                                          "oidc_issuer": "https://idp.example"})
+    await app.connect()
+    claims = {"iss": "https://idp.example", "aud": "tidings", "sub": "alice",
+              "exp": int(clock.time()) + 60, "scope": "dlq:read:*"}
+    bearer = jwt.encode(claims, key, algorithm="RS256", headers={"kid": "k1"})
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=create_dashboard(app)),
+                                 base_url="http://dash") as client:
+        await log_in(client, bearer)
+        assert "alice" in (await client.get("/workers")).text
+        clock.advance(61)
+        assert (await client.get("/workers")).status_code == 303
