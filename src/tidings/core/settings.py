@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
+from .dashboard_settings import DashboardSettings
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
 
     @field_validator("redis_url")
     @classmethod
