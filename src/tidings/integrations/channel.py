@@ -14,11 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+import httpx
+
+from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.config import DEFAULT_HANDLER_CONCURRENCY
 from ..core.errors import ConfigError
 from ..core.message import Message
-from ..core.config import DEFAULT_HANDLER_CONCURRENCY
 from ..queues.queue import Queue
-from .http import Throttled
+from .http import HttpOptions, Throttled, raise_for_outcome
 from .mapping import require_positive
 
 
@@ -93,3 +96,23 @@ def protect(queue: Queue, provider: str, limits: ProviderLimits) -> None:
                  open_for=limits.open_for).protect(queue)
     if limits.rate is not None:
         flow.rate_limit(name, limits.rate, burst=limits.burst).protect(queue)
+
+
+class HttpChannel(Channel):
+    """Base of the HTTP consumers: one pooled httpx client, the shared outcome mapping."""
+
+    def __init__(self, options: HttpOptions, *, clock: Clock = SYSTEM_CLOCK,
+                 client: httpx.AsyncClient | None = None) -> None:
+        self.options = options
+        self.clock = clock
+        self._client = client or options.client()
+
+    def outcome(self, response: httpx.Response, label: str, text: str | None = None) -> None:
+        """Nothing for 2xx; else Retry / Throttled / DeadLetter (tidings.integrations.http),
+        the reason starting with ``label`` and ending with ``text`` (default: the body)."""
+        raise_for_outcome(response.status_code, response.headers.get("retry-after"),
+                          response.text if text is None else text, clock=self.clock,
+                          max_retry_after=self.options.max_retry_after, label=label)
+
+    async def close(self) -> None:
+        await self._client.aclose()

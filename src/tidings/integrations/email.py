@@ -56,7 +56,7 @@ class EmailConfig:
     max_connections: int = 4
     message_id_domain: str | None = None
     provider: str = "smtp"
-    limits: ProviderLimits = ProviderLimits()
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
     def __post_init__(self) -> None:
         require_text("host", self.host)
@@ -81,7 +81,7 @@ class EmailConfig:
         return aiosmtplib.SMTP(
             hostname=self.host, port=self.port or (465 if self.tls == "implicit" else 587),
             username=self.username, password=self.password, timeout=self.timeout,
-            use_tls=self.tls == "implicit", start_tls=True if self.tls == "starttls" else False,
+            use_tls=self.tls == "implicit", start_tls=self.tls == "starttls",
             validate_certs=True, cert_bundle=self.cert_bundle)
 
 

@@ -13,12 +13,15 @@ a failure: the provider is up, it only asks us to slow down.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 import httpx
 
 from ..core.clock import Clock
-from ..core.errors import DeadLetter, Retry
+from ..core.errors import ConfigError, DeadLetter, Retry
+from .mapping import require_positive, require_text
 
 RETRYABLE = frozenset({408, 425, 429})
 BODY_IN_REASON = 200  # characters of the provider's answer kept in a dead-letter reason
@@ -61,14 +64,6 @@ def raise_for_outcome(status: int, retry_after_header: str | None, text: str, *,
     raise DeadLetter(f"{label} {status}: {text[:BODY_IN_REASON]}".rstrip(": "))
 
 
-def raise_for_response(response: httpx.Response, *, clock: Clock, max_retry_after: float,
-                       label: str = "http") -> None:
-    """:func:`raise_for_outcome` for an httpx response."""
-    raise_for_outcome(response.status_code, response.headers.get("retry-after"),
-                      response.text, clock=clock, max_retry_after=max_retry_after,
-                      label=label)
-
-
 def client(timeout: float, connect_timeout: float, max_connections: int,
            **options: object) -> httpx.AsyncClient:
     """The httpx client a consumer makes when none is given: no redirects followed (a
@@ -80,3 +75,34 @@ def client(timeout: float, connect_timeout: float, max_connections: int,
         limits=httpx.Limits(max_connections=max_connections,
                             max_keepalive_connections=max_connections),
         follow_redirects=False, **options)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpOptions:
+    """What every HTTP consumer's config has: ``timeout`` bounds each read,
+    ``connect_timeout`` the connect, ``max_connections`` the pool; a ``Retry-After``
+    longer than ``max_retry_after`` seconds is cut to it; plain ``http://`` URLs only with
+    ``allow_http`` (a local fake or test)."""
+
+    timeout: float = 10.0
+    connect_timeout: float = 5.0
+    max_retry_after: float = 3600.0
+    max_connections: int = 100
+    allow_http: bool = False
+
+    def check_http(self) -> None:
+        for name in ("timeout", "connect_timeout", "max_retry_after"):
+            require_positive(name, getattr(self, name))
+        require_positive("max_connections", self.max_connections, integer=True)
+
+    def check_url(self, field: str, url: str) -> str:
+        """``url`` if it is https (or http with ``allow_http``) with a host."""
+        parts = urlsplit(require_text(field, url))
+        allowed = ("https", "http") if self.allow_http else ("https",)
+        if parts.scheme not in allowed or not parts.hostname:
+            raise ConfigError(field, "must be an https:// URL with a host (plain http only "
+                                     "with allow_http=True)")
+        return url.rstrip("/")
+
+    def client(self) -> httpx.AsyncClient:
+        return client(self.timeout, self.connect_timeout, self.max_connections)
