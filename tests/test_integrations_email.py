@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from examples.platform.fake_providers import FakeProviders, Reply
 
 from certs import Authority
 from conftest import Recorder
-from examples.platform.fake_providers import FakeProviders, Reply
 from tidings import ConfigError, EventKind, Tidings
 from tidings.integrations.email import EmailConfig, EmailConsumer
 

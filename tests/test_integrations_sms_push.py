@@ -7,9 +7,9 @@ import base64
 from collections.abc import AsyncIterator
 
 import pytest
+from examples.platform.fake_providers import FakeProviders, Reply
 
 from conftest import Recorder
-from examples.platform.fake_providers import FakeProviders, Reply
 from tidings import ConfigError, EventKind, Tidings
 from tidings.integrations.channel import ProviderLimits
 from tidings.integrations.push import FcmConfig, FcmPush

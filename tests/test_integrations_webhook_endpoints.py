@@ -4,15 +4,19 @@ checked by the standardwebhooks package itself on the receiving side."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
-from standardwebhooks import Webhook
-
-from conftest import Recorder
 from examples.platform.fake_providers import FakeProviders, Reply
+from standardwebhooks import Webhook
+from typer.testing import CliRunner
+
+from conftest import Recorder, new_prefix
 from tidings import EventKind, Tidings
+from tidings.cli.main import cli
 from tidings.integrations.channel import ProviderLimits
 from tidings.integrations.webhook_endpoints import (
     Endpoint,
@@ -145,3 +149,30 @@ async def test_the_registry_refuses_plain_http_and_hides_secrets(
     assert [e.subscriber for e in listed] == ["acme", "globex"]
     assert SECRET not in repr(listed) and await registry.remove("globex")
     assert [e.subscriber for e in await registry.list()] == ["acme"]
+
+
+def test_the_cli_lists_endpoints_and_re_enables_a_disabled_one(redis_url: str) -> None:
+    prefix = new_prefix()
+    env = {"TIDINGS_REDIS_URL": redis_url, "TIDINGS_KEY_PREFIX": prefix}
+    app = Tidings(redis_url, key_prefix=prefix)
+
+    async def setup() -> None:
+        async with app:
+            registry = EndpointRegistry(app)
+            await registry.put(Endpoint("acme", "https://acme.example/hooks", SECRET))
+            assert await registry.failed("acme", 1, "http 500")
+
+    asyncio.run(setup())
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["webhooks", "list", "--json"], env=env)
+    assert listed.exit_code == 0, listed.output
+    [row] = orjson.loads(listed.stdout)
+    assert row["subscriber"] == "acme" and row["failures"] == 1
+    assert row["disabled"].startswith("1 failed attempts in a row") and SECRET not in listed.stdout
+    enabled = runner.invoke(cli, ["webhooks", "enable", "acme"], env=env)
+    assert enabled.exit_code == 0 and "acme: enabled" in enabled.stdout
+    [row] = orjson.loads(runner.invoke(cli, ["webhooks", "list", "--json"], env=env).stdout)
+    assert row["disabled"] is None and row["failures"] == 0
+    unknown = runner.invoke(cli, ["webhooks", "enable", "nobody"], env=env)
+    assert unknown.exit_code != 0 and "no webhook endpoint for subscriber 'nobody'" in (
+        unknown.output)
