@@ -60,6 +60,7 @@ class Received:
     body: Any  # the form (dict), the JSON, or the email text
     key: str  # the idempotency key the request carried ("" if none)
     answered: int = 0  # the status answered
+    path: str = ""  # the URL path (HTTP)
 
 
 @dataclass
@@ -220,7 +221,8 @@ class FakeProviders:
                 verify(secret, headers, data)
             except WebhookSignatureError as exc:
                 return web.json_response({"error": str(exc)}, status=401)
-        got = Received("webhook", headers, data, request.headers.get("webhook-id", ""))
+        got = Received("webhook", headers, data, request.headers.get("webhook-id", ""),
+                       path=request.path)
         reply = await self._next("webhook", got)
         return web.Response(status=reply.status if reply.status != 200 else 204,
                             headers=_retry_after(reply))
