@@ -67,8 +67,8 @@ async def orchestrate(app: Tidings, receivers_url: str) -> dict[str, int]:
         for queue in result.queues:
             copies[queue] += 1
 
-    for i, user in enumerate(USERS):
-        await publish("user.signed_up", {"user": user}, f"signup-{i}")
+    for i, person in enumerate(USERS):
+        await publish("user.signed_up", {"user": person}, f"signup-{i}")
     for status in ("paid", "shipped"):
         for order, user, merchant in ORDERS:
             await publish(f"order.{status}", {"order_id": order, "status": status,
