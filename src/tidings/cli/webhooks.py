@@ -70,7 +70,7 @@ def _set(subscriber: str, app_spec: str | None, reason: str | None) -> None:
 @webhooks_cli.command()
 def enable(subscriber: SubscriberArg, app_spec: AppOption = None) -> None:
     """Re-enable an endpoint (its failure count reset); then replay its dead letters
-    (``tidings dlq replay QUEUE``) to deliver what it missed."""
+    (tidings dlq replay QUEUE) to deliver what it missed."""
     _set(subscriber, app_spec, None)
 
 
