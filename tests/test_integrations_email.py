@@ -138,3 +138,17 @@ def test_the_smtp_password_never_shows_in_reprs() -> None:
     config = EmailConfig(host="smtp.example.com", sender="a@example.com", username="u",
                          password="hunter2-secret")
     assert "hunter2-secret" not in repr(config) + repr(EmailConsumer(config))
+
+
+async def test_a_session_the_relay_hung_up_is_replaced_without_a_retry(
+        app: Tidings, recorder: Recorder, fake: FakeProviders) -> None:
+    mail = plain(fake)
+    q = mail.install(app.queue("email"))
+    async with app.worker():
+        await q.publish(MAIL)
+        await recorder.wait_count(EventKind.ACKED, 1)
+        assert fake.drop_smtp_sessions() == 1  # the relay times the idle session out
+        await q.publish(MAIL)
+        await recorder.wait_count(EventKind.ACKED, 2)
+    await mail.close()
+    assert recorder.counts[EventKind.RETRIED] == 0 and len(fake.delivered("email")) == 2

@@ -89,6 +89,7 @@ class FakeProviders:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self._smtp: asyncio.Server | None = None
+        self._sessions: list[SMTP] = []
 
     # -- control -----------------------------------------------------------------------
 
@@ -125,6 +126,16 @@ class FakeProviders:
 
         await asyncio.wait_for(loop(), timeout)
 
+    def drop_smtp_sessions(self) -> int:
+        """Hang up every open SMTP session, as a relay does with idle ones; returns how many."""
+        open_ones = [s for s in self._sessions if s.transport is not None
+                     and not s.transport.is_closing()]
+        for smtp in open_ones:
+            assert smtp.transport is not None
+            smtp.transport.close()
+        self._sessions.clear()
+        return len(open_ones)
+
     # -- life --------------------------------------------------------------------------
 
     async def start(self) -> FakeProviders:
@@ -137,10 +148,13 @@ class FakeProviders:
         await web.TCPSite(self._runner, self.host, 0).start()
         self.http_url = f"http://{self.host}:{self._runner.addresses[0][1]}"
         loop = asyncio.get_running_loop()
-        self._smtp = await loop.create_server(
-            lambda: SMTP(_SmtpHandler(self), hostname="fake-smtp", loop=loop,
-                         tls_context=self.smtp_tls, require_starttls=self.smtp_tls is not None),
-            self.host, 0)
+        def session() -> SMTP:
+            smtp = SMTP(_SmtpHandler(self), hostname="fake-smtp", loop=loop,
+                        tls_context=self.smtp_tls, require_starttls=self.smtp_tls is not None)
+            self._sessions.append(smtp)
+            return smtp
+
+        self._smtp = await loop.create_server(session, self.host, 0)
         self.smtp_host, self.smtp_port = self.host, self._smtp.sockets[0].getsockname()[1]
         return self
 

@@ -155,18 +155,32 @@ class EmailConsumer(Channel):
         """Send ``message``; returns once the relay accepted it (see the module doc)."""
         email = build_email(message, self.config)
         async with self._slots:
-            smtp = self._idle.pop() if self._idle else self.config.smtp()
+            reused = bool(self._idle)
             try:
-                if not smtp.is_connected:
-                    await smtp.connect()
-                await smtp.send_message(email)
-            except aiosmtplib.SMTPException as exc:
-                await _quietly_close(smtp)
-                raise_for_smtp(exc)
-            except BaseException:
-                await _quietly_close(smtp)
-                raise
-            self._idle.append(smtp)
+                await self._send(email, self._idle.pop() if reused else self.config.smtp())
+            except aiosmtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise_for_smtp(aiosmtplib.SMTPServerDisconnected("relay hung up"))
+                # An idle session the relay timed out: once more, on a fresh one.
+                await self._send(email, self.config.smtp())
+
+    async def _send(self, email: EmailMessage, smtp: aiosmtplib.SMTP) -> None:
+        """Send on ``smtp`` and keep it for the next message; a failed session is closed
+        and the failure raised as the message's outcome (a lost session as itself)."""
+        try:
+            if not smtp.is_connected:
+                await smtp.connect()
+            await smtp.send_message(email)
+        except aiosmtplib.SMTPServerDisconnected:
+            await _quietly_close(smtp)
+            raise
+        except aiosmtplib.SMTPException as exc:
+            await _quietly_close(smtp)
+            raise_for_smtp(exc)
+        except BaseException:
+            await _quietly_close(smtp)
+            raise
+        self._idle.append(smtp)
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -105,9 +105,9 @@ class EndpointRegistry:
 
     async def get(self, subscriber: str) -> Endpoint | None:
         raw = await self.client.hgetall(self.key_space.webhook_endpoint(subscriber))
-        if not raw:
-            return None
         fields = {text(k): text(v) for k, v in raw.items()}
+        if "url" not in fields:  # unknown, or removed while an attempt was counted
+            return None
         return Endpoint(subscriber, fields["url"], fields["secret"],
                         tuple(json.loads(fields.get("previous", "[]"))),
                         disabled=fields.get("disabled", ""),
