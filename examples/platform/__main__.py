@@ -45,6 +45,19 @@ def script_failures(fake: FakeProviders) -> None:
     fake.script("webhook", Reply(429, retry_after=0))
 
 
+async def forget(redis_url: str, prefix: str) -> None:
+    """Delete the run's keys (they share its prefix), so a shared server is left as found."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        for i in range(0, len(keys), 500):
+            await client.delete(*keys[i:i + 500])
+    finally:
+        await client.aclose()
+
+
 async def dead_letters(app: Any, queues: dict[str, int], wanted: int) -> dict[str, int]:
     """Dead letters per queue, once ``wanted`` are there (they land as the others go)."""
     for _ in range(200):
@@ -92,6 +105,7 @@ async def run(redis_url: str, prefix: str) -> dict[str, Any]:
                 process.terminate()
             for process in services:
                 await process.wait()
+            await forget(redis_url, prefix)
         received = describe(fake)
         return {"published": copies, "delivered": {k: len(v) for k, v in received.items()},
                 "dead_lettered": dead, "attempts": {r: len(fake.received(r)) for r in
