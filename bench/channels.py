@@ -72,32 +72,40 @@ async def through_channel(url: str, n: int, concurrency: int, make: Make,
         await drop(url, prefix)
 
 
-def sides(url: str, fake: FakeProviders) -> dict[str, tuple[Side, Side]]:
-    mail = {"to": "ada@example.org", "subject": "Welcome", "text": "Hello Ada"}
-    sms = {"to": "+4915100000001", "body": "Order 42 has shipped"}
-    push = {"token": "dev-ada", "title": "Order 42", "body": "Your order is shipped"}
-    hook = {"order_id": 42, "status": "shipped", "subscriber": "acme"}
+MAIL = {"to": "ada@example.org", "subject": "Welcome", "text": "Hello Ada"}
+SMS = {"to": "+4915100000001", "body": "Order 42 has shipped"}
+PUSH = {"token": "dev-ada", "title": "Order 42", "body": "Your order is shipped"}
+HOOK = {"order_id": 42, "status": "shipped", "subscriber": "acme"}
 
-    async def email_consumer(app: Tidings, c: int) -> Channel:
+
+def consumer_side(url: str, make: Callable[[Tidings, int], Awaitable[Channel]],
+                  payload: dict[str, Any]) -> Side:
+    async def side(n: int, c: int) -> float:
+        return await through_channel(url, n, c, lambda app: make(app, c), payload)
+
+    return side
+
+
+def email_sides(url: str, fake: FakeProviders) -> tuple[Side, Side]:
+    async def make(app: Tidings, c: int) -> Channel:
         return EmailConsumer(EmailConfig(host=fake.smtp_host, port=fake.smtp_port,
                                          sender="noreply@shop.example", tls="none",
                                          max_connections=c))
 
-    async def email_raw(n: int, c: int) -> float:
-        sessions = [aiosmtplib.SMTP(hostname=fake.smtp_host, port=fake.smtp_port,
-                                    start_tls=False) for _ in range(c)]
-        for s in sessions:
-            await s.connect()
+    async def raw(n: int, c: int) -> float:
         free: asyncio.Queue[aiosmtplib.SMTP] = asyncio.Queue()
-        for s in sessions:
-            free.put_nowait(s)
+        for _ in range(c):
+            session = aiosmtplib.SMTP(hostname=fake.smtp_host, port=fake.smtp_port,
+                                      start_tls=False)
+            await session.connect()
+            free.put_nowait(session)
 
         async def one(i: int) -> None:
             email = EmailMessage()
             email["From"], email["To"], email["Subject"] = ("noreply@shop.example",
-                                                            mail["to"], mail["subject"])
+                                                            MAIL["to"], MAIL["subject"])
             email["Message-ID"] = f"<raw-{i}-{uuid.uuid4().hex}@shop.example>"
-            email.set_content(mail["text"])
+            email.set_content(MAIL["text"])
             session = await free.get()
             await session.send_message(email)
             free.put_nowait(session)
@@ -105,57 +113,65 @@ def sides(url: str, fake: FakeProviders) -> dict[str, tuple[Side, Side]]:
         try:
             return await bounded(n, c, one)
         finally:
-            for s in sessions:
-                await s.quit()
+            while not free.empty():
+                await free.get_nowait().quit()
 
-    async def sms_consumer(app: Tidings, c: int) -> Channel:
+    return consumer_side(url, make, MAIL), raw
+
+
+def sms_sides(url: str, fake: FakeProviders) -> tuple[Side, Side]:
+    async def make(app: Tidings, c: int) -> Channel:
         return TwilioSms(TwilioConfig(account_sid=fake.sms_account, auth_token=fake.sms_token,
                                       sender="+15005550006", base_url=fake.http_url,
                                       allow_http=True))
 
-    async def sms_raw(n: int, c: int) -> float:
+    async def raw(n: int, c: int) -> float:
         target = f"{fake.http_url}/2010-04-01/Accounts/{fake.sms_account}/Messages.json"
         auth = httpx.BasicAuth(fake.sms_account, fake.sms_token)
-        form = {"To": sms["to"], "Body": sms["body"], "From": "+15005550006"}
+        form = {"To": SMS["to"], "Body": SMS["body"], "From": "+15005550006"}
         async with _client() as client:
             return await bounded(n, c, lambda i: client.post(
                 target, data=form, auth=auth, headers={"Idempotency-Key": f"raw-{i}"}))
 
-    async def push_consumer(app: Tidings, c: int) -> Channel:
+    return consumer_side(url, make, SMS), raw
+
+
+def push_sides(url: str, fake: FakeProviders) -> tuple[Side, Side]:
+    async def make(app: Tidings, c: int) -> Channel:
         return FcmPush(FcmConfig(project_id="shop", token=fake.push_token,
                                  base_url=fake.http_url, allow_http=True))
 
-    async def push_raw(n: int, c: int) -> float:
+    async def raw(n: int, c: int) -> float:
         target = f"{fake.http_url}/v1/projects/shop/messages:send"
         auth = {"Authorization": f"Bearer {fake.push_token}"}
         async with _client() as client:
             return await bounded(n, c, lambda i: client.post(target, headers=auth, json={
-                "message": {"token": push["token"], "data": {"tidings_id": f"raw-{i}"},
-                            "notification": {"title": push["title"], "body": push["body"]}}}))
+                "message": {"token": PUSH["token"], "data": {"tidings_id": f"raw-{i}"},
+                            "notification": {"title": PUSH["title"], "body": PUSH["body"]}}}))
 
-    async def hook_consumer(app: Tidings, c: int) -> Channel:
+    return consumer_side(url, make, PUSH), raw
+
+
+def webhook_sides(url: str, fake: FakeProviders) -> tuple[Side, Side]:
+    async def make(app: Tidings, c: int) -> Channel:
         registry = EndpointRegistry(app)
         await registry.put(Endpoint("acme", f"{fake.http_url}/hooks/acme", SECRET),
                            allow_http=True)
         return SubscriberWebhooks(registry, SubscriberWebhooksConfig(allow_http=True))
 
-    async def hook_raw(n: int, c: int) -> float:
-        body = json.dumps(hook).encode()
+    async def raw(n: int, c: int) -> float:
+        body = json.dumps(HOOK).encode()
         async with _client() as client:
             return await bounded(n, c, lambda i: client.post(
                 f"{fake.http_url}/hooks/acme", content=body,
                 headers={"content-type": "application/json", "webhook-id": f"raw-{i}"}))
 
-    def consumer(make: Callable[[Tidings, int], Awaitable[Channel]], payload: dict[str, Any]
-                 ) -> Side:
-        async def side(n: int, c: int) -> float:
-            return await through_channel(url, n, c, lambda app: make(app, c), payload)
-        return side
+    return consumer_side(url, make, HOOK), raw
 
-    return {"email": (consumer(email_consumer, mail), email_raw),
-            "sms": (consumer(sms_consumer, sms), sms_raw),
-            "push": (consumer(push_consumer, push), push_raw),
-            "webhook_subscribers": (consumer(hook_consumer, hook), hook_raw)}
+
+def sides(url: str, fake: FakeProviders) -> dict[str, tuple[Side, Side]]:
+    return {"email": email_sides(url, fake), "sms": sms_sides(url, fake),
+            "push": push_sides(url, fake), "webhook_subscribers": webhook_sides(url, fake)}
 
 
 def _client() -> httpx.AsyncClient:
