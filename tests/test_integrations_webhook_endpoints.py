@@ -137,7 +137,7 @@ async def test_an_endpoint_is_disabled_after_repeated_failure_until_re_enabled(
     assert await registry.enable("nobody") is False
 
 
-async def test_the_registry_refuses_plain_http_and_hides_secrets(
+async def test_the_registry_refuses_plain_http_lists_removes_and_hides_secrets(
         app: Tidings, fake: FakeProviders) -> None:
     registry = await registered(app, fake)
     from tidings import ConfigError
@@ -176,3 +176,15 @@ def test_the_cli_lists_endpoints_and_re_enables_a_disabled_one(redis_url: str) -
     unknown = runner.invoke(cli, ["webhooks", "enable", "nobody"], env=env)
     assert unknown.exit_code != 0 and "no webhook endpoint for subscriber 'nobody'" in (
         unknown.output)
+
+
+def test_install_puts_a_breaker_and_a_rate_limit_on_each_subscriber(app: Tidings) -> None:
+    consumer = SubscriberWebhooks(EndpointRegistry(app), SubscriberWebhooksConfig(
+        limits=ProviderLimits(rate="5/s", failure_threshold=3)))
+    q = consumer.install(app.queue("webhooks"))
+    guards = {type(g).__name__: g for g in app.flow.guards}
+    breaker, rate = guards["KeyBreaker"], guards["KeyRateLimit"]
+    assert breaker.name == "webhook" and breaker.breaker.failure_threshold == 3
+    assert rate.name == "webhook-rate" and rate.limiter.rate == 5.0
+    assert breaker.queues == rate.queues == [q.name] and q.handler_spec is not None
+    assert app.flow.breakers == []  # no queue-wide breaker: one endpoint holds up no other
