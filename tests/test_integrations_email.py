@@ -76,7 +76,7 @@ async def test_a_4xx_retries_and_the_retry_carries_the_same_message_id(
     assert len(fake.delivered("email")) == 1
 
 
-async def test_starttls_is_required_and_the_certificate_verified_by_default(
+async def test_tls_is_required_and_the_certificate_verified_by_default(
         app: Tidings, recorder: Recorder, tmp_path: Path) -> None:
     ca = Authority(tmp_path)
     leaf = ca.issue("smtp")
@@ -100,6 +100,14 @@ async def test_starttls_is_required_and_the_certificate_verified_by_default(
             await consumer.close()
     [acked] = recorder.of(EventKind.ACKED)
     assert acked.queue == "trusted" and len(fake.delivered("email")) == 1
+    async with FakeProviders(smtp_tls=context, smtp_implicit_tls=True) as implicit:
+        port465 = relay(implicit, tls="implicit", cert_bundle=str(ca.pair.cert))
+        port465.install(app.queue("implicit"))
+        await app.queue("implicit").publish(MAIL)
+        async with app.worker():
+            await recorder.wait_count(EventKind.ACKED, 2)
+        await port465.close()
+    assert len(implicit.delivered("email")) == 1
     errors = {e.queue: e.error or "" for e in recorder.of(EventKind.DEAD_LETTERED)}
     assert "CERTIFICATE_VERIFY_FAILED" in errors["untrusted"]
     assert "STARTTLS" in errors["no-tls"] and plaintext.delivered("email") == []

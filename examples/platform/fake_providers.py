@@ -76,10 +76,14 @@ class FakeProviders:
 
     def __init__(self, *, sms_account: str = "AC0001", sms_token: str = "twilio-token",
                  push_token: str = "fcm-token", host: str = "127.0.0.1",
-                 smtp_tls: ssl.SSLContext | None = None) -> None:
+                 smtp_tls: ssl.SSLContext | None = None, smtp_implicit_tls: bool = False
+                 ) -> None:
         self.sms_account, self.sms_token, self.push_token = sms_account, sms_token, push_token
         self.host = host
-        self.smtp_tls = smtp_tls  # given: the relay offers STARTTLS with it, and requires it
+        # Given: the relay offers STARTTLS with it and requires it (or, with
+        # smtp_implicit_tls, speaks TLS from the first byte, as on port 465).
+        self.smtp_tls = smtp_tls
+        self.smtp_implicit_tls = smtp_implicit_tls
         self.secrets: dict[str, str] = {}  # webhook subscriber -> the secret to verify with
         self.routes: dict[str, _Route] = {name: _Route() for name in ROUTES}
         self.http_url = self.smtp_host = ""
@@ -149,12 +153,14 @@ class FakeProviders:
         self.http_url = f"http://{self.host}:{self._runner.addresses[0][1]}"
         loop = asyncio.get_running_loop()
         def session() -> SMTP:
+            starttls = None if self.smtp_implicit_tls else self.smtp_tls
             smtp = SMTP(_SmtpHandler(self), hostname="fake-smtp", loop=loop,
-                        tls_context=self.smtp_tls, require_starttls=self.smtp_tls is not None)
+                        tls_context=starttls, require_starttls=starttls is not None)
             self._sessions.append(smtp)
             return smtp
 
-        self._smtp = await loop.create_server(session, self.host, 0)
+        self._smtp = await loop.create_server(
+            session, self.host, 0, ssl=self.smtp_tls if self.smtp_implicit_tls else None)
         self.smtp_host, self.smtp_port = self.host, self._smtp.sockets[0].getsockname()[1]
         return self
 
