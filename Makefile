@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
 
-.PHONY: venv demo lint typecheck test test-lowest bench clean
+.PHONY: venv demo example-platform lint typecheck test test-lowest bench clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/tidings demo
+
+# The example notification platform (examples/platform): every channel consumer, one run.
+example-platform: venv
+	$(BIN)/python -m examples.platform
 
 lint: venv
 	$(BIN)/lint-imports

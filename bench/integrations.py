@@ -11,6 +11,8 @@ publish, in the same run, printed as JSON (and written to bench/results/integrat
 * ``webhook``: N messages delivered by the webhook consumer to a local aiohttp endpoint,
   against raw httpx POSTs of the same bodies with the same concurrency
   (``--webhook-concurrency``, default 8).
+* ``email``, ``sms``, ``push``, ``webhook_subscribers``: the channel consumers against
+  their local fake providers, beside the raw client (bench/channels.py; ``--channel-*``).
 
 Each measurement alternates the sides over ``--rounds`` rounds and reports the medians.
 Needs Redis (``--redis-url``), RabbitMQ and NATS with JetStream on their default ports.
@@ -314,6 +316,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     w_bridge, w_raw, runner = await webhook_sides(args.redis_url, args.webhook_concurrency)
     results["webhook"] = await compare(w_bridge, w_raw, n, rounds)
     await runner.cleanup()
+    from .channels import channel_rows  # it imports this module's helpers
+
+    results.update(await channel_rows(args.redis_url, args.channel_messages,
+                                      args.channel_concurrency, rounds))
     for close in CLOSERS:
         await close()
     return results
@@ -328,10 +334,12 @@ if __name__ == "__main__":
     # httpx slows down as concurrent connections grow (both sides alike), so the webhook
     # measurement runs at its own, smaller concurrency.
     parser.add_argument("--webhook-concurrency", type=int, default=8)
+    parser.add_argument("--channel-messages", type=int, default=2000)
+    parser.add_argument("--channel-concurrency", type=int, default=8)
     parser.add_argument("--quick", action="store_true", help="500 messages, one round")
     parsed = parser.parse_args()
     if parsed.quick:
-        parsed.messages, parsed.rounds = 500, 1
+        parsed.messages, parsed.rounds, parsed.channel_messages = 500, 1, 300
     out = asyncio.run(main(parsed))
     text = json.dumps(out, indent=2)
     print(text)

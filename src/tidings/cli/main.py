@@ -435,6 +435,9 @@ from .security import acl_cli, keys_cli, tokens_cli  # noqa: E402
 cli.add_typer(acl_cli, name="acl")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(tokens_cli, name="tokens")
+from .webhooks import webhooks_cli  # noqa: E402
+
+cli.add_typer(webhooks_cli, name="webhooks")
 
 
 def main() -> None:
