@@ -21,7 +21,6 @@ from tidings.integrations.kafka import (
     KafkaPublisher,
 )
 
-
 FAST_GROUP = {"session_timeout_ms": 1000, "heartbeat_interval_ms": 100,
               "rebalance_timeout_ms": 1000}
 
@@ -182,8 +181,9 @@ async def test_a_record_that_can_never_be_stored_is_skipped_and_the_rest_arrive(
                   [("content-type", b"application/json")])
     target = app.queue("from-kafka")
     await app.connect()
-    consumer = KafkaConsumer(KafkaConsumeConfig(topic=topic, group="g", poll_timeout=0.2, session_timeout=1,
-                                                bootstrap_servers=kafka_servers), target)
+    consumer = KafkaConsumer(KafkaConsumeConfig(
+        topic=topic, group="g", poll_timeout=0.2, session_timeout=1,
+        bootstrap_servers=kafka_servers), target)
     task = asyncio.create_task(consumer.run())
     await consumer.wait_until(moved=1, rejected=1)
     consumer.stop()
