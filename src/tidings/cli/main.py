@@ -438,6 +438,9 @@ cli.add_typer(tokens_cli, name="tokens")
 from .webhooks import webhooks_cli  # noqa: E402
 
 cli.add_typer(webhooks_cli, name="webhooks")
+from .bridge import bridge_cli  # noqa: E402
+
+cli.add_typer(bridge_cli, name="bridge")
 
 
 def main() -> None:

@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
+from .bridge_settings import BridgeSettings
 from .dashboard_settings import DashboardSettings
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)  # tidings bridge ...
 
     @field_validator("redis_url")
     @classmethod
