@@ -49,7 +49,7 @@ class Broker:
 
     name = ""
     ordered = True  # does it keep the order of one stream of messages?
-    in_bound = 0  # duplicates in tidings allowed per kill of an inbound bridge
+    count = 1500  # messages per kill test
 
     def __init__(self) -> None:
         self.token = uuid.uuid4().hex[:12]
@@ -241,6 +241,7 @@ class Kafka(Broker):
 class Sqs(Broker):
     name = "sqs"
     ordered = False  # a standard queue does not keep order (a FIFO queue would)
+    count = 300  # moto scans the whole queue at every receive: keep it small
 
     def __init__(self, endpoint: str) -> None:
         super().__init__()

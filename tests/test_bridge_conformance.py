@@ -31,7 +31,6 @@ from tidings.integrations.bridges import inbound, outbound
 
 TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 HEADERS = {"traceparent": TRACE, "x-tenant": "acme"}
-COUNT = 1500  # per kill test
 CONCURRENCY = 16  # of the outbound bridge process
 APP = "tests.apps.conformance_app:app"
 KEYS = {"rabbitmq": "amqp:", "nats": "nats:", "kafka": "kafka:", "sqs": "sqs:"}
@@ -152,7 +151,7 @@ async def test_inbound_bridge_killed_mid_stream_loses_and_doubles_nothing(
     app = make_app()
     target = app.queue("bridged", visibility_timeout=2)
     await app.connect()
-    await broker.produce([Sent(f"m-{n}", {"n": n}, dict(HEADERS)) for n in range(COUNT)])
+    await broker.produce([Sent(f"m-{n}", {"n": n}, dict(HEADERS)) for n in range(broker.count)])
     env = bridge_env(app, broker, redis_url)
 
     async def depth_at_least(count: int) -> bool:
@@ -160,26 +159,26 @@ async def test_inbound_bridge_killed_mid_stream_loses_and_doubles_nothing(
 
     first = spawn(f"{broker.name}-in", env)
     try:
-        await poll(lambda: depth_at_least(COUNT // 10), 60, "the first bridge to move some",
+        await poll(lambda: depth_at_least(broker.count // 10), 60, "the first bridge to move some",
                    why(first))
     finally:
         kill(first)
-    assert (await target.stats()).depth < COUNT  # killed mid-stream
+    assert (await target.stats()).depth < broker.count  # killed mid-stream
     second = spawn(f"{broker.name}-in", env)
     try:
-        await poll(lambda: depth_at_least(COUNT), 90, "every message in tidings", why(second))
+        await poll(lambda: depth_at_least(broker.count), 90, "every message in tidings", why(second))
         await poll(broker.source_empty, 60, "the source to be fully acked", why(second))
     finally:
         code = await stop(second)
     assert code == 0
-    assert (await target.stats()).depth == COUNT  # redeliveries were dropped by their key
+    assert (await target.stats()).depth == broker.count  # redeliveries were dropped by their key
 
 
 async def test_outbound_bridge_killed_mid_stream_loses_nothing_within_the_bound(
         make_app: Callable[..., Tidings], broker: Broker, redis_url: str) -> None:
     app = make_app()
     source = app.queue("bridged", visibility_timeout=2)
-    ids = await source.publish_many([{"n": n} for n in range(COUNT)])
+    ids = await source.publish_many([{"n": n} for n in range(broker.count)])
     env = bridge_env(app, broker, redis_url)
 
     async def left() -> Any:
@@ -188,7 +187,7 @@ async def test_outbound_bridge_killed_mid_stream_loses_nothing_within_the_bound(
 
     first = spawn(f"{broker.name}-out", env)
     try:
-        await poll(lambda: _below(left, COUNT - COUNT // 10), 60,
+        await poll(lambda: _below(left, broker.count - broker.count // 10), 60,
                    "the first bridge to send some", why(first))
     finally:
         kill(first)
@@ -199,11 +198,11 @@ async def test_outbound_bridge_killed_mid_stream_loses_nothing_within_the_bound(
     finally:
         code = await stop(second)
     assert code == 0
-    got = await broker.read(COUNT)
-    got += await broker.read(COUNT, timeout=2)  # whatever duplicates there are
+    got = await broker.read(broker.count)
+    got += await broker.read(broker.count, timeout=2)  # whatever duplicates there are
     assert {g.id for g in got} == set(ids)  # nothing lost
     bound = CONCURRENCY * (10 if broker.name == "sqs" else 1)
-    assert len(got) - COUNT <= bound
+    assert len(got) - broker.count <= bound
 
 
 async def _below(read: Callable[[], Any], count: int) -> bool:
