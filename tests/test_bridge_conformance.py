@@ -166,7 +166,8 @@ async def test_inbound_bridge_killed_mid_stream_loses_and_doubles_nothing(
     assert (await target.stats()).depth < broker.count  # killed mid-stream
     second = spawn(f"{broker.name}-in", env)
     try:
-        await poll(lambda: depth_at_least(broker.count), 90, "every message in tidings", why(second))
+        await poll(lambda: depth_at_least(broker.count), 90, "every message in tidings",
+                   why(second))
         await poll(broker.source_empty, 60, "the source to be fully acked", why(second))
     finally:
         code = await stop(second)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.errors import KafkaError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.errors import ConfigError, ValidationError
@@ -218,7 +219,11 @@ class KafkaConsumer(Counted):
             self._count("requeued", len(items))
             await self.clock.sleep(self.config.retry_delay)
             return
-        await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        try:
+            await consumer.commit({tp: rs[-1].offset + 1 for tp, rs in batch.items()})
+        except KafkaError as exc:  # a rebalance took the partitions: the new owner reads
+            log.warning("committing %d stored Kafka records failed (%s); they will be read "
+                        "again and dropped as duplicates", stored, exc)
         self._count("moved", stored)
 
     async def _store(self, items: list[Outgoing]) -> int:
