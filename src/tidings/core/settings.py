@@ -23,6 +23,7 @@ from pydantic_settings import (
 from redis.asyncio.connection import parse_url
 
 from .errors import ConfigError, SettingsFileError
+from .api_settings import ApiSettings
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
 from .security_settings import SecuritySettings
@@ -125,6 +126,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    api: ApiSettings = Field(default_factory=ApiSettings)  # the HTTP API (tidings.api)
 
     @field_validator("redis_url")
     @classmethod
