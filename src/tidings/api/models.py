@@ -86,7 +86,8 @@ class QueueDetailOut(QueueOut):
     weights: dict[str, int]
     paused_keys: list[str]
     visibility_timeout: float
-    max_attempts: int
+    max_depth: int | None
+    encryption: str | None
 
 
 class WeightsIn(_In):

@@ -58,7 +58,7 @@ async def show_queue(queue: str, access: Caller) -> dict[str, Any]:
     weights = parse_weights(stored) or q.config.weights
     return {**row, "weights": dict(zip(LANE_NAMES, weights, strict=True)),
             "visibility_timeout": q.config.visibility_timeout,
-            "max_attempts": q.config.max_attempts}
+            "max_depth": q.config.max_depth, "encryption": q.config.encryption}
 
 
 @router.put("/queues/{queue}/weights", **doc(WeightsIn))

@@ -17,6 +17,7 @@ import typer
 from ..core.errors import QueueNotEmptyError
 from ..core.message import Priority
 from ..queues.dead_letters import DeadLetterCount, make_filter
+from ..queues.views import as_text, dead_letter_view, view_of
 from .authz import on_queue
 from .output import progress, show_record, show_table
 from .support import (
@@ -37,7 +38,6 @@ from .support import (
     run,
     set_debug,
 )
-from ..queues.views import as_text, dead_letter_view, view_of
 
 cli = Cli(name="tidings")
 dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")

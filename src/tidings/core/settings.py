@@ -22,8 +22,8 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
-from .errors import ConfigError, SettingsFileError
 from .api_settings import ApiSettings
+from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
 from .security_settings import SecuritySettings
