@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
 
-.PHONY: venv demo lint typecheck test test-lowest bench clean
+.PHONY: venv demo lint typecheck test test-lowest bench clean openapi
 
 venv: $(STAMP)
 
@@ -99,6 +99,10 @@ peers-env: $(PEERS_STAMP) $(NODE_STAMP)
 bench-peers: peers-env
 	$(PEERS_VENV)/bin/python -m compileall -q src/tidings
 	$(PEERS_VENV)/bin/python -m bench.peers $(PEERS_ARGS)
+
+# The HTTP API's OpenAPI document, committed (tests/test_api_server.py checks it is current).
+openapi: venv
+	$(BIN)/python -m tidings.api.openapi docs/openapi.json
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

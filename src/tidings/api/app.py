@@ -95,4 +95,25 @@ def create_api(app: Tidings, *, ui: ASGIApp | None = None, title: str = "tidings
     api.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     if ui is not None:
         api.mount("/ui", ui)
+    _declare_bearer(api)
     return api
+
+
+def _declare_bearer(api: FastAPI) -> None:
+    """Name the bearer token in the OpenAPI document (checked by :class:`Guard`)."""
+    make = api.openapi
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = make()
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer",
+                           "description": "an API token (tdg_...) or an OIDC JWT"}}
+            for path, item in schema["paths"].items():
+                for operation in item.values():
+                    if path != f"/v{VERSION}/health":
+                        operation["security"] = [{"bearer": []}]
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

@@ -70,7 +70,7 @@ STATUS: list[tuple[type[BaseException], int]] = [
     (TidingsError, 409),
 ]
 
-_HTTP_TYPES = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
+_HTTP_TYPES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound",
                405: "MethodNotAllowed", 413: "BodyTooLarge", 415: "UnsupportedMediaType"}
 
 
@@ -146,7 +146,8 @@ async def _request_invalid(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = _HTTP_TYPES.get(exc.status_code, "HTTPError")
-    return error_response(exc.status_code, kind, None, str(exc.detail), exc.headers)
+    field = "body" if exc.status_code in (400, 413, 415) else None
+    return error_response(exc.status_code, kind, field, str(exc.detail), exc.headers)
 
 
 async def _tidings_error(request: Request, exc: Exception) -> Response:
