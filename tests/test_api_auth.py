@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from tests.api_helpers import Api, error_of, serve
+from api_helpers import Api, error_of, serve
 from tidings import Tidings
 from tidings.api import create_api
 from tidings.security.audit import Audit

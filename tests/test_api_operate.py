@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from api_helpers import Api, error_of, serve
 from conftest import Recorder
-from tests.api_helpers import Api, error_of, serve
 from tidings import DeadLetter, EventKind, Message, Tidings
 
 
@@ -148,3 +148,31 @@ async def test_breakers_list_and_reset(api: Api) -> None:
 async def test_health_needs_no_token_and_reports_ready(api: Api) -> None:
     r = await api.http.get("/v1/health")
     assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+async def test_the_api_mounts_in_a_users_asgi_app_with_a_ui_at_ui(
+        make_app: Callable[..., Tidings]) -> None:
+    import httpx
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from api_helpers import make_tokens
+    from tidings.api import create_api
+
+    app = make_app()
+    app.queue("email")
+    tokens = await make_tokens(app)  # connects the app; the mounted API's lifespan never runs
+
+    async def page(request: object) -> PlainTextResponse:
+        return PlainTextResponse("dashboard")
+
+    ui = Starlette(routes=[Route("/", page)])
+    host = Starlette(routes=[Mount("/tidings", create_api(app, ui=ui))])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=host),
+                                 base_url="http://host") as http:
+        r = await http.post("/tidings/v1/queues/email/messages", json={"payload": 1},
+                            headers={"Authorization": f"Bearer {tokens['admin']}"})
+        assert r.status_code == 201
+        assert (await http.get("/tidings/ui/")).text == "dashboard"
+    assert (await app.queues["email"].stats()).depth == 1

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.api_helpers import Api, error_of, serve
+from api_helpers import Api, error_of, serve
 from tidings import Tidings
 
 

@@ -19,8 +19,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 
+from api_helpers import make_tokens
 from conftest import drop_keys, new_prefix
-from tests.api_helpers import make_tokens
 from tidings import Tidings
 from tidings.api.openapi import document
 
@@ -118,3 +118,12 @@ def test_fuzzed_requests_never_get_a_server_error(
     assert response.status_code < 500 or (
         case.path == "/v1/health" and response.status_code == 503), (
         f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text}")
+
+
+def test_cli_start_up_does_not_import_fastapi_or_uvicorn() -> None:
+    code = ("import sys, tidings.cli.main; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('fastapi', 'uvicorn', 'starlette')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"

@@ -11,6 +11,7 @@ errors the Python API raises, for the same input. A 5xx means the server side fa
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -104,7 +105,7 @@ def error_body(kind: str, field: str | None, reason: str, **extra: Any) -> dict[
 
 
 def error_response(status: int, kind: str, field: str | None, reason: str,
-                   headers: dict[str, str] | None = None, **extra: Any) -> Response:
+                   headers: Mapping[str, str] | None = None, **extra: Any) -> Response:
     return Response(orjson.dumps(error_body(kind, field, reason, **extra)), status,
                     headers=headers, media_type="application/json")
 
@@ -126,7 +127,7 @@ def response_of(exc: BaseException) -> Response:
                           headers, **extra)
 
 
-def _location(loc: tuple[Any, ...] | list[Any]) -> str:
+def _location(loc: Any) -> str:
     """``("body", "messages", 3, "priority")`` -> ``messages[3].priority``."""
     parts = list(loc[1:]) if loc and loc[0] in ("body", "query", "path", "header") else list(loc)
     out = ""

@@ -64,7 +64,8 @@ async def publish_batch(queue: str, body: BatchIn, access: Caller) -> Response:
                               "per batch (TIDINGS_API__MAX_BATCH)")
     built = [_outgoing_or_error(m) for m in body.messages]
     sent = await q.publish_each([m for m in built if isinstance(m, Outgoing)])
-    results, outcomes = [], iter(sent)
+    results: list[dict[str, object]] = []
+    outcomes = iter(sent)
     for item in built:
         done = Published(None, error=item) if isinstance(item, ValidationError) else next(outcomes)
         results.append(_outcome(done, len(results)))
