@@ -72,18 +72,20 @@ async def set_weights(queue: str, body: WeightsIn, access: Caller) -> dict[str, 
 
 
 @router.post("/queues/{queue}/pause", **doc(PauseOut))
-async def pause(queue: str, body: PauseIn, access: Caller) -> dict[str, Any]:
+async def pause(queue: str, access: Caller,
+                body: PauseIn | None = None) -> dict[str, Any]:
     """Stop every worker from taking the queue's messages (or one key's)."""
-    q = await queue_of(access, queue)
+    q, body = await queue_of(access, queue), body or PauseIn()
     async with access.change(f"queue:pause:{queue}", "queue.pause", queue, key=body.key):
         await access.app.flow.pause(q, body.key)
     return {"queue": q.name, "paused": True, "key": body.key, "released": 0}
 
 
 @router.post("/queues/{queue}/resume", **doc(PauseOut))
-async def resume(queue: str, body: PauseIn, access: Caller) -> dict[str, Any]:
+async def resume(queue: str, access: Caller,
+                 body: PauseIn | None = None) -> dict[str, Any]:
     """Undo a pause; a key's parked messages become due at once."""
-    q = await queue_of(access, queue)
+    q, body = await queue_of(access, queue), body or PauseIn()
     async with access.change(f"queue:pause:{queue}", "queue.resume", queue, key=body.key):
         moved = await access.app.flow.resume(q, body.key)
     return {"queue": q.name, "paused": False, "key": body.key, "released": moved}
@@ -96,14 +98,29 @@ async def _history(access: Caller, message_id: str) -> list[dict[str, Any]] | No
     return [t.as_dict() for t in await ledger.trace(message_id)]
 
 
+async def _settled(access: Caller, message_id: str, queue: str | None) -> dict[str, Any]:
+    """A message Redis no longer holds (acked, expired, purged), as the ledger recorded
+    it; MessageNotFoundError without a ledger or a record."""
+    history = await _history(access, message_id) or []
+    found = [t for t in history if queue is None or t["queue"] == queue]
+    if found and access.allows(f"queue:inspect:{found[0]['queue']}"):
+        last = found[0]
+        return {"id": message_id, "queue": last["queue"], "state": last["state"],
+                "priority": last["priority"], "attempts": last["attempts"],
+                "payload": last["payload"], "history": found}
+    where = f"queue {queue!r}" if queue else "any queue you may inspect"
+    raise MessageNotFoundError(f"no message {message_id!r} in {where}")
+
+
 @router.get("/queues/{queue}/messages/{message_id}", **doc())
 async def inspect_message(queue: str, message_id: str, access: Caller) -> dict[str, Any]:
     """Where the message is (queued, in_flight, delayed, dead) and what it holds (not an
-    encrypted payload); ``history`` from the ledger when one is configured."""
+    encrypted payload); ``history`` from the ledger when one is configured, which also
+    answers for a message Redis no longer holds (acked, expired)."""
     access.require(f"queue:inspect:{queue}")
     view = await view_of(await queue_of(access, queue), message_id)
     if view is None:
-        raise MessageNotFoundError(f"no message {message_id!r} in queue {queue!r}")
+        return await _settled(access, message_id, queue)
     return {**view, "history": await _history(access, message_id)}
 
 
@@ -115,7 +132,7 @@ async def find_message(message_id: str, access: Caller) -> dict[str, Any]:
             view = await view_of(await queue_of(access, name), message_id)
             if view is not None:
                 return {**view, "history": await _history(access, message_id)}
-    raise MessageNotFoundError(f"no message {message_id!r} in any queue you may inspect")
+    return await _settled(access, message_id, None)
 
 
 @router.delete("/queues/{queue}/delayed/{message_id}", **doc())
