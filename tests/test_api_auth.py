@@ -152,3 +152,13 @@ async def test_an_unreachable_server_is_a_503_not_a_500(
         health = await http.get("/v1/health")
     assert r.status_code == 503 and error_of(r)["type"] == "BrokerUnavailableError"
     assert health.status_code == 503
+
+
+async def test_cors_is_off_by_default_and_on_for_the_listed_origins(
+        api: Api, make_app: Callable[..., Tidings]) -> None:
+    preflight = {"Origin": "https://ops.example.com", "Access-Control-Request-Method": "POST"}
+    off = await api.http.options("/v1/queues/email/messages", headers=preflight)
+    assert "access-control-allow-origin" not in off.headers
+    async with serve(make_app, api={"cors_origins": ["https://ops.example.com"]}) as cors:
+        on = await cors.http.options("/v1/queues/email/messages", headers=preflight)
+        assert on.headers["access-control-allow-origin"] == "https://ops.example.com"
