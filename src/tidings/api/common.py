@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -30,7 +31,10 @@ class JSON(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, default=str)
+        try:
+            return orjson.dumps(content, default=str)
+        except TypeError:  # an integer past 64 bits (orjson's limit): the slower encoder
+            return json.dumps(content, default=str, separators=(",", ":")).encode()
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

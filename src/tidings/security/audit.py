@@ -10,6 +10,7 @@ may replace the stream (``Audit.sinks``). A record never holds a token or a key.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -50,8 +51,12 @@ class StreamSink:
 
     async def record(self, record: AuditRecord) -> None:
         await self.app.connect()
+        try:
+            encoded = orjson.dumps(asdict(record))
+        except TypeError:  # an integer past 64 bits in the detail (bad input, recorded too)
+            encoded = json.dumps(asdict(record), default=str).encode()
         await self.app.broker.client.xadd(
-            self.app.key_space.audit, {"record": orjson.dumps(asdict(record))},
+            self.app.key_space.audit, {"record": encoded},
             maxlen=STREAM_MAXLEN, approximate=True)
 
 
