@@ -61,3 +61,19 @@ async def test_campaign_create_progress_and_cancel(api: Api) -> None:
     assert cancelled["cancelled"] == 5 and cancelled["pending"] == 0
     missing = await api.get("/v1/campaigns/nope")
     assert missing.status_code == 404 and error_of(missing)["type"] == "CampaignNotFoundError"
+
+
+async def test_out_of_range_numbers_and_times_are_422s_not_500s(api: Api) -> None:
+    """What the fuzzer found: each is refused naming its field."""
+    cases = [("/v1/schedules", {"queue": "email", "every": 1e300}, "every"),
+             ("/v1/schedules", {"queue": "email", "every": 60, "max_count": 10**30},
+              "max_count"),
+             ("/v1/schedules", {"queue": "email", "every": 60,
+                                "start": "9999-12-31T23:59:59-10:00"}, "start"),
+             ("/v1/campaigns", {"id": "c", "queue": "email", "local_time": "00:00",
+                                "date": "0001-01-01", "recipients": [{"id": "r"}]}, "date")]
+    for path, body, field in cases:
+        r = await api.post(path, body)
+        assert r.status_code == 422 and error_of(r)["field"] == field, (body, r.text)
+    r = await api.call("PUT", "/v1/queues/email/weights", {"high": 10**30, "normal": 1, "low": 1})
+    assert r.status_code == 422 and "1000" in error_of(r)["reason"]

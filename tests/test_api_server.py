@@ -105,7 +105,7 @@ _calls: list[int] = []
 
 
 @schema.parametrize()
-@settings(max_examples=8, deadline=None, phases=[Phase.generate],
+@settings(max_examples=15, deadline=None, phases=[Phase.generate],
           suppress_health_check=list(HealthCheck))
 def test_fuzzed_requests_never_get_a_server_error(
         case: schemathesis.Case, admin_server: tuple[str, dict[str, str]]) -> None:
