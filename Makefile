@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
 
-.PHONY: venv demo example-platform lint typecheck test test-lowest bench clean
+.PHONY: venv demo example-platform lint typecheck test test-lowest bench clean openapi
 
 venv: $(STAMP)
 
@@ -75,6 +75,7 @@ bench: venv
 	$(BIN)/python -m bench.sweep
 	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.security
+	$(BIN)/python -m bench.api --messages 5000
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.
@@ -103,6 +104,10 @@ peers-env: $(PEERS_STAMP) $(NODE_STAMP)
 bench-peers: peers-env
 	$(PEERS_VENV)/bin/python -m compileall -q src/tidings
 	$(PEERS_VENV)/bin/python -m bench.peers $(PEERS_ARGS)
+
+# The HTTP API's OpenAPI document, committed (tests/test_api_server.py checks it is current).
+openapi: venv
+	$(BIN)/python -m tidings.api.openapi docs/openapi.json
 
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

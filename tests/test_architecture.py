@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"tidings.routing"},  # topics: below the extensions, so schedules may target a topic
     {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability",
      "tidings.ledger", "tidings.security", "tidings.integrations"},
-    {"tidings.app", "tidings.sync", "tidings.errors", "tidings.authz"},  # the app, its faces
+    {"tidings.app", "tidings.sync", "tidings.errors"},  # the app and its blocking face
     {"tidings.api", "tidings.dashboard"},  # the HTTP API and the web dashboard
     {"tidings.cli", "tidings.__main__", "tidings.demo"},
 ]

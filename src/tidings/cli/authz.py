@@ -5,9 +5,8 @@ it) or, without one, the local operator (``local:<os user>``, with every permiss
 holds the server credentials anyway, and the server's ACL is what limits it). Each
 operation leaves an audit record when it is allowed or denied, and one when it is done
 or failed (see :mod:`tidings.security.audit`): in the prefix's audit stream and, with a
-database configured, in the ledger's hash-chained trail (:class:`LedgerTrailSink`), so one
-trail holds every administrative command. The implementation is :mod:`tidings.authz`,
-shared with the HTTP API and the web dashboard.
+database configured, in the ledger's hash-chained trail (:attr:`Tidings.audit`), so one
+trail holds every administrative command.
 """
 
 from __future__ import annotations
@@ -18,9 +17,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from ..app import Tidings
-from ..authz import Operation, audited
 from ..queues.queue import Queue
-from ..security.audit import local_principal
+from ..security.audit import Operation, local_principal
 from ..security.principals import Principal
 from .support import resolve_queue
 
@@ -38,10 +36,10 @@ async def principal_of(app: Tidings, token: str | None = None) -> Principal:
 @contextlib.asynccontextmanager
 async def authorized(app: Tidings, permission: str, action: str, target: str,
                      token: str | None = None, **detail: Any) -> AsyncIterator[Operation]:
-    """:func:`tidings.authz.audited` as the principal of ``token`` (else
-    ``TIDINGS_TOKEN``, else the local operator)."""
-    principal = await principal_of(app, token)
-    async with audited(app, principal, permission, action, target, **detail) as operation:
+    """:meth:`Audit.operation` as the principal of ``token`` (else ``TIDINGS_TOKEN``, else
+    the local operator)."""
+    who = await principal_of(app, token)
+    async with app.audit.operation(who, permission, action, target, **detail) as operation:
         yield operation
 
 

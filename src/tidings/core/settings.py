@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
+from .api_settings import ApiSettings
 from .bridge_settings import BridgeSettings
 from .dashboard_settings import DashboardSettings
 from .errors import ConfigError, SettingsFileError
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings)
     dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     bridge: BridgeSettings = Field(default_factory=BridgeSettings)  # tidings bridge ...
+    api: ApiSettings = Field(default_factory=ApiSettings)  # the HTTP API (tidings.api)
 
     @field_validator("redis_url")
     @classmethod

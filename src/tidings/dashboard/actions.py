@@ -1,5 +1,6 @@
 """The dashboard's actions (POST, CSRF-checked): each one authorised and audited with
-:func:`tidings.authz.audited`, the same check and trail as the CLI's and the API's."""
+:meth:`Tidings.audit.operation <tidings.security.audit.Audit.operation>`, the same check
+and trail as the CLI's and the API's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..authz import audited
 from ..core.errors import ValidationError
 from ..queues.dead_letters import make_filter
 from ..scheduling.campaigns import Campaigns
@@ -26,7 +26,8 @@ Fields = dict[str, Any]
 
 async def pause(dash: Dashboard, request: Request, who: Principal, form: Fields) -> Response:
     queue = await queue_named(dash, request.path_params["name"])
-    async with audited(dash.app, who, f"queue:pause:{queue.name}", "queue.pause", queue.name):
+    async with dash.app.audit.operation(who, f"queue:pause:{queue.name}", "queue.pause",
+                                        queue.name):
         await dash.app.flow.pause(queue)
     session.flash(request, f"paused {queue.name}: workers take none of its messages")
     return dash.redirect(request, f"/queues/{queue.name}")
@@ -34,7 +35,7 @@ async def pause(dash: Dashboard, request: Request, who: Principal, form: Fields)
 
 async def resume(dash: Dashboard, request: Request, who: Principal, form: Fields) -> Response:
     queue = await queue_named(dash, request.path_params["name"])
-    async with audited(dash.app, who, f"queue:pause:{queue.name}", "queue.resume",
+    async with dash.app.audit.operation(who, f"queue:pause:{queue.name}", "queue.resume",
                        queue.name):
         await dash.app.flow.resume(queue)
     session.flash(request, f"resumed {queue.name}")
@@ -52,7 +53,7 @@ def _weight(form: Fields, lane: str) -> int:
 async def weights(dash: Dashboard, request: Request, who: Principal, form: Fields) -> Response:
     queue = await queue_named(dash, request.path_params["name"])
     high, normal, low = (_weight(form, lane) for lane in ("high", "normal", "low"))
-    async with audited(dash.app, who, f"queue:weights:{queue.name}", "queue.weights",
+    async with dash.app.audit.operation(who, f"queue:weights:{queue.name}", "queue.weights",
                        queue.name, high=high, normal=normal, low=low):
         await queue.set_weights(high, normal, low)
     session.flash(request, f"{queue.name}: weights high={high} normal={normal} low={low}")
@@ -84,7 +85,7 @@ async def _dead_letters(dash: Dashboard, request: Request, who: Principal, form:
                            what=what, ids=ids or [], chosen=chosen, all=form.get("all"))
     where = (None if ids is not None
              else make_filter(reason=chosen["reason"], error_type=chosen["error_type"]))
-    async with audited(dash.app, who, permission, f"dlq.{verb}", queue.name,
+    async with dash.app.audit.operation(who, permission, f"dlq.{verb}", queue.name,
                        ids=ids, **chosen) as op:
         if verb == "replay":
             done = await queue.dlq.replay(ids, where=where)
@@ -110,7 +111,7 @@ async def breaker_reset(dash: Dashboard, request: Request, who: Principal,
     name = request.path_params["name"]
     if name not in await dash.app.flow.breaker_states():
         raise NotFound(f"no breaker {name!r}")
-    async with audited(dash.app, who, f"breakers:reset:{name}", "breaker.reset", name):
+    async with dash.app.audit.operation(who, f"breakers:reset:{name}", "breaker.reset", name):
         await dash.app.flow.breaker(name).reset()
     session.flash(request, f"breaker {name} closed")
     return dash.redirect(request, "/breakers")
@@ -121,7 +122,7 @@ async def schedule_toggle(dash: Dashboard, request: Request, who: Principal,
     schedule_id, verb = request.path_params["id"], request.path_params["verb"]
     if verb not in ("pause", "resume"):
         raise NotFound(f"no schedule action {verb!r}")
-    async with audited(dash.app, who, "schedules:write", f"schedule.{verb}", schedule_id):
+    async with dash.app.audit.operation(who, "schedules:write", f"schedule.{verb}", schedule_id):
         if verb == "pause":
             await dash.app.schedules.pause(schedule_id)
         else:
@@ -133,7 +134,7 @@ async def schedule_toggle(dash: Dashboard, request: Request, who: Principal,
 async def campaign_cancel(dash: Dashboard, request: Request, who: Principal,
                           form: Fields) -> Response:
     campaign_id = request.path_params["id"]
-    async with audited(dash.app, who, "campaigns:write", "campaign.cancel", campaign_id):
+    async with dash.app.audit.operation(who, "campaigns:write", "campaign.cancel", campaign_id):
         final = await Campaigns.of(dash.app).cancel(campaign_id)
     session.flash(request, f"campaign {campaign_id}: {final.cancelled} messages cancelled")
     return dash.redirect(request, "/schedules")

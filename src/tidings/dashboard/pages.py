@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from ..core.errors import InvalidTokenError
-from ..observability.fleet import read_workers
+from ..observability.workers import read_workers
 from ..queues.dead_letters import make_filter
 from ..scheduling.campaigns import Campaigns
 from . import session, views
