@@ -37,7 +37,7 @@ async def test_message_history_comes_from_the_ledger_and_changes_reach_its_trail
             paused = await http.post("/v1/queues/ledger-api/pause")
             assert paused.status_code == 200, paused.text
             shown = await http.get(f"/v1/messages/{msg_id}")
-        trail = await app.ledger.audit.list(action="queue.pause")
+        trail = await app.ledger.audit.list(action="queue.pause", target="ledger-api")
     history = shown.json()["history"]
     assert shown.status_code == 200, shown.text
     assert len(history) == 1 and history[0]["message_id"] == msg_id
