@@ -139,9 +139,10 @@ def running_cluster(workdir: Path, primaries: int = 3, *extra: str) -> Iterator[
 
 
 def move_slot(cluster: LocalCluster, slot: int, target: ClusterNode,
-              batch: int = 100) -> None:
+              batch: int = 100, pause: float = 0.0) -> None:
     """Reshard ``slot`` to ``target`` the way redis-cli does: IMPORTING / MIGRATING, MIGRATE
-    the keys in batches, then SETSLOT NODE on both ends and the others."""
+    the keys in batches (``pause`` seconds apart: a slow move), then SETSLOT NODE on both
+    ends and the others."""
     source = cluster.owner(slot)
     if source is target:
         return
@@ -152,6 +153,7 @@ def move_slot(cluster: LocalCluster, slot: int, target: ClusterNode,
         while keys := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
             src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000,
                                 "REPLACE", "KEYS", *keys)
+            time.sleep(pause)
         dst.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
         src.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
     for node in cluster.nodes:

@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Sequence
 from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.cluster import parse_cluster_url
@@ -38,7 +39,9 @@ from .tls import tls_options
 
 log = logging.getLogger("tidings.engine")
 
-MAX_REDIRECTS = 16  # MOVED / ASK / TRYAGAIN replies followed for one call before giving up
+# Redirections followed for one call before giving up: with TRYAGAIN's waits, about 5 s, a
+# slow MIGRATE of a slot with many keys (a queue's keys are split between two nodes meanwhile).
+MAX_REDIRECTS = 64
 _SCRIPTED = frozenset({"EVALSHA", "EVAL", "EVALSHA_RO", "EVAL_RO", "FCALL", "FCALL_RO"})
 _STREAMS = frozenset({"XREAD", "XREADGROUP"})
 _KEYLESS = frozenset({"SCRIPT", "WAIT", "WAITAOF", "PING", "INFO", "TIME", "CLIENT",
@@ -83,14 +86,15 @@ def command_slot(args: Sequence[Arg]) -> int | None:
 
 
 def _redirect(error: BaseException) -> tuple[str, int, str] | None:
-    """(kind, slot, "host:port") of a MOVED / ASK reply; ("TRYAGAIN", -1, "") for that."""
-    if not isinstance(error, ResponseError):
-        return None
-    words = str(error).split()
-    if len(words) == 3 and words[0] in ("MOVED", "ASK"):
-        return words[0], int(words[1]), words[2]
-    if words and words[0] in ("TRYAGAIN", "CLUSTERDOWN"):
-        return words[0], -1, ""
+    """(kind, slot, "host:port") of a MOVED / ASK reply; (kind, -1, "") for TRYAGAIN and
+    CLUSTERDOWN; None for any other reply."""
+    if isinstance(error, (MovedError, AskError)):  # AskError is a MovedError's base
+        kind = "MOVED" if isinstance(error, MovedError) else "ASK"
+        return kind, int(error.slot_id), f"{error.host}:{error.port}"
+    if isinstance(error, TryAgainError):
+        return "TRYAGAIN", -1, ""
+    if isinstance(error, ClusterDownError):
+        return "CLUSTERDOWN", -1, ""
     return None
 
 
@@ -145,6 +149,7 @@ class ClusterChannel(Channel):
         self._nodes: dict[str, Channel] = {}
         self._moved: dict[int, str] = {}  # slot -> "host:port", from MOVED replies
         self._refreshing: asyncio.Future[None] | None = None
+        self.redirects: Counter[str] = Counter()  # MOVED, ASK, TRYAGAIN ... followed
 
     def address(self, slot: int) -> str:
         """The "host:port" of the primary serving ``slot``, as far as we know."""
@@ -194,12 +199,13 @@ class ClusterChannel(Channel):
     async def _follow(self, redirect: tuple[str, int, str], attempt: int) -> str | None:
         """Act on a redirection; the node to ASK, if that is what it said."""
         kind, slot, where = redirect
+        self.redirects[kind] += 1
         if kind == "MOVED":
             self._moved[slot] = where
             return None
         if kind == "ASK":
             return where
-        await asyncio.sleep(0.01 * (attempt + 1))  # TRYAGAIN, CLUSTERDOWN: the move ends soon
+        await asyncio.sleep(min(0.1, 0.005 * (attempt + 1)))  # TRYAGAIN, CLUSTERDOWN: wait
         return None
 
     async def _keyless(self, args: Sequence[Arg]) -> Any:

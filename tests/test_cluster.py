@@ -1,0 +1,184 @@
+"""Redis Cluster: the URL, queues spread over the shards, the CLI, and resharding under load.
+
+The suite's core scenarios run on a cluster in test_cluster_suite.py; this module tests
+what is the cluster's own, against three local primaries (tests/cluster.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from cluster import LocalCluster, move_slot, running_cluster
+from conftest import drop_prefix, new_prefix, tidings, with_app
+from tidings import Message, Tidings
+from tidings.core.cluster import parse_cluster_url
+from tidings.core.errors import ConfigError
+from tidings.engine.cluster import ClusterChannel, slot_of
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    with running_cluster(Path(tmp_path_factory.mktemp("cluster"))) as running:
+        yield running
+
+
+@pytest.fixture
+async def app(cluster: LocalCluster) -> AsyncIterator[Tidings]:
+    app = Tidings(cluster.url, key_prefix=new_prefix())
+    yield app
+    await drop_prefix(app)
+    await app.close()
+
+
+# -- the URL -------------------------------------------------------------------------------
+
+
+def test_cluster_url_gives_the_seed_nodes_credentials_and_tls() -> None:
+    target = parse_cluster_url("rediss+cluster://app:p%40ss@10.0.0.1:7000,h2,[::1]:7002/")
+    assert target.nodes == (("10.0.0.1", 7000), ("h2", 6379), ("::1", 7002))
+    assert (target.username, target.password, target.tls) == ("app", "p@ss", True)
+    assert "p@ss" not in repr(target)
+    assert parse_cluster_url("valkey+cluster://h1:7000").tls is False
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("redis+cluster://h1:7000,,h2/", "address is empty"),
+    ("redis+cluster://h1:port/", "is not 1-65535"),
+    ("redis+cluster://h1/3", "only database 0"),
+    ("redis+cluster://h1/?password=x", "takes no ?options"),
+    ("redis+cluster://:s3cret@:7000/", "has no host"),
+])
+def test_malformed_cluster_url_is_a_config_error_naming_the_setting(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, reason: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as info:
+        Tidings(url)
+    assert info.value.field == "TIDINGS_REDIS_URL"
+    assert reason in info.value.reason
+    assert "s3cret" not in str(info.value)
+
+
+# -- sharding ------------------------------------------------------------------------------
+
+
+async def test_queues_spread_over_the_shards_each_whole_on_one(
+        app: Tidings, cluster: LocalCluster) -> None:
+    names = [f"q{i}" for i in range(12)]
+    queues = [app.queue(name) for name in names]
+    got: Counter[str] = Counter()
+    done = asyncio.Event()
+    for q in queues:
+        @q.handler
+        async def handle(msg: Message) -> None:
+            got[msg.payload["queue"]] += 1
+            if sum(got.values()) == 12 * 20:
+                done.set()
+    for q in queues:
+        await q.publish_many([{"queue": q.name}] * 20)
+    owners = {q.name: cluster.owner(slot_of(q.keys.normal)).port for q in queues}
+    assert len(set(owners.values())) == 3  # twelve queues land on all three primaries
+    for q in queues:  # every key of a queue is on its own slot's primary
+        with cluster.owner(slot_of(q.keys.normal)).client() as node:
+            assert node.xlen(q.keys.normal) == 20
+    async with app.worker():
+        await asyncio.wait_for(done.wait(), 20)
+    assert got == {name: 20 for name in names}
+    assert isinstance(app.broker.channel, ClusterChannel)
+
+
+def test_cli_publishes_and_lists_queues_on_the_cluster(cluster: LocalCluster) -> None:
+    env = {"TIDINGS_REDIS_URL": cluster.url, "TIDINGS_KEY_PREFIX": new_prefix()}
+    with_app(env, _declared, "email", "sms")
+    msg_id = tidings(env, "publish", "email", '{"to": "a@b.c"}').stdout.strip()
+    listed = {q["name"]: q for q in orjson.loads(tidings(env, "queues", "--json").stdout)}
+    assert listed["email"]["lanes"]["normal"] == 1 and "sms" in listed
+    info = orjson.loads(tidings(env, "inspect", msg_id, "--json").stdout)
+    assert info["state"] == "queued" and info["payload"] == {"to": "a@b.c"}
+    with_app(env, drop_prefix)
+
+
+async def _declared(app: Tidings) -> None:
+    return None
+
+
+# -- resharding ----------------------------------------------------------------------------
+
+
+async def test_queue_keeps_working_while_its_slot_moves_to_another_primary(
+        app: Tidings, cluster: LocalCluster) -> None:
+    """A producer and a worker run while the queue's slot is migrated (IMPORTING /
+    MIGRATING, MIGRATE in batches, SETSLOT NODE): every message is handled, none twice,
+    and the producer never has to give up on a publish."""
+    total, moved_after = 2000, 300
+    q = app.queue("moving")
+    handled: Counter[int] = Counter()
+    enough, done = asyncio.Event(), asyncio.Event()
+
+    @q.handler
+    async def handle(msg: Message) -> None:
+        handled[msg.payload] += 1
+        if len(handled) >= moved_after:
+            enough.set()
+        if len(handled) == total:
+            done.set()
+
+    slot = slot_of(q.keys.normal)
+    source = cluster.owner(slot)
+    target = next(n for n in cluster.nodes if n is not source)
+    gave_up: list[Exception] = []
+    published = [0]
+
+    async def produce() -> None:
+        for i in range(total):  # each with its idempotency key, as a caller would retry
+            try:
+                await q.publish(i, idempotency_key=f"m{i}")
+            except Exception as exc:  # noqa: BLE001 - counted, then the test fails
+                gave_up.append(exc)
+            published[0] += 1
+            if i % 10 == 0:
+                await asyncio.sleep(0.005)  # a steady stream, not one burst before the move
+
+    async with app.worker():
+        producer = asyncio.ensure_future(produce())
+        await asyncio.wait_for(enough.wait(), 30)
+        before = published[0]
+        await asyncio.to_thread(move_slot, cluster, slot, target, 10, 0.02)
+        during = published[0] - before
+        await producer
+        await asyncio.wait_for(done.wait(), 30)
+    assert gave_up == []
+    assert 0 < during < total  # the producer ran through the move
+    channel = app.broker.channel
+    assert isinstance(channel, ClusterChannel) and channel.redirects["MOVED"] > 0
+    assert sorted(handled) == list(range(total)) and max(handled.values()) == 1
+    assert cluster.owner(slot) is target
+    with target.client() as node:
+        assert node.exists(q.keys.normal) and node.xlen(q.keys.normal) == 0
+    stats = await q.stats()
+    assert (stats.depth, stats.in_flight, stats.dead) == (0, 0, 0)
+
+
+async def test_a_stale_slot_map_follows_moved(app: Tidings, cluster: LocalCluster) -> None:
+    """After a slot moved behind the client's back, the first call gets MOVED and is sent
+    to the new owner; the next ones go there directly."""
+    q = app.queue("stale")
+    await q.publish("before")
+    slot = slot_of(q.keys.normal)
+    target = next(n for n in cluster.nodes if n is not cluster.owner(slot))
+    await asyncio.to_thread(move_slot, cluster, slot, target)
+    await q.publish("after")
+    channel = app.broker.channel
+    assert isinstance(channel, ClusterChannel)
+    assert channel.address(slot) == f"127.0.0.1:{target.port}"
+    client = RedisCluster(host="127.0.0.1", port=target.port)
+    try:
+        assert await client.xlen(q.keys.normal) == 2
+    finally:
+        await client.aclose()
