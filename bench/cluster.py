@@ -224,6 +224,11 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out[f"{phase}_seconds"] = round(mid["seconds"], 2)
         out[f"{phase}_shard_cpu_share"] = [round(c / mid["seconds"], 2)
                                            for c in mid["shard_cpu_s"]]
+        # CPU per message, all shards together and all clients together: what a machine
+        # per shard would have to give (the throughput figures share 2 cores with both).
+        n = runs[0]["messages"]
+        out[f"{phase}_shard_us_per_msg"] = round(sum(mid["shard_cpu_s"]) / n * 1e6, 1)
+        out[f"{phase}_client_us_per_msg"] = round(mid["client_cpu_s"] / n * 1e6, 1)
     return out
 
 

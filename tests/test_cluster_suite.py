@@ -19,9 +19,6 @@ from redis.asyncio.cluster import RedisCluster
 
 import tidings.engine.cluster as engine_cluster
 from cluster import running_cluster
-from tidings import Tidings
-from tidings.engine.scripts import LIBRARY, Script
-
 from test_campaign import (  # noqa: F401 - fixtures and tests collected here again
     campaigns,
     test_cancel_removes_every_waiting_message,
@@ -71,6 +68,8 @@ from test_worker import (  # noqa: F401
     test_handled_message_is_acked_and_removed_from_the_stream,
     test_late_ack_after_reclaim_is_refused_and_reported,
 )
+from tidings import Tidings
+from tidings.engine.scripts import LIBRARY, Script
 
 SLOTS_BY_SCRIPT: dict[str, set[frozenset[int]]] = defaultdict(set)
 _BY_SHA = {s.sha: s.name for s in LIBRARY}

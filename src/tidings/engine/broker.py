@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import OutOfMemoryError, ResponseError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.cluster import is_cluster_url
 from ..core.config import Durability
 from ..core.errors import (
     BrokerUnavailableError,
@@ -27,7 +28,6 @@ from ..core.errors import (
     QueueFullError,
     ServerConfigError,
 )
-from ..core.cluster import is_cluster_url
 from ..core.keys import GROUP
 from ..core.sentinel import is_sentinel_url
 from ..core.settings import Settings

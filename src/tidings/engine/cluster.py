@@ -95,6 +95,12 @@ def _redirect(error: BaseException) -> tuple[str, int, str] | None:
         return "TRYAGAIN", -1, ""
     if isinstance(error, ClusterDownError):
         return "CLUSTERDOWN", -1, ""
+    if isinstance(error, ResponseError):  # redis-py < 5.1 parses these as plain errors
+        words = str(error).split()
+        if len(words) == 3 and words[0] in ("MOVED", "ASK"):
+            return words[0], int(words[1]), words[2]
+        if words and words[0] in ("TRYAGAIN", "CLUSTERDOWN"):
+            return words[0], -1, ""
     return None
 
 
