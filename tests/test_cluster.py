@@ -20,6 +20,7 @@ from conftest import drop_prefix, new_prefix, tidings, with_app
 from tidings import Message, Tidings
 from tidings.core.cluster import parse_cluster_url
 from tidings.core.errors import ConfigError
+from tidings.core.keys import KeySpace
 from tidings.engine.cluster import ClusterChannel, slot_of
 
 
@@ -63,6 +64,29 @@ def test_malformed_cluster_url_is_a_config_error_naming_the_setting(
     assert info.value.field == "TIDINGS_REDIS_URL"
     assert reason in info.value.reason
     assert "s3cret" not in str(info.value)
+
+
+# -- the key layout ------------------------------------------------------------------------
+
+
+def test_each_key_family_lives_in_one_slot() -> None:
+    """A queue's keys (lanes, delayed set, DLQ, idempotency, campaigns, fair lines, parked
+    keys) share its slot, an ordered partition's share the partition's, the schedule store
+    and the routing store one slot each; different queues hash apart."""
+    space = KeySpace("tdg")
+    q = space.queue("email")
+    campaign = q.campaign("c1")
+    queue_keys = [*q.script_keys, q.idempotency("k"), q.paused_keys, q.parked("k"),
+                  q.fair_ready(0), q.fair_line_prefix(1) + "tenant", campaign.record,
+                  campaign.pending, campaign.slots]
+    assert {slot_of(k) for k in queue_keys} == {slot_of(q.normal)}
+    part = space.partition("orders", 3)
+    assert {slot_of(k) for k in [*part.script_keys, part.list_key("k")]} == {slot_of(part.owner)}
+    schedules, routes = space.schedules, space.routes
+    assert len({slot_of(k) for k in (schedules.due, schedules.ids, schedules.record("s"))}) == 1
+    assert len({slot_of(k) for k in (routes.version, routes.rules, routes.history,
+                                     routes.audit, routes.stats)}) == 1
+    assert len({slot_of(space.queue(f"q{i}").normal) for i in range(20)}) == 20
 
 
 # -- sharding ------------------------------------------------------------------------------
