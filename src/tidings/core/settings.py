@@ -62,7 +62,7 @@ def check_server_url(value: str) -> str:
                          "redis+cluster://host:6379,host:6379/")
     url = "redis" + value[len("valkey"):] if scheme.lower().startswith("valkey") else value
     if "," in urlsplit(url).netloc:
-        raise ValueError("a comma-separated host list is for sentinels "
+        raise ValueError("a comma-separated host list is only for sentinels "
                          "(redis+sentinel://host:26379,host:26379/master-name) or a cluster "
                          "(redis+cluster://host:6379,host:6379/)")
     try:

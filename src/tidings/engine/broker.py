@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import OutOfMemoryError, ResponseError
@@ -50,7 +51,7 @@ class Broker:
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.clock = clock
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._channel: Channel | None = None
         self._pool: ConnectionPool | None = None
         self._sentinels: Any = None  # redis-py's Sentinel manager, for redis+sentinel://
