@@ -7,6 +7,7 @@ what is the cluster's own, against three local primaries (tests/cluster.py).
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,6 +18,16 @@ from redis.asyncio.cluster import RedisCluster
 
 from cluster import LocalCluster, move_slot, running_cluster
 from conftest import drop_prefix, new_prefix, tidings, with_app
+from fault_helpers import (
+    QUEUE,
+    Recording,
+    WorkerProcs,
+    consumer_of,
+    is_settled,
+    pending_of,
+    poll,
+    wait_exit,
+)
 from tidings import Message, Tidings
 from tidings.core.cluster import parse_cluster_url
 from tidings.core.errors import ConfigError
@@ -206,3 +217,45 @@ async def test_a_stale_slot_map_follows_moved(app: Tidings, cluster: LocalCluste
         assert await client.xlen(q.keys.normal) == 2
     finally:
         await client.aclose()
+
+
+# -- worker processes ----------------------------------------------------------------------
+
+
+async def test_worker_process_killed_on_the_cluster_loses_nothing(
+        app: Tidings, cluster: LocalCluster, workers: WorkerProcs, redis_url: str) -> None:
+    """``tidings worker`` processes on the cluster URL; one is killed -9 mid-stream, its
+    messages are reclaimed by the other: every message is done, the queue settles. The
+    handlers record on the session's single server (FAULT_LEDGER_URL), counted there."""
+    total = 1500
+    q = app.queue(QUEUE)
+    ledger = Tidings(redis_url, key_prefix=app.settings.key_prefix)
+    rec = Recording(ledger)
+    await app.connect()
+    await ledger.connect()
+    try:
+        env = workers.env(app, cluster.url, vt=2, sleep=0.01, concurrency=16,
+                          ledger_url=redis_url)
+        victim, survivor = workers.start(env), workers.start(env)
+        victim_name = await consumer_of(q, victim, detail=workers.all_logs)
+        await consumer_of(q, survivor, detail=workers.all_logs)
+        ids = await q.publish_many({"i": i} for i in range(total))
+        await poll(lambda: _at_least(rec.done_count(), total // 3), 60, "a third done",
+                   workers.all_logs)
+        victim.send_signal(signal.SIGKILL)
+        assert await wait_exit(victim, 10) == -signal.SIGKILL
+        assert await pending_of(q, victim_name) > 0  # it died holding leases
+
+        async def finished() -> bool:
+            return await rec.done_count() == total and await is_settled(q)
+
+        await poll(finished, 60, "every message done and settled", workers.all_logs)
+        assert set(await rec.done()) == set(ids)
+        assert survivor.poll() is None, workers.all_logs()
+    finally:
+        await drop_prefix(ledger)
+        await ledger.close()
+
+
+async def _at_least(count: object, n: int) -> bool:
+    return int(await count) >= n  # type: ignore[misc]
