@@ -31,6 +31,7 @@ class ClusterNode:
     port: int
     bus_port: int  # not port + 10000: the free ports may be above 55535
     proc: subprocess.Popen[Any]
+    tls_port: int = 0  # what ``{tls_port}`` in the extra options was set to
 
     def client(self) -> redis.Redis:
         return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
@@ -69,16 +70,17 @@ class LocalCluster:
 
 
 def _start_node(binary: str, workdir: Path, extra: tuple[str, ...]) -> ClusterNode:
-    port, bus_port = free_port(), free_port()
+    port, bus_port, tls_port = free_port(), free_port(), free_port()
     home = workdir / str(port)
     home.mkdir(parents=True)
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
          "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
          "--cluster-port", str(bus_port),
-         "--cluster-node-timeout", "5000", "--dir", str(home), *extra],
+         "--cluster-node-timeout", "5000", "--dir", str(home),
+         *(option.format(tls_port=tls_port) for option in extra)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
-    return ClusterNode(port, bus_port, proc)
+    return ClusterNode(port, bus_port, proc, tls_port)
 
 
 def _wait(predicate: Any, timeout: float, what: str) -> None:
@@ -104,7 +106,8 @@ def _state_ok(node: ClusterNode, size: int) -> bool:
 def start_cluster(workdir: Path, primaries: int = 3, *extra: str,
                   binary: str | None = None, timeout: float = 30.0) -> LocalCluster:
     """Start ``primaries`` nodes, give each an even share of the slots, join them and wait
-    until every node says ``cluster_state:ok``."""
+    until every node says ``cluster_state:ok``. ``extra``: more server options, where
+    ``{tls_port}`` is a free port of the node's own (for ``--tls-port``)."""
     from tidings.engine.embedded import find_server_binary
 
     binary = binary or find_server_binary()
@@ -130,8 +133,9 @@ def start_cluster(workdir: Path, primaries: int = 3, *extra: str,
 
 
 @contextlib.contextmanager
-def running_cluster(workdir: Path, primaries: int = 3, *extra: str) -> Iterator[LocalCluster]:
-    cluster = start_cluster(workdir, primaries, *extra)
+def running_cluster(workdir: Path, primaries: int = 3, *extra: str,
+                    binary: str | None = None) -> Iterator[LocalCluster]:
+    cluster = start_cluster(workdir, primaries, *extra, binary=binary)
     try:
         yield cluster
     finally:

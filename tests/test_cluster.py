@@ -7,6 +7,7 @@ what is the cluster's own, against three local primaries (tests/cluster.py).
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ import orjson
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
+from certs import Authority
 from cluster import LocalCluster, move_slot, running_cluster
 from conftest import drop_prefix, new_prefix, tidings, with_app
 from fault_helpers import (
@@ -30,7 +32,7 @@ from fault_helpers import (
 )
 from tidings import Message, Tidings
 from tidings.core.cluster import parse_cluster_url
-from tidings.core.errors import ConfigError
+from tidings.core.errors import ConfigError, UntrustedCertificateError
 from tidings.core.keys import KeySpace
 from tidings.engine.cluster import ClusterChannel, slot_of
 
@@ -259,3 +261,51 @@ async def test_worker_process_killed_on_the_cluster_loses_nothing(
 
 async def _at_least(count: object, n: int) -> bool:
     return int(await count) >= n  # type: ignore[misc]
+
+
+# -- TLS -----------------------------------------------------------------------------------
+
+
+async def test_producer_and_worker_work_on_a_tls_cluster_and_verify_it(
+        tmp_path: Path) -> None:
+    """``rediss+cluster://`` with the CA setting: the channel talks to each primary's TLS
+    port (the slot map read over TLS names those); without the CA, a typed error."""
+    binary = shutil.which("redis-server")  # Debian's is built with TLS
+    assert binary is not None, "redis-server is a machine service of this project"
+    ca = Authority(tmp_path / "ca")
+    server, peer = ca.issue("server"), ca.issue("peer", client=True)  # peer: the bus's
+    tls = ("--tls-port", "{tls_port}", "--tls-cluster", "yes", "--tls-auth-clients", "no",
+           "--tls-cert-file", str(server.cert), "--tls-key-file", str(server.key),
+           "--tls-client-cert-file", str(peer.cert), "--tls-client-key-file", str(peer.key),
+           "--tls-ca-cert-file", str(ca.pair.cert))
+    with running_cluster(tmp_path / "nodes", 3, *tls, binary=binary) as tls_cluster:
+        url = "rediss+cluster://" + ",".join(f"127.0.0.1:{n.tls_port}"
+                                             for n in tls_cluster.nodes) + "/"
+        app = Tidings(url, key_prefix=new_prefix(), security={"tls_ca_file": ca.pair.cert})
+        got: list[int] = []
+        queues = [app.queue(f"q{i}") for i in range(6)]
+        for q in queues:
+            @q.handler
+            async def handle(msg: Message) -> None:
+                got.append(msg.payload)
+        try:
+            for i, q in enumerate(queues):
+                await q.publish(i)
+            async with app.worker():
+                await poll(lambda: _true(len(got) == 6), 20, "six handled")
+            assert sorted(got) == list(range(6))
+            channel = app.broker.channel
+            assert isinstance(channel, ClusterChannel)
+            assert set(channel.primaries()) == {f"127.0.0.1:{n.tls_port}"
+                                                for n in tls_cluster.nodes}
+        finally:
+            await drop_prefix(app)
+            await app.close()
+        untrusted = Tidings(url, key_prefix=new_prefix(), connect_retries=3)
+        with pytest.raises(UntrustedCertificateError):
+            await untrusted.connect()
+        await untrusted.close()
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -34,7 +34,7 @@ from ..core.sentinel import is_sentinel_url
 from ..core.settings import Settings
 from ..core.stored import text
 from .channel import Channel
-from .cluster import ClusterChannel, cluster_client
+from .cluster import ClusterChannel, cluster_client, read_slot_map
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
@@ -106,15 +106,15 @@ class Broker:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
-            # Sentinel URLs are never rediss:// (TLS through Sentinel is not supported yet):
-            # a certificate setting with one is the ConfigError connection_url raises.
-            plain_url, tls = connection_url(url, self.settings.security)
             options: dict[str, Any] = {
                 "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
                 "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
-            if is_cluster_url(url):  # see engine/cluster.py
+            if is_cluster_url(url):  # see engine/cluster.py (TLS: rediss+cluster://)
                 await self._connect_cluster(url, options, needs_disk)
                 return
+            # Sentinel URLs are never rediss:// (TLS through Sentinel is not supported yet):
+            # a certificate setting with one is the ConfigError connection_url raises.
+            plain_url, tls = connection_url(url, self.settings.security)
             if is_sentinel_url(url):  # the primary is asked of the sentinels on each connect
                 pool, self._sentinels = sentinel_pool(url, **options)
             else:
@@ -175,7 +175,7 @@ class Broker:
     async def _check_server(self, needs_disk: bool) -> None:
         sections = ("server", "memory", "persistence")
         if self._cluster is not None:  # the slot map, before the channel routes by it
-            await self._cluster.initialize()
+            await read_slot_map(self._cluster, self.user)
             # A cluster pipeline takes no INFO; this asks one primary (each is configured
             # alike: README, "Redis Cluster").
             info, memory, persistence = [await self.client.info(s) for s in sections]

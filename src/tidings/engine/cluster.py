@@ -26,15 +26,22 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis.exceptions import AskError, ClusterDownError, MovedError, ResponseError, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..core.cluster import parse_cluster_url
-from ..core.errors import ConfigError
+from ..core.errors import ConfigError, UntrustedCertificateError
 from ..core.security_settings import SecuritySettings
 from .channel import Arg, Channel, ChannelPipeline, _pack
-from .connection import TRANSIENT, with_fast_packing
+from .connection import TRANSIENT, _untrusted_certificate, refusal_of, with_fast_packing
 from .tls import tls_options
 
 log = logging.getLogger("tidings.engine")
@@ -132,6 +139,26 @@ def cluster_client(url: str, security: SecuritySettings, **options: Any) -> Redi
     for node in manager.startup_nodes.values():
         node.connection_class = packed
     return client
+
+
+async def read_slot_map(client: RedisCluster, user: str) -> None:
+    """Read the slot map from the seed nodes (at connect).
+
+    redis-py reports every failure to reach a seed as one RedisClusterException; a refused
+    password or an untrusted certificate is turned into tidings' typed error (not retried),
+    anything else into a ConnectionError (retried, like a server that is down).
+    """
+    try:
+        await client.initialize()
+    except RedisClusterException as exc:
+        refusal = refusal_of(exc, user, "connecting")
+        if refusal is not None:
+            raise refusal from exc
+        certificate = _untrusted_certificate(exc)
+        if certificate is not None:
+            seeds = ",".join(n.name for n in client.nodes_manager.startup_nodes.values())
+            raise UntrustedCertificateError(seeds, certificate) from exc
+        raise RedisConnectionError(f"no cluster node answered: {exc}") from exc
 
 
 class _Address:
