@@ -51,14 +51,16 @@ class LocalCluster:
     """The running nodes; ``url`` is the ``redis+cluster://`` URL of all of them."""
 
     nodes: list[ClusterNode] = field(default_factory=list)
+    replicas: list[ClusterNode] = field(default_factory=list)  # also in nodes
 
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes) + "/"
 
     def owner(self, slot: int) -> ClusterNode:
-        """The primary serving ``slot`` (as the first node sees it)."""
-        with self.nodes[0].client() as c:
+        """The primary serving ``slot`` (as the first running node sees it)."""
+        alive = next(n for n in self.nodes if n.proc.poll() is None)
+        with alive.client() as c:
             for start, end, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
                 if start <= slot <= end:
                     return next(n for n in self.nodes if n.port == int(primary[1]))
@@ -77,7 +79,8 @@ def _start_node(binary: str, workdir: Path, extra: tuple[str, ...]) -> ClusterNo
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
          "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
          "--cluster-port", str(bus_port),
-         "--cluster-node-timeout", "5000", "--dir", str(home),
+         "--cluster-node-timeout", "5000", "--repl-diskless-sync-delay", "0",
+         "--dir", str(home),
          *(option.format(tls_port=tls_port) for option in extra)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=home)
     return ClusterNode(port, bus_port, proc, tls_port)
@@ -104,38 +107,63 @@ def _state_ok(node: ClusterNode, size: int) -> bool:
 
 
 def start_cluster(workdir: Path, primaries: int = 3, *extra: str,
-                  binary: str | None = None, timeout: float = 30.0) -> LocalCluster:
+                  binary: str | None = None, replicas: int = 0,
+                  timeout: float = 30.0) -> LocalCluster:
     """Start ``primaries`` nodes, give each an even share of the slots, join them and wait
     until every node says ``cluster_state:ok``. ``extra``: more server options, where
-    ``{tls_port}`` is a free port of the node's own (for ``--tls-port``)."""
+    ``{tls_port}`` is a free port of the node's own (for ``--tls-port``). ``replicas``: that
+    many more nodes, the i-th a replica of the i-th primary (``cluster.replicas``)."""
     from tidings.engine.embedded import find_server_binary
 
     binary = binary or find_server_binary()
     cluster = LocalCluster()
     try:
-        for _ in range(primaries):
+        for _ in range(primaries + replicas):
             cluster.nodes.append(_start_node(binary, workdir, extra))
         for node in cluster.nodes:
             _wait(lambda n=node: n.client().ping(), 10, f"node {node.port} answering")
         share = SLOTS // primaries
-        for i, node in enumerate(cluster.nodes):
+        for i, node in enumerate(cluster.nodes[:primaries]):
             start, end = i * share, SLOTS - 1 if i == primaries - 1 else (i + 1) * share - 1
             with node.client() as c:
                 c.execute_command("CLUSTER", "ADDSLOTSRANGE", start, end)
-                for other in cluster.nodes[i + 1:]:
-                    c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, other.bus_port)
+        with cluster.nodes[0].client() as c:
+            for other in cluster.nodes[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", other.port, other.bus_port)
+        size = len(cluster.nodes)
         for node in cluster.nodes:
-            _wait(lambda n=node: _state_ok(n, primaries), timeout, f"node {node.port} ok")
+            _wait(lambda n=node: _known(n) == size, timeout, f"node {node.port} meeting")
+        for i, replica in enumerate(cluster.nodes[primaries:]):
+            with replica.client() as c:
+                c.execute_command("CLUSTER", "REPLICATE", cluster.nodes[i].node_id)
+            cluster.replicas.append(replica)
+        for node in cluster.nodes:
+            _wait(lambda n=node: _state_ok(n, size), timeout, f"node {node.port} ok")
+        for primary in cluster.nodes[:replicas]:  # the replica is linked and in sync
+            _wait(lambda n=primary: _replica_online(n), timeout,
+                  f"replica of {primary.port} online")
     except BaseException:
         cluster.stop()
         raise
     return cluster
 
 
+def _replica_online(node: ClusterNode) -> bool:
+    with node.client() as c:
+        return bool(c.info("replication").get("slave0", {}).get("state") == "online")
+
+
+def _known(node: ClusterNode) -> int:
+    with node.client() as c:
+        info = c.execute_command("CLUSTER", "INFO").decode()
+    return int(dict(line.split(":", 1) for line in info.split() if ":" in line)[
+        "cluster_known_nodes"])
+
+
 @contextlib.contextmanager
 def running_cluster(workdir: Path, primaries: int = 3, *extra: str,
-                    binary: str | None = None) -> Iterator[LocalCluster]:
-    cluster = start_cluster(workdir, primaries, *extra, binary=binary)
+                    binary: str | None = None, replicas: int = 0) -> Iterator[LocalCluster]:
+    cluster = start_cluster(workdir, primaries, *extra, binary=binary, replicas=replicas)
     try:
         yield cluster
     finally:

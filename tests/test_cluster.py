@@ -30,7 +30,7 @@ from fault_helpers import (
     poll,
     wait_exit,
 )
-from tidings import Message, Tidings
+from tidings import Message, Queue, Tidings
 from tidings.core.cluster import parse_cluster_url
 from tidings.core.errors import ConfigError, UntrustedCertificateError
 from tidings.core.keys import KeySpace
@@ -309,3 +309,47 @@ async def test_producer_and_worker_work_on_a_tls_cluster_and_verify_it(
 
 async def _true(value: bool) -> bool:
     return value
+
+
+# -- failover ------------------------------------------------------------------------------
+
+
+def _queue_on(app: Tidings, cluster: LocalCluster, node_index: int, stem: str,
+              **options: object) -> Queue:
+    """A queue whose slot the ``node_index``-th node serves."""
+    for i in range(1000):
+        q = app.queue(f"{stem}{i}", **options)  # type: ignore[arg-type]
+        if cluster.owner(slot_of(q.keys.normal)) is cluster.nodes[node_index]:
+            return q
+    raise AssertionError("no queue name hashed to that node")
+
+
+async def test_primary_killed_its_replica_takes_over_and_the_app_follows(
+        tmp_path: Path) -> None:
+    """kill -9 of a primary with a replica: the cluster promotes the replica, and the same
+    app (no restart) publishes and consumes there; every message confirmed with
+    ``replicated`` durability before the kill is handled."""
+    with running_cluster(tmp_path, 3, "--cluster-node-timeout", "1000",
+                         replicas=1) as cluster:
+        app = Tidings(cluster.url, key_prefix=new_prefix(), connect_retries=20,
+                      connect_backoff=0.2)
+        before = _queue_on(app, cluster, 0, "safe", durability="replicated")
+        after = _queue_on(app, cluster, 0, "later")
+        handled: Counter[str] = Counter()
+        for q in (before, after):
+            @q.handler
+            async def handle(msg: Message) -> None:
+                handled[msg.payload] += 1
+        try:
+            confirmed = [f"b{i}" for i in range(200)]
+            await before.publish_many(confirmed)
+            cluster.nodes[0].proc.kill()
+            cluster.nodes[0].proc.wait()
+            await poll(lambda: _true(cluster.owner(slot_of(after.keys.normal))
+                                     is cluster.replicas[0]), 30, "the replica promoted")
+            await after.publish("a0")  # the replica, promoted, has no replica of its own
+            async with app.worker():
+                await poll(lambda: _true(set(handled) >= {*confirmed, "a0"}), 30,
+                           "every confirmed message handled")
+        finally:
+            await app.close()
