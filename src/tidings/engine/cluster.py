@@ -316,9 +316,13 @@ class ClusterPipeline(ChannelPipeline):
                 continue
             last = channel.address(slot) if slot is not None else (last or channel.primaries()[0])
             groups.setdefault(last, []).append(i)
-        sent = await asyncio.gather(*(
-            channel.node(name).send_many([_pack(commands[i]) for i in indexes])
-            for name, indexes in groups.items()))
+        try:
+            sent = await asyncio.gather(*(
+                channel.node(name).send_many([_pack(commands[i]) for i in indexes])
+                for name, indexes in groups.items()))
+        except TRANSIENT:
+            channel.refresh()  # a primary gone: its replica may be serving its slots now
+            raise
         for indexes, futures in zip(groups.values(), sent, strict=True):
             got = await asyncio.gather(*futures, return_exceptions=True)
             for i, reply in zip(indexes, got, strict=True):
