@@ -27,7 +27,8 @@ LAYERS: list[set[str]] = [
     {"tidings.routing"},  # topics: below the extensions, so schedules may target a topic
     {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability",
      "tidings.ledger", "tidings.security", "tidings.integrations"},
-    {"tidings.app", "tidings.sync", "tidings.errors"},  # the app and its blocking face
+    {"tidings.app", "tidings.sync", "tidings.errors", "tidings.authz"},  # the app, its faces
+    {"tidings.api", "tidings.dashboard"},  # the HTTP API and the web dashboard
     {"tidings.cli", "tidings.__main__", "tidings.demo"},
 ]
 INDEPENDENT = LAYERS[5]  # the extensions: none imports another

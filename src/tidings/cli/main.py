@@ -435,6 +435,10 @@ from .security import acl_cli, keys_cli, tokens_cli  # noqa: E402
 cli.add_typer(acl_cli, name="acl")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(tokens_cli, name="tokens")
+from .webhooks import webhooks_cli  # noqa: E402
+
+cli.add_typer(webhooks_cli, name="webhooks")
+from .bridge import bridge_cli; cli.add_typer(bridge_cli, name="bridge")  # noqa: E402, E702, I001
 
 
 def main() -> None:

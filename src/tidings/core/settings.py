@@ -22,7 +22,9 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
+from .bridge_settings import BridgeSettings
 from .cluster import is_cluster_url, parse_cluster_url
+from .dashboard_settings import DashboardSettings
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
@@ -130,6 +132,8 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)  # tidings bridge ...
 
     @field_validator("redis_url")
     @classmethod

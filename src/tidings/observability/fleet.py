@@ -317,3 +317,50 @@ class ReporterLease:
     async def release(self) -> None:
         key = self.app.key_space.fleet_reporter
         await _LEASE(self.app.broker.client, [key], [self.owner, int(self.ttl * 1000), 1])
+
+
+@dataclass(slots=True)
+class WorkerFigures:
+    """One consumer (a worker process's name) as the queues' heartbeats see it."""
+
+    consumer: str
+    queues: list[str]
+    in_flight: int  # messages it holds, every queue and lane together
+    heartbeat_age: float  # seconds since its newest heartbeat on any queue
+    alive: bool  # heartbeated within the queue's visibility timeout
+
+
+async def read_workers(app: ExtensionHost, names: list[str] | None = None
+                       ) -> list[WorkerFigures]:
+    """Every consumer that heartbeats on ``names`` (default: every queue), newest first,
+    with what it holds; one pipelined round trip, ages on the server's clock."""
+    if names is None:
+        names = await registered_names(app.broker, app.key_space)
+    pipe = app.broker.client.pipeline(transaction=False)
+    pipe.time()
+    for name in names:
+        keys = app.key_space.queue(name)
+        pipe.zrange(keys.consumers, 0, -1, withscores=True)
+        for lane in keys.lanes:
+            pipe.xpending(lane, GROUP)
+    replies = await pipe.execute(raise_on_error=False)
+    seconds, micros = replies[0]
+    now_ms = int(seconds) * 1000 + int(micros) // 1000
+    found: dict[str, WorkerFigures] = {}
+    step = 1 + len(LANE_NAMES)
+    for i, name in enumerate(names):
+        beats, *pending = replies[1 + i * step: 1 + (i + 1) * step]
+        declared = app.queues.get(name)
+        visibility = declared.config.visibility_timeout if declared else DEFAULT_VISIBILITY
+        for member, beat in beats if isinstance(beats, list) else ():
+            consumer, age = text(member), max(0.0, (now_ms - beat) / 1000)
+            row = found.setdefault(consumer, WorkerFigures(consumer, [], 0, age, False))
+            row.queues.append(name)
+            row.heartbeat_age = min(row.heartbeat_age, age)
+            row.alive = row.alive or age <= visibility
+        for reply in pending:
+            for held in (reply.get("consumers") or []) if isinstance(reply, dict) else []:
+                holder = found.get(text(held["name"]))
+                if holder is not None:
+                    holder.in_flight += int(held["pending"])
+    return sorted(found.values(), key=lambda w: (w.heartbeat_age, w.consumer))
