@@ -102,19 +102,19 @@ class Broker:
             if self._client is not None:
                 return
             url = self.settings.redis_url
+            if url is not None and is_cluster_url(url):  # engine/cluster.py (TLS included)
+                await self._connect_cluster(url, self._options(), needs_disk)
+                return
             if url is None:
                 from .embedded import ensure_server
 
                 url = await asyncio.to_thread(ensure_server, self.settings.data_dir.resolve())
-            options: dict[str, Any] = {
-                "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
-                "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
-            if is_cluster_url(url):  # see engine/cluster.py (TLS: rediss+cluster://)
-                await self._connect_cluster(url, options, needs_disk)
-                return
             # Sentinel URLs are never rediss:// (TLS through Sentinel is not supported yet):
             # a certificate setting with one is the ConfigError connection_url raises.
             plain_url, tls = connection_url(url, self.settings.security)
+            options: dict[str, Any] = {
+                "socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
+                "retry": RedisRetry(NoBackoff(), 0), "max_connections": 1024}
             if is_sentinel_url(url):  # the primary is asked of the sentinels on each connect
                 pool, self._sentinels = sentinel_pool(url, **options)
             else:
@@ -134,6 +134,10 @@ class Broker:
                 self._watch = PrimaryWatch(self._sentinels, pool.service_name,  # type: ignore[attr-defined]
                                            self._primary_moved, self.clock)
                 self._watch.start()
+
+    def _options(self) -> dict[str, Any]:
+        return {"socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
+                "max_connections": 1024}
 
     async def _connect_cluster(self, url: str, options: dict[str, Any],
                                needs_disk: bool) -> None:
