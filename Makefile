@@ -76,6 +76,7 @@ bench: venv
 	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.security
 	$(BIN)/python -m bench.api --messages 5000
+	$(BIN)/python -m bench.cluster
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.
