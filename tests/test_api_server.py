@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from api_helpers import make_tokens
 from conftest import drop_keys, new_prefix
+from dashboard_helpers import csrf_of
 from tidings import Tidings
 from tidings.api.openapi import document
 
@@ -90,6 +91,21 @@ def test_publish_and_read_back_through_a_real_uvicorn(
         assert shown.json()["payload"] == {"to": "a@b.c"} and shown.json()["state"] == "queued"
         refused = http.get("/v1/queues", headers={"Authorization": "Bearer nope"})
         assert refused.status_code == 401 and refused.json()["error"]["type"]
+
+
+def test_tidings_api_serves_the_dashboard_at_ui(server: tuple[str, dict[str, str]]) -> None:
+    url, tokens = server
+    with httpx.Client(base_url=url) as http:
+        visitor = http.get("/ui/queues/email")
+        assert visitor.status_code == 303
+        assert visitor.headers["location"] == "/ui/login?next=/ui/queues/email"
+        form = http.get("/ui/login")
+        csrf = csrf_of(form.text)
+        logged = http.post("/ui/login", data={"csrf": csrf, "token": tokens["admin"],
+                                              "next": "/ui/queues/email"})
+        assert logged.status_code == 303 and logged.headers["location"] == "/ui/queues/email"
+        page = http.get("/ui/queues/email")
+        assert page.status_code == 200 and "email" in page.text
 
 
 def test_the_committed_openapi_document_is_what_the_app_generates() -> None:
