@@ -10,7 +10,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LOWEST := .venv-lowest
 
-.PHONY: venv demo lint typecheck test test-lowest bench clean
+.PHONY: venv demo example-platform lint typecheck test test-lowest bench clean openapi
 
 venv: $(STAMP)
 
@@ -25,6 +25,10 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/tidings demo
+
+# The example notification platform (examples/platform): every channel consumer, one run.
+example-platform: venv
+	$(BIN)/python -m examples.platform
 
 lint: venv
 	$(BIN)/lint-imports
@@ -71,6 +75,8 @@ bench: venv
 	$(BIN)/python -m bench.sweep
 	$(BIN)/python -m bench.routing
 	$(BIN)/python -m bench.security
+	$(BIN)/python -m bench.api --messages 5000
+	$(BIN)/python -m bench.cluster
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.
@@ -100,6 +106,27 @@ bench-peers: peers-env
 	$(PEERS_VENV)/bin/python -m compileall -q src/tidings
 	$(PEERS_VENV)/bin/python -m bench.peers $(PEERS_ARGS)
 
+# The HTTP API's OpenAPI document, committed (tests/test_api_server.py checks it is current).
+openapi: venv
+	$(BIN)/python -m tidings.api.openapi docs/openapi.json
+
 clean:
 	rm -rf build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
 	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+# The dashboard's one front-end asset, vendored (no CDN): htmx from the npm registry, at
+# the version src/tidings/dashboard/static/HTMX_VERSION records. Bump it there, then run
+# this and commit the result.
+.PHONY: dashboard-assets screenshots
+DASH_STATIC := src/tidings/dashboard/static
+dashboard-assets:
+	@tmp=$$(mktemp -d) && version=$$(cat $(DASH_STATIC)/HTMX_VERSION) && \
+		(cd $$tmp && npm pack --silent htmx.org@$$version >/dev/null && tar xzf htmx.org-*.tgz) && \
+		cp $$tmp/package/dist/htmx.min.js $(DASH_STATIC)/htmx.min.js && \
+		cp $$tmp/package/LICENSE $(DASH_STATIC)/htmx.LICENSE && rm -rf $$tmp && \
+		echo "htmx $$version -> $(DASH_STATIC)/htmx.min.js"
+
+# The README's dashboard screenshots (docs/screenshots/*.png), taken by the browser tests
+# against a live app with real messages; needs Debian's chromium (/usr/bin/chromium).
+screenshots: venv
+	TIDINGS_SCREENSHOTS=1 $(BIN)/pytest -q tests/test_dashboard_browser.py

@@ -11,6 +11,11 @@ publish, in the same run, printed as JSON (and written to bench/results/integrat
 * ``webhook``: N messages delivered by the webhook consumer to a local aiohttp endpoint,
   against raw httpx POSTs of the same bodies with the same concurrency
   (``--webhook-concurrency``, default 8).
+* ``email``, ``sms``, ``push``, ``webhook_subscribers``: the channel consumers against
+  their local fake providers, beside the raw client (bench/channels.py; ``--channel-*``).
+
+* ``kafka_*`` / ``sqs_*``: see bench/integrations_brokers.py (Tansu and moto are started
+  by the benchmark itself).
 
 Each measurement alternates the sides over ``--rounds`` rounds and reports the medians.
 Needs Redis (``--redis-url``), RabbitMQ and NATS with JetStream on their default ports.
@@ -314,9 +319,32 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     w_bridge, w_raw, runner = await webhook_sides(args.redis_url, args.webhook_concurrency)
     results["webhook"] = await compare(w_bridge, w_raw, n, rounds)
     await runner.cleanup()
+    from .channels import channel_rows  # it imports this module's helpers
+
+    results.update(await channel_rows(args.redis_url, args.channel_messages,
+                                      args.channel_concurrency, rounds))
+    await broker_rows(args, results)
     for close in CLOSERS:
         await close()
     return results
+
+
+async def broker_rows(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The Kafka and SQS rows (bench/integrations_brokers.py), brokers started there."""
+    from . import integrations_brokers as more
+
+    n, c, rounds = args.messages, args.concurrency, args.rounds
+    async with more.brokers() as (servers, endpoint):
+        k_out, k_out_raw, k_in, k_in_raw = await more.kafka_sides(
+            args.redis_url, servers, c, through_tidings, bounded, _time_consumer)
+        results["kafka_out"] = await compare(k_out, k_out_raw, n, rounds)
+        results["kafka_in"] = await compare(k_in, k_in_raw, n, rounds)
+        s_out, s_out_raw, s_in, s_in_raw, close = await more.sqs_sides(
+            args.redis_url, endpoint, c, drop, bounded, _time_consumer)
+        results["sqs_out"] = await compare(s_out, s_out_raw, args.sqs_messages, rounds)
+        results["sqs_in"] = await compare(s_in, s_in_raw, args.sqs_messages, rounds)
+        results["sqs_messages"] = args.sqs_messages
+        await close()
 
 
 if __name__ == "__main__":
@@ -328,11 +356,23 @@ if __name__ == "__main__":
     # httpx slows down as concurrent connections grow (both sides alike), so the webhook
     # measurement runs at its own, smaller concurrency.
     parser.add_argument("--webhook-concurrency", type=int, default=8)
+    parser.add_argument("--channel-messages", type=int, default=2000)
+    parser.add_argument("--channel-concurrency", type=int, default=8)
+    parser.add_argument("--sqs-messages", type=int, default=1000,
+                        help="messages of the SQS rows (moto slows down with queue length)")
     parser.add_argument("--quick", action="store_true", help="500 messages, one round")
+    parser.add_argument("--only-brokers", action="store_true",
+                        help="only the Kafka and SQS rows, merged into the results file")
     parsed = parser.parse_args()
     if parsed.quick:
-        parsed.messages, parsed.rounds = 500, 1
-    out = asyncio.run(main(parsed))
+        parsed.messages, parsed.rounds, parsed.channel_messages = 500, 1, 300
+        parsed.sqs_messages = 200
+    if parsed.only_brokers:
+        path = RESULTS / "integrations.json"
+        out = json.loads(path.read_text()) if path.exists() else {}
+        asyncio.run(broker_rows(parsed, out))
+    else:
+        out = asyncio.run(main(parsed))
     text = json.dumps(out, indent=2)
     print(text)
     (RESULTS / "integrations.json").write_text(text + "\n")

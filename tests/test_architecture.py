@@ -28,6 +28,7 @@ LAYERS: list[set[str]] = [
     {"tidings.flow", "tidings.ordering", "tidings.scheduling", "tidings.observability",
      "tidings.ledger", "tidings.security", "tidings.integrations"},
     {"tidings.app", "tidings.sync", "tidings.errors"},  # the app and its blocking face
+    {"tidings.api", "tidings.dashboard"},  # the HTTP API and the web dashboard
     {"tidings.cli", "tidings.__main__", "tidings.demo"},
 ]
 INDEPENDENT = LAYERS[5]  # the extensions: none imports another

@@ -200,3 +200,22 @@ def test_secrets_never_show_in_reprs() -> None:
                            previous_secrets=(OLD_SECRET,))
     shown = repr(config) + repr(WebhookConsumer(config))
     assert SECRET not in shown and OLD_SECRET not in shown
+
+
+def test_signatures_interoperate_with_the_standardwebhooks_package() -> None:
+    from standardwebhooks import Webhook
+
+    from tidings.integrations.webhook import sign
+
+    clock = ManualClock(1_800_000_000)
+    body = b'{"event":"paid"}'
+    when = datetime.fromtimestamp(1_800_000_000, UTC)
+    theirs = Webhook(SECRET).sign("m1", when, body.decode())
+    headers = {"webhook-id": "m1", "webhook-timestamp": "1800000000",
+               "webhook-signature": theirs}
+    assert verify([OLD_SECRET, SECRET], headers, body, clock=clock) == "m1"  # any secret
+    config = WebhookConfig(url="https://example.com/h", secret=SECRET)
+    assert sign(config.keys(), "m1", 1_800_000_000, body) == theirs
+    with pytest.raises(WebhookSignatureError) as caught:
+        verify(SECRET, {**headers, "webhook-signature": "v1,AAAA"}, b"\xff", clock=clock)
+    assert caught.value.field == "body"

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from .observability.extension import Observability
     from .routing import Topics
     from .scheduling.schedules import Schedules
+    from .security.audit import Audit, AuditRecord
     from .sync import SyncTidings
     from .worker import Worker
 
@@ -45,6 +46,24 @@ class _Service(Middleware):
 
     async def worker_loop(self, worker: WorkerView) -> None:
         await self.service(worker)
+
+
+class LedgerTrailSink:
+    """The ledger's audit trail as a sink of the security audit: the outcome of each
+    operation (done, failed or denied; "allowed" always has one of them after it)."""
+
+    OUTCOMES = frozenset({"done", "failed", "denied"})
+
+    def __init__(self, app: Tidings) -> None:
+        self.app = app
+
+    async def record(self, record: AuditRecord) -> None:
+        if record.outcome not in self.OUTCOMES:
+            return
+        await self.app.ledger.audit.record(
+            record.action, record.target or None,
+            {"outcome": record.outcome, "permission": record.permission, **record.detail},
+            actor=record.principal)
 
 
 class Tidings:
@@ -136,6 +155,19 @@ class Tidings:
         from .ledger.extension import Ledger
 
         return self.extension(Ledger)
+
+    @property
+    def audit(self) -> Audit:
+        """The authorisation check and audit of management operations (the CLI's and the
+        HTTP API's), writing to the ledger's hash-chained trail too when a database is
+        configured, so one trail holds every administrative operation."""
+        from .security.audit import Audit
+
+        audit = self.extension(Audit)
+        if self.ledger.configured and not any(isinstance(s, LedgerTrailSink)
+                                              for s in audit.sinks):
+            audit.add_sink(LedgerTrailSink(self))
+        return audit
 
     @property
     def schedules(self) -> Schedules:

@@ -7,11 +7,11 @@ in Redis (breakers) and default queue settings.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 
+from ..flow.breaker import breaker_view
 from .authz import authorized, on_queue
 from .output import show_table
 from .support import (
@@ -33,10 +33,6 @@ flow_cli = Cli(help="Flow control: circuit breakers, pausing queues and keys.",
 
 QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="A queue name.")]
 KeyOption = Annotated[str | None, typer.Option("--key", help="Only this key of the queue.")]
-
-
-def _when(seconds: float | None) -> str | None:
-    return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
 
 
 @flow_cli.command()
@@ -61,11 +57,7 @@ def breakers(
         return states
 
     states = run(app, body)
-    rows = [{"name": name, "state": s.state.value, "failures": s.failures, "calls": s.calls,
-             "opened_at": _when(s.opened_at), "next_probe_at": _when(s.next_probe_at),
-             "probes_in_flight": s.probes_in_flight, "queues": config.get("queues", []),
-             "config": config}
-            for name, (s, config) in states.items()]
+    rows = [breaker_view(name, s, config) for name, (s, config) in states.items()]
     if json:
         emit_json(rows)
         return

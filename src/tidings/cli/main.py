@@ -17,6 +17,7 @@ import typer
 from ..core.errors import QueueNotEmptyError
 from ..core.message import Priority
 from ..queues.dead_letters import DeadLetterCount, make_filter
+from ..queues.views import as_text, dead_letter_view, view_of
 from .authz import on_queue
 from .output import progress, show_record, show_table
 from .support import (
@@ -37,7 +38,6 @@ from .support import (
     run,
     set_debug,
 )
-from .views import as_text, dead_letter_view, message_view
 
 cli = Cli(name="tidings")
 dlq_cli = Cli(help="Dead-letter queue: list, replay, purge.")
@@ -187,15 +187,9 @@ def inspect(message_id: MessageArg,
     async def body() -> dict[str, Any] | None:
         names = [queue] if queue is not None else await app.queue_names()
         for name in names:
-            q = await resolve_queue(app, name)
-            info = await q.inspect(message_id)
-            if info is None:
-                continue
-            if info.state == "dead":
-                item = await q.dlq.get(message_id)  # the record dlq list shows
-                if item is not None:
-                    return dead_letter_view(item, q.name)
-            return message_view(info, q.name)
+            view = await view_of(await resolve_queue(app, name), message_id)
+            if view is not None:
+                return view
         return None
 
     view = run(app, body)
@@ -421,6 +415,13 @@ from .security import acl_cli, keys_cli, tokens_cli  # noqa: E402
 cli.add_typer(acl_cli, name="acl")
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(tokens_cli, name="tokens")
+from .webhooks import webhooks_cli  # noqa: E402
+
+cli.add_typer(webhooks_cli, name="webhooks")
+from .bridge import bridge_cli; cli.add_typer(bridge_cli, name="bridge")  # noqa: E402, E702, I001
+from .api import api_cli  # noqa: E402 - `tidings api`: the HTTP API
+
+cli.add_typer(api_cli)
 from .ha import ha_cli  # noqa: E402
 from .runtime import retry, weights  # noqa: E402
 

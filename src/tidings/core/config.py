@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import errors
 
+MAX_WEIGHT = 1000  # a lane weight's upper bound
+
 
 class Durability(StrEnum):
     """How far a publish waits before returning; see the README's guarantees section."""
@@ -140,6 +142,8 @@ class QueueConfig(BaseModel):
     def _weights(cls, value: tuple[int, int, int]) -> tuple[int, int, int]:
         if any(w < 0 for w in value) or sum(value) == 0:
             raise ValueError("weights must be >= 0 and not all zero")
+        if any(w > MAX_WEIGHT for w in value):  # shares, not counts: 1000 is plenty
+            raise ValueError(f"weights must be <= {MAX_WEIGHT}")
         return value
 
 

@@ -219,6 +219,18 @@ class KeySpace:
         return RouteKeys(f"{tag}:version", f"{tag}:rules", f"{tag}:history", f"{tag}:audit",
                          f"{tag}:stats", f"{self.prefix}:routes:changed")
 
+    def webhook_endpoint(self, subscriber: str) -> str:
+        """Hash of one subscriber's webhook endpoint: url, secrets, failures, disabled
+        (tidings.integrations.webhook_endpoints); its own slot ``{subscriber}``."""
+        if not subscriber:
+            raise ValidationError("subscriber", "must not be empty")
+        return f"{self.prefix}:webhooks:{{{subscriber}}}"
+
+    @property
+    def webhook_subscribers(self) -> str:
+        """Set of the subscribers with a registered webhook endpoint."""
+        return f"{self.prefix}:webhooks"
+
     @property
     def campaign_registry(self) -> str:
         return f"{self.prefix}:campaigns"

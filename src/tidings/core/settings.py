@@ -22,6 +22,10 @@ from pydantic_settings import (
 )
 from redis.asyncio.connection import parse_url
 
+from .api_settings import ApiSettings
+from .bridge_settings import BridgeSettings
+from .cluster import is_cluster_url, parse_cluster_url
+from .dashboard_settings import DashboardSettings
 from .errors import ConfigError, SettingsFileError
 from .ledger_settings import LedgerSettings
 from .routing_settings import RoutingSettings
@@ -49,17 +53,21 @@ def check_server_url(value: str) -> str:
     if is_sentinel_url(value):
         parse_sentinel_url(value)  # raises what is wrong with it
         return value
+    if is_cluster_url(value):
+        parse_cluster_url(value)
+        return value
     scheme, sep, _ = value.partition("://")
     if not sep or scheme.lower() not in URL_SCHEMES:
         found = f"unknown scheme {scheme + sep!r}" if sep else "no scheme"
         raise ValueError(f"{found}; use redis://host:port/db, rediss:// (TLS), "
-                         "unix:///path/to/socket, valkey://, valkeys:// or "
-                         "redis+sentinel://host:26379,host:26379/master-name/db")
+                         "unix:///path/to/socket, valkey://, valkeys://, "
+                         "redis+sentinel://host:26379,host:26379/master-name/db or "
+                         "redis+cluster://host:6379,host:6379/")
     url = "redis" + value[len("valkey"):] if scheme.lower().startswith("valkey") else value
     if "," in urlsplit(url).netloc:
         raise ValueError("a comma-separated host list is only for sentinels "
-                         "(redis+sentinel://host:26379,host:26379/master-name); Cluster is "
-                         "not supported yet")
+                         "(redis+sentinel://host:26379,host:26379/master-name) or a cluster "
+                         "(redis+cluster://host:6379,host:6379/)")
     try:
         options = parse_url(url)
         port = urlsplit(url).port  # parse_url reads it only for redis:// and rediss://
@@ -125,6 +133,9 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = Field(default_factory=LedgerSettings)
     routing: RoutingSettings = Field(default_factory=RoutingSettings)
     security: SecuritySettings = Field(default_factory=SecuritySettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
+    bridge: BridgeSettings = Field(default_factory=BridgeSettings)  # tidings bridge ...
+    api: ApiSettings = Field(default_factory=ApiSettings)  # the HTTP API (tidings.api)
 
     @field_validator("redis_url")
     @classmethod

@@ -15,11 +15,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, ResponseError
 
 from ..core.clock import SYSTEM_CLOCK, Clock
+from ..core.cluster import is_cluster_url
 from ..core.config import Durability
 from ..core.errors import (
     BrokerUnavailableError,
@@ -32,6 +34,7 @@ from ..core.sentinel import is_sentinel_url
 from ..core.settings import Settings
 from ..core.stored import text
 from .channel import Channel
+from .cluster import ClusterChannel, cluster_client, read_slot_map
 from .connection import TRANSIENT, raise_if_denied, with_fast_packing
 from .memory import RETRY_AFTER_FULL, MemoryGauge
 from .scripts import LIBRARY, Script, ScriptCall, run_pipelined
@@ -48,10 +51,11 @@ class Broker:
     def __init__(self, settings: Settings, clock: Clock = SYSTEM_CLOCK) -> None:
         self.settings = settings
         self.clock = clock
-        self._client: Redis | None = None
+        self._client: Redis | RedisCluster | None = None
         self._channel: Channel | None = None
         self._pool: ConnectionPool | None = None
         self._sentinels: Any = None  # redis-py's Sentinel manager, for redis+sentinel://
+        self._cluster: Any = None  # redis-py's RedisCluster, for redis+cluster://
         self._watch: PrimaryWatch | None = None
         self._own_channels: weakref.WeakSet[Channel] = weakref.WeakSet()
         self.url: str | None = None
@@ -77,9 +81,13 @@ class Broker:
     def new_channel(self, blocks_for: float = 0.0) -> Channel:
         """A channel of its own (for a blocking read that may wait ``blocks_for`` seconds);
         closed with the broker."""
-        if self._pool is None:
+        timeout = self.settings.socket_timeout + blocks_for
+        if self._cluster is not None:
+            channel: Channel = ClusterChannel(self._cluster, timeout)
+        elif self._pool is not None:
+            channel = Channel(self._pool, timeout)
+        else:
             raise RuntimeError("not connected: await app.connect() (or use `async with app`)")
-        channel = Channel(self._pool, self.settings.socket_timeout + blocks_for)
         self._own_channels.add(channel)
         return channel
 
@@ -97,6 +105,9 @@ class Broker:
             if self._client is not None:
                 return
             url = self.settings.redis_url
+            if url is not None and is_cluster_url(url):  # engine/cluster.py (TLS included)
+                await self._connect_cluster(url, self._options(), needs_disk)
+                return
             if url is None:
                 from .embedded import ensure_server
 
@@ -128,6 +139,22 @@ class Broker:
                                            self._primary_moved, self.clock)
                 self._watch.start()
 
+    def _options(self) -> dict[str, Any]:
+        return {"socket_timeout": self.settings.socket_timeout, "socket_connect_timeout": 2.0,
+                "max_connections": 1024}
+
+    async def _connect_cluster(self, url: str, options: dict[str, Any],
+                               needs_disk: bool) -> None:
+        client = cluster_client(url, self.settings.security, **options)
+        self.url, self._client, self._cluster = url, client, client
+        self.user = client.nodes_manager.connection_kwargs.get("username") or "default"
+        self._channel = ClusterChannel(client, self.settings.socket_timeout)
+        try:
+            await self.retrying(self._check_server, needs_disk)
+        except BaseException:
+            await self.close()
+            raise
+
     async def _primary_moved(self) -> None:
         """Drop every connection (pending calls fail and are retried): the next ones go to
         the primary the sentinels name now."""
@@ -145,7 +172,7 @@ class Broker:
         for own in [*self._own_channels, *([channel] if channel is not None else [])]:
             await own.aclose()
         self._own_channels.clear()
-        self._pool = None
+        self._pool = self._cluster = None
         if self._client is not None:
             client, self._client = self._client, None
             await client.aclose()
@@ -154,10 +181,17 @@ class Broker:
             await close_sentinels(sentinels)
 
     async def _check_server(self, needs_disk: bool) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        for section in ("server", "memory", "persistence"):
-            pipe.info(section)
-        info, memory, persistence = await pipe.execute()
+        sections = ("server", "memory", "persistence")
+        if self._cluster is not None:  # the slot map, before the channel routes by it
+            await read_slot_map(self._cluster, self.user)
+            # A cluster pipeline takes no INFO; this asks one primary (each is configured
+            # alike: README, "Redis Cluster").
+            info, memory, persistence = [await self.client.info(s) for s in sections]
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for section in sections:
+                pipe.info(section)
+            info, memory, persistence = await pipe.execute()
         self.server_version = tuple(int(p) for p in str(info["redis_version"]).split(".")[:3])
         if self.server_version < (7, 0):
             raise ServerConfigError(f"Redis >= 7.0 (or Valkey >= 7.2) is required; server is "

@@ -10,6 +10,7 @@ from .breaker_guard import BreakerGuard
 from .concurrency import ConcurrencyLimit
 from .control import FlowControl
 from .fair import FairMessage, FairQueue
+from .key_breaker import KeyBreaker
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
 from .pause import KeyPauseGuard, PauseState, pause_queue, resume_queue
 from .ratelimit import RateLimit
@@ -25,6 +26,7 @@ __all__ = [
     "FairQueue",
     "FleetConcurrency",
     "FlowControl",
+    "KeyBreaker",
     "KeyPauseGuard",
     "KeyRateLimit",
     "PauseState",

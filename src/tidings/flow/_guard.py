@@ -11,7 +11,7 @@ The order does not depend on the order the controls were declared in, because it
 * gates: pause, breaker, concurrency peek, fair feed (moves held messages into the lanes
   only for a fetch that will happen), rate (last: it spends tokens, which must not be
   wasted on a fetch that a later gate would refuse);
-* wrappers, outermost first: key pause, breaker, key rate, concurrency (innermost, so a
+* wrappers, outermost first: key pause, breaker, key breaker, key rate, concurrency (innermost, so a
   fleet slot is held only while the handler really runs, not while another guard snoozes).
 """
 
@@ -38,6 +38,7 @@ KeyFn = Callable[[Message], Any]
 GATE_PAUSE, GATE_BREAKER, GATE_CONCURRENCY, GATE_FAIR, GATE_RATE = 10, 20, 30, 35, 40
 # Wrapper order (ascending = outermost first).
 WRAP_PAUSE, WRAP_BREAKER, WRAP_RATE, WRAP_CONCURRENCY = 10, 20, 30, 40
+WRAP_KEY_BREAKER = 25  # a key's breaker: inside the queue's, before a key's rate token
 
 # Longest a gate sleeps before handing control back to the fetch loop: the loop only
 # notices a worker shutdown between gate calls.

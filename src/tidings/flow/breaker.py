@@ -234,3 +234,18 @@ def _transition(before: str, after: str) -> Transition | None:
     if not before or not after or before == after:
         return None
     return Transition(CircuitState(before), CircuitState(after))
+
+
+def breaker_view(name: str, state: BreakerState, config: dict[str, Any]) -> dict[str, Any]:
+    """One breaker as ``tidings breakers --json`` and ``GET /v1/breakers`` show it (times
+    as ISO 8601, UTC)."""
+    from datetime import UTC, datetime
+
+    def when(seconds: float | None) -> str | None:
+        return None if seconds is None else datetime.fromtimestamp(seconds, UTC).isoformat()
+
+    return {"name": name, "state": state.state.value, "failures": state.failures,
+            "calls": state.calls, "opened_at": when(state.opened_at),
+            "next_probe_at": when(state.next_probe_at),
+            "probes_in_flight": state.probes_in_flight, "queues": config.get("queues", []),
+            "config": config}

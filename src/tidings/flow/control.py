@@ -37,6 +37,7 @@ from ._guard import FlowGate, FlowWrappers, Guard, KeyFn
 from .breaker import BreakerState, CircuitBreaker
 from .breaker_guard import BreakerGuard
 from .fair import FairQueue
+from .key_breaker import KeyBreaker
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
 from .pause import KeyPauseGuard, PauseGuard, PauseState, pause_queue, pause_state, resume_queue
 
@@ -102,6 +103,16 @@ class FlowControl:
         if existing is not None:
             return existing
         return self._add(BreakerGuard(self, name, is_failure=is_failure, **options))
+
+    def key_breaker(self, name: str, *, key: KeyFn,
+                    is_failure: Callable[[BaseException], bool] | None = None,
+                    **options: Any) -> KeyBreaker:
+        """A circuit breaker per ``key(message)`` (a subscriber's endpoint), named
+        ``"name:key"``; options as for :meth:`breaker`. The same name returns the same one."""
+        existing = self._named(KeyBreaker, name)
+        if existing is not None:
+            return existing
+        return self._add(KeyBreaker(self, name, key=key, is_failure=is_failure, **options))
 
     def rate_limit(self, name: str, rate: float | str, *, burst: int | None = None
                    ) -> QueueRateLimit:

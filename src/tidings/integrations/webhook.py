@@ -1,40 +1,49 @@
 """A webhook channel consumer: POST each message to a subscriber's URL, signed.
 
-The signature follows the Standard Webhooks scheme (standardwebhooks.com): headers
-``webhook-id`` (the tidings message id, the same on every retry, so the receiver can drop
-repeats), ``webhook-timestamp`` (Unix seconds) and ``webhook-signature``: ``v1,`` and the
-base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}`` under the secret, one per secret while
-secrets are rotated. :func:`verify` is the receiving side's check.
+The signature follows the Standard Webhooks spec, made with the ``standardwebhooks`` package
+(``pip install 'tidings[webhooks]'``): headers ``webhook-id`` (the tidings message id, the
+same on every retry, so the receiver can drop repeats), ``webhook-timestamp`` (Unix seconds)
+and ``webhook-signature``: ``v1,`` and the base64 HMAC-SHA256 of ``{id}.{timestamp}.{body}``
+under the secret, one per secret while secrets are rotated. :func:`verify` is the receiving
+side's check. The body is the payload as JSON (or the bytes, which must be UTF-8 text: the
+spec signs text).
 
-What the endpoint answers decides the outcome: 2xx acks; 429, 408 and 5xx retry after the
+What the endpoint answers decides the outcome (the shared mapping of
+:mod:`tidings.integrations.http`): 2xx acks; 429, 408 and 5xx retry after the
 ``Retry-After`` the endpoint sent (capped), else after the queue's backoff; a timeout or a
 connection error retries through the queue's policy; any other status (4xx, 3xx) can never
 succeed and is dead-lettered at once with the status as its reason::
 
     hook = WebhookConsumer(WebhookConfig(url="https://example.com/hooks", secret=secret))
-    app.queue("webhooks", max_attempts=8).handler(hook.handle)
+    hook.install(app.queue("webhooks", max_attempts=8))
+
+This consumer posts to one endpoint; :mod:`tidings.integrations.webhook_endpoints` picks
+the endpoint per message, from a registry of subscribers.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
+from standardwebhooks import Webhook
 
 from ..core.clock import SYSTEM_CLOCK, Clock
-from ..core.errors import ConfigError, DeadLetter, Retry, ValidationError
+from ..core.errors import ConfigError, DeadLetter, ValidationError
 from ..core.message import Message
-from .mapping import encode_payload, require_positive, require_text
+from .channel import HttpChannel, ProviderLimits
+from .http import HttpOptions, retry_after
+from .mapping import encode_payload, require_text
 
-RETRYABLE = frozenset({408, 425, 429})
+__all__ = ["WebhookConfig", "WebhookConsumer", "WebhookSignatureError", "retry_after", "sign",
+           "signed_request", "verify"]
+
 SECRET_PREFIX = "whsec_"
-BODY_IN_REASON = 200  # characters of the endpoint's answer kept in a dead-letter reason
 
 
 class WebhookSignatureError(ValidationError):
@@ -51,57 +60,62 @@ def _secret_bytes(field_name: str, secret: Any) -> bytes:
         raise ConfigError(field_name, f"a {SECRET_PREFIX} secret must be base64") from None
 
 
-@dataclass(frozen=True, slots=True)
-class WebhookConfig:
+def secret_keys(field_name: str, secrets: Sequence[str]) -> list[bytes]:
+    """The HMAC keys of ``secrets`` (``whsec_`` and base64, or plain text)."""
+    return [_secret_bytes(field_name, s) for s in secrets]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebhookConfig(HttpOptions):
     """One endpoint: ``url`` (https unless ``allow_http``), ``secret`` (``whsec_`` and
     base64, or plain text) plus ``previous_secrets`` still signed with while a rotation
-    runs; ``timeout`` bounds each read, ``connect_timeout`` the connect; ``max_connections``
-    the pool; a
-    ``Retry-After`` longer than ``max_retry_after`` seconds is cut to it."""
+    runs, extra ``headers``, the provider's name and ``limits`` (its breaker and rate);
+    timeouts and pool as in :class:`~tidings.integrations.http.HttpOptions`."""
 
     url: str
     secret: str = field(repr=False)
     previous_secrets: tuple[str, ...] = field(default=(), repr=False)
-    timeout: float = 10.0
-    connect_timeout: float = 5.0
-    max_retry_after: float = 3600.0
-    max_connections: int = 100
-    allow_http: bool = False
     headers: dict[str, str] = field(default_factory=dict)
+    provider: str = "webhook"
+    limits: ProviderLimits = field(default_factory=ProviderLimits)
 
     def __post_init__(self) -> None:
-        parts = urlsplit(require_text("url", self.url))
-        allowed = ("https", "http") if self.allow_http else ("https",)
-        if parts.scheme not in allowed or not parts.hostname:
-            raise ConfigError("url", "must be an https:// URL with a host (plain http only "
-                              "with allow_http=True)")
+        self.check_url("url", self.url)
         _secret_bytes("secret", self.secret)
-        for old in self.previous_secrets:
-            _secret_bytes("previous_secrets", old)
-        for name in ("timeout", "connect_timeout", "max_retry_after"):
-            require_positive(name, getattr(self, name))
-        require_positive("max_connections", self.max_connections, integer=True)
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
-            raise ConfigError("headers", "must map str to str")
+        secret_keys("previous_secrets", self.previous_secrets)
+        self.check_http()
+        check_headers(self.headers)
 
     def keys(self) -> list[bytes]:
-        return [_secret_bytes("secret", s) for s in (self.secret, *self.previous_secrets)]
+        return [_secret_bytes("secret", self.secret),
+                *secret_keys("previous_secrets", self.previous_secrets)]
+
+
+def check_headers(headers: Any) -> None:
+    if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in headers.items()):
+        raise ConfigError("headers", "must map str to str")
 
 
 def sign(keys: list[bytes], message_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value: one ``v1,<base64>`` per key, space-separated."""
-    signed = f"{message_id}.{timestamp}.".encode() + body
-    return " ".join(
-        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in keys)
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise ValidationError("payload", "is not UTF-8 text, which Standard Webhooks signs"
+                              ) from None
+    when = datetime.fromtimestamp(timestamp, UTC)
+    return " ".join(Webhook(key).sign(message_id, when, text) for key in keys)
 
 
-def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: float = 300,
-           clock: Clock = SYSTEM_CLOCK) -> str:
+def verify(secret: str | Sequence[str], headers: dict[str, str], body: bytes, *,
+           tolerance: float = 300, clock: Clock = SYSTEM_CLOCK) -> str:
     """Check a received webhook; returns its id. Raises :class:`WebhookSignatureError`.
 
-    ``headers`` are the request's (any case); a timestamp more than ``tolerance`` seconds
-    from now is refused, so a captured request cannot be replayed later.
+    ``secret`` is the endpoint's secret, or several (the new and the old while a rotation
+    runs): any one matching signature passes. ``headers`` are the request's (any case); a
+    timestamp more than ``tolerance`` seconds from now is refused, so a captured request
+    cannot be replayed later.
     """
     lower = {k.lower(): v for k, v in headers.items()}
     message_id = lower.get("webhook-id", "")
@@ -113,72 +127,53 @@ def verify(secret: str, headers: dict[str, str], body: bytes, *, tolerance: floa
         raise WebhookSignatureError("webhook-timestamp", "missing or not an integer") from None
     if abs(clock.time() - timestamp) > tolerance:
         raise WebhookSignatureError("webhook-timestamp", f"more than {tolerance:g}s from now")
-    expected = sign([_secret_bytes("secret", secret)], message_id, timestamp, body)
+    secrets = [secret] if isinstance(secret, str) else list(secret)
+    try:
+        expected = sign(secret_keys("secret", secrets), message_id, timestamp, body).split()
+    except ValidationError:
+        raise WebhookSignatureError("body", "is not UTF-8 text") from None
     offered = lower.get("webhook-signature", "").split()
-    if not any(hmac.compare_digest(expected, candidate) for candidate in offered):
+    if not any(hmac.compare_digest(e, o) for e in expected for o in offered):
         raise WebhookSignatureError("webhook-signature", "no signature matches the secret")
     return message_id
 
 
-def retry_after(value: str | None, clock: Clock) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
-    if not value:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
+def signed_request(message: Message, keys: list[bytes], clock: Clock,
+                   extra: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of ``message``'s webhook; :class:`DeadLetter` if the payload
+    cannot be signed."""
+    body = encode_payload(message.payload)
+    timestamp = int(clock.time())
     try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - clock.time())
+        signature = sign(keys, message.id, timestamp, body.data)
+    except ValidationError as exc:
+        raise DeadLetter(f"webhook {exc}") from None
+    headers = {**extra, "content-type": body.content_type, "webhook-id": message.id,
+               "webhook-timestamp": str(timestamp), "webhook-signature": signature}
+    if message.correlation_id:
+        headers["x-correlation-id"] = message.correlation_id
+    if "traceparent" in message.headers:
+        headers["traceparent"] = message.headers["traceparent"]
+    return body.data, headers
 
 
-class WebhookConsumer:
-    """A tidings handler delivering each message to one endpoint (register
+class WebhookConsumer(HttpChannel):
+    """A tidings handler delivering each message to one endpoint (``install(queue)`` or
     ``queue.handler(consumer.handle)``); ``await consumer.close()`` when done."""
 
     def __init__(self, config: WebhookConfig, *, clock: Clock = SYSTEM_CLOCK,
                  client: httpx.AsyncClient | None = None) -> None:
+        super().__init__(config, clock=clock, client=client)
         self.config = config
-        self.clock = clock
+        self.provider = config.provider
+        self.limits = config.limits
         self._keys = config.keys()
-        self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(config.timeout, connect=config.connect_timeout),
-            # As many kept alive as may be open: a pool that closes connections under
-            # load pays a TCP handshake per request.
-            limits=httpx.Limits(max_connections=config.max_connections,
-                                max_keepalive_connections=config.max_connections),
-            follow_redirects=False)
 
     def __repr__(self) -> str:
         return f"<WebhookConsumer {self.config.url}>"
 
     async def handle(self, message: Message) -> None:
         """POST ``message``; returns on 2xx, else raises the outcome (see the module doc)."""
-        body = encode_payload(message.payload)
-        timestamp = int(self.clock.time())
-        headers = {**self.config.headers, "content-type": body.content_type,
-                   "webhook-id": message.id, "webhook-timestamp": str(timestamp),
-                   "webhook-signature": sign(self._keys, message.id, timestamp, body.data)}
-        if message.correlation_id:
-            headers["x-correlation-id"] = message.correlation_id
-        if "traceparent" in message.headers:
-            headers["traceparent"] = message.headers["traceparent"]
-        response = await self._client.post(self.config.url, content=body.data,
-                                           headers=headers)
-        self.outcome(response.status_code, response.headers.get("retry-after"),
-                     response.text)
-
-    def outcome(self, status: int, retry_after_header: str | None, text: str) -> None:
-        """Nothing for 2xx; raise Retry or DeadLetter for the others."""
-        if 200 <= status < 300:
-            return
-        if status in RETRYABLE or status >= 500:
-            wait = retry_after(retry_after_header, self.clock)
-            raise Retry(None if wait is None else min(wait, self.config.max_retry_after),
-                        f"http {status}")
-        raise DeadLetter(f"http {status}: {text[:BODY_IN_REASON]}".rstrip(": "))
-
-    async def close(self) -> None:
-        await self._client.aclose()
+        body, headers = signed_request(message, self._keys, self.clock, self.config.headers)
+        response = await self._client.post(self.config.url, content=body, headers=headers)
+        self.outcome(response, "http")

@@ -104,15 +104,18 @@ Filter = Callable[[DeadLetterEntry], bool]
 
 
 def make_filter(reason: str | None = None, error_type: str | None = None,
-                before: datetime | None = None) -> Filter | None:
-    """A filter for list/replay/purge by reason, error type and dead-letter time."""
-    if reason is None and error_type is None and before is None:
+                before: datetime | None = None, after: datetime | None = None) -> Filter | None:
+    """A filter for list/replay/purge by reason, error type and dead-letter time (dead
+    before ``before``, at or after ``after``)."""
+    if reason is None and error_type is None and before is None and after is None:
         return None
 
     def matches(entry: DeadLetterEntry) -> bool:
+        dead_at = entry.dead_at
         return ((reason is None or entry.reason == reason)
                 and (error_type is None or entry.error_type == error_type)
-                and (before is None or (entry.dead_at is not None and entry.dead_at < before)))
+                and (before is None or (dead_at is not None and dead_at < before))
+                and (after is None or (dead_at is not None and dead_at >= after)))
 
     return matches
 

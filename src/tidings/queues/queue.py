@@ -54,6 +54,14 @@ def _check_message_id(message_id: Any) -> None:
         raise ValidationError("message_id", f"must be a non-empty string, got {message_id!r}")
 
 
+def with_correlation(headers: dict[str, str] | None, correlation_id: Any) -> dict[str, str]:
+    """``headers`` with the ``correlation_id`` header (validated, as ``publish`` takes it)."""
+    if not isinstance(correlation_id, str) or not correlation_id:
+        raise ValidationError("correlation_id", f"must be a non-empty string, got "
+                              f"{correlation_id!r}")
+    return {**validate_headers(headers), "correlation_id": correlation_id}
+
+
 @dataclass(slots=True)
 class Outgoing:
     """One message for :meth:`Queue.publish_many`, with the same options as ``publish``."""
@@ -67,6 +75,16 @@ class Outgoing:
     expires_in: timedelta | float | None = None
     expires_at: datetime | None = None
     max_attempts: int | None = None
+
+
+@dataclass(slots=True)
+class Published:
+    """The outcome of one message of :meth:`Queue.publish_each`: its ``id`` (None when
+    refused), whether it was an idempotent ``duplicate``, or the ``error`` that refused it."""
+
+    id: str | None
+    duplicate: bool = False
+    error: ValidationError | None = None
 
 
 class Queue:
@@ -200,10 +218,7 @@ class Queue:
         the queue's dedupe window enqueues nothing.
         """
         if correlation_id is not None:
-            if not isinstance(correlation_id, str) or not correlation_id:
-                raise ValidationError("correlation_id", "must be a non-empty string, got "
-                                      f"{correlation_id!r}")
-            headers = {**validate_headers(headers), "correlation_id": correlation_id}
+            headers = with_correlation(headers, correlation_id)
         item = Outgoing(payload, priority, idempotency_key, headers, delay, send_at, expires_in,
                         expires_at, max_attempts)
         return (await self._publish([item]))[0]
@@ -282,6 +297,11 @@ class Queue:
 
     async def _send_batch(self, items: Sequence[Outgoing],
                           batch: scripts.PublishBatch) -> list[str]:
+        return [msg_id for msg_id, _ in await self._send_flagged(items, batch)]
+
+    async def _send_flagged(self, items: Sequence[Outgoing],
+                            batch: scripts.PublishBatch) -> list[tuple[str, bool]]:
+        """Send ``batch``: (id, stored) per message, False for an idempotent duplicate."""
         app = self.app
         config = self.config
         result = await app.broker.publish(self.name, batch.call(), config.durability,
@@ -290,14 +310,51 @@ class Queue:
         if depth is not None:
             raise QueueFullError(self.name, "max_depth", RETRY_AFTER_FULL, depth=depth,
                                  limit=config.max_depth)
-        ids = [r[0].decode() if isinstance(r[0], bytes) else r[0] for r in result]
+        flagged = [(r[0].decode() if isinstance(r[0], bytes) else r[0], bool(r[1]))
+                   for r in result]
         chain = app.middleware
         if chain.active:
-            for msg_id, (_, new), item in zip(ids, result, items, strict=True):
+            for (msg_id, new), item in zip(flagged, items, strict=True):
                 if new:
                     chain.emit_published(self.name, msg_id, Priority.parse(item.priority),
                                          item.headers)
-        return ids
+        return flagged
+
+    async def publish_each(self, items: Sequence[Outgoing]) -> list[Published]:
+        """Publish ``items`` in one round trip, each judged on its own: one outcome per
+        item, in order. A message that fails validation gets its error and the others
+        are still published; ``duplicate`` marks a message whose idempotency key was
+        seen within the dedupe window (its ``id`` is the first message's). A refusal of
+        the whole batch (QueueFullError, an unreachable server) raises."""
+        app = self.app
+        if not app.broker.connected:
+            await app.connect()
+        chain = app.middleware
+        if chain.wraps_publish:
+            found: list[Published] = await chain.call_publish(
+                self.name, len(items), lambda: self._each(items))
+            return found
+        return await self._each(items)
+
+    async def _each(self, items: Sequence[Outgoing]) -> list[Published]:
+        batch = scripts.PublishBatch(self.keys, int(self.config.dedupe_window * 1000),
+                                     self.config.depth_limits())
+        created = now_ms(self.app.clock)
+        outcomes: list[Published] = []
+        kept: list[tuple[int, Outgoing]] = []
+        for item in items:
+            try:
+                self._prepare(item, created, batch)
+            except ValidationError as exc:
+                outcomes.append(Published(None, error=exc))
+                continue
+            kept.append((len(outcomes), item))
+            outcomes.append(Published(None))
+        if kept:
+            flagged = await self._send_flagged([item for _, item in kept], batch)
+            for (index, _), (msg_id, new) in zip(kept, flagged, strict=True):
+                outcomes[index] = Published(msg_id, duplicate=not new)
+        return outcomes
 
     # -- delayed messages --------------------------------------------------------------
 

@@ -237,8 +237,10 @@ class Campaigns:
             raise ValidationError("date", "must be a datetime.date, and only with local_time")
         resolve_local_time(datetime(2000, 1, 1), default_zone)  # raises naming "zone"
         if throttle is not None and (isinstance(throttle, bool) or not isinstance(throttle, int)
-                                     or throttle < 1):
-            raise ValidationError("throttle_per_minute", "must be an integer >= 1")
+                                     or not 1 <= throttle <= 10**9):
+            raise ValidationError("throttle_per_minute", "must be an integer from 1 to 10**9")
+        if day is not None and isinstance(day, date) and not 1970 <= day.year <= 9998:
+            raise ValidationError("date", "must be within the years 1970 to 9998")
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) \
                 or not 1 <= chunk_size <= 10_000:
             raise ValidationError("chunk_size", "must be an integer within 1..10000")

@@ -86,11 +86,18 @@ def _zone(name: object, field: str = "timezone") -> ZoneInfo:
         raise ScheduleError(field, f"unknown time zone {name!r}") from None
 
 
+MAX_COUNT = 2**53  # occurrences a schedule may cap itself at (a JSON-safe integer)
+
+
 def _require_aware(value: object, field: str) -> datetime:
     if not isinstance(value, datetime):
         raise ScheduleError(field, "must be a datetime")
     if value.tzinfo is None or value.utcoffset() is None:
         raise ScheduleError(field, "must be timezone-aware")
+    try:
+        value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ScheduleError(field, "is out of range (years 1 to 9999 in UTC)") from None
     return value
 
 
@@ -260,9 +267,9 @@ class Recurrence:
         if self.max_count is not None and (
             isinstance(self.max_count, bool)
             or not isinstance(self.max_count, int)
-            or self.max_count < 1
+            or not 1 <= self.max_count <= MAX_COUNT
         ):
-            raise ScheduleError("max_count", "must be an integer >= 1")
+            raise ScheduleError("max_count", f"must be an integer from 1 to {MAX_COUNT}")
 
     @property
     def zone(self) -> ZoneInfo:

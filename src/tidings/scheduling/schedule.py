@@ -6,6 +6,7 @@ stores schedules in Redis and fires them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -31,6 +32,7 @@ from .recurrence import (
 __all__ = ["DEFINITION_FIELDS", "Schedule", "build_schedule", "render", "state_of"]
 
 _ID = re.compile(RECORD_ID_PATTERN)
+_MAX_SECONDS = 100 * 365.25 * 86400  # a duration (every, grace) longer is a mistake
 _QUEUE = re.compile(QUEUE_NAME_PATTERN)  # QueueConfig's rule, without declaring the queue
 _TOPIC = re.compile(r"^[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*$")  # tidings.routing's rule
 _PLACEHOLDER = re.compile(r"\{(schedule_id|occurrence|occurrence_local|occurrence_ts)\}")
@@ -45,6 +47,9 @@ def _seconds(value: timedelta | float | int | None, name: str) -> timedelta | No
         return value
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ScheduleError(name, "must be a timedelta or a number of seconds")
+    if not math.isfinite(value) or abs(value) > _MAX_SECONDS:
+        raise ScheduleError(name, f"must be a finite number of seconds up to {_MAX_SECONDS:g}"
+                            " (100 years)")
     return timedelta(seconds=value)
 
 

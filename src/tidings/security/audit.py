@@ -9,7 +9,10 @@ may replace the stream (``Audit.sinks``). A record never holds a token or a key.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -48,8 +51,12 @@ class StreamSink:
 
     async def record(self, record: AuditRecord) -> None:
         await self.app.connect()
+        try:
+            encoded = orjson.dumps(asdict(record))
+        except TypeError:  # an integer past 64 bits in the detail (bad input, recorded too)
+            encoded = json.dumps(asdict(record), default=str).encode()
         await self.app.broker.client.xadd(
-            self.app.key_space.audit, {"record": orjson.dumps(asdict(record))},
+            self.app.key_space.audit, {"record": encoded},
             maxlen=STREAM_MAXLEN, approximate=True)
 
 
@@ -58,6 +65,14 @@ def local_principal() -> Principal:
     import getpass  # pwd and termios: only when a command runs
 
     return Principal.of(f"local:{getpass.getuser()}", ["admin"], "local")
+
+
+@dataclass
+class Operation:
+    """The operation being run: who runs it, and what its "done" record will hold."""
+
+    principal: Principal
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 class Audit:
@@ -88,6 +103,23 @@ class Audit:
         await self.record(principal, action, target, permission,
                           "allowed" if allowed else "denied")
         principal.require(permission)
+
+    @contextlib.asynccontextmanager
+    async def operation(self, principal: Principal, permission: str, action: str,
+                        target: str, **detail: Any) -> AsyncIterator[Operation]:
+        """Check ``permission`` (NotAuthorizedError if missing) and audit the operation run
+        inside: allowed or denied first, then done or failed (with the error's type). The
+        body may add to ``operation.detail`` (a new token's id, a count). The CLI and the
+        HTTP API run every change through it."""
+        operation = Operation(principal, dict(detail))
+        await self.authorize(principal, permission, action, target)
+        try:
+            yield operation
+        except BaseException as exc:
+            await self.record(principal, action, target, permission, "failed",
+                              error=type(exc).__name__, **operation.detail)
+            raise
+        await self.record(principal, action, target, permission, "done", **operation.detail)
 
     async def entries(self, count: int = 100) -> list[AuditRecord]:
         """The newest ``count`` records of the audit stream, oldest first."""

@@ -1,6 +1,6 @@
-"""One view of a message, for ``tidings inspect`` and ``tidings dlq list`` alike.
+"""One view of a message, for ``tidings inspect``, ``tidings dlq list`` and the HTTP API.
 
-Both commands build what they show (and their ``--json``) here, so a dead letter reads the
+They build what they show (and their ``--json``) here, so a dead letter reads the
 same numbers in either:
 
 - ``attempts``: failed handler runs so far. For a dead letter, the count its error records,
@@ -24,8 +24,11 @@ from ..core.stored import integer
 
 if TYPE_CHECKING:
     from ..core.message import Message
-    from ..queues.dead_letters import DeadLetterEntry
-    from ..queues.inspection import MessageInfo
+    from .dead_letters import DeadLetterEntry
+    from .inspection import MessageInfo
+    from .queue import Queue
+
+ENCRYPTED_HEADER = "enc"  # tidings.security.encryption's algorithm header
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -34,9 +37,12 @@ def _iso(value: datetime | None) -> str | None:
 
 def _envelope(message: Message | None) -> dict[str, Any]:
     if message is None:
-        return {"created_at": None, "expires_at": None, "headers": None, "payload": None}
+        return {"created_at": None, "expires_at": None, "headers": None, "payload": None,
+                "encrypted": False}
+    encrypted = ENCRYPTED_HEADER in message.headers  # ciphertext: never shown
     return {"created_at": _iso(message.created_at), "expires_at": _iso(message.expires_at),
-            "headers": message.headers, "payload": message.payload}
+            "headers": message.headers, "payload": None if encrypted else message.payload,
+            "encrypted": encrypted}
 
 
 def dead_letter_view(item: DeadLetterEntry, queue: str) -> dict[str, Any]:
@@ -69,6 +75,19 @@ def message_view(info: MessageInfo, queue: str) -> dict[str, Any]:
         "decode_error": decode_error,
         "fields": info.fields if decode_error else None,
     }
+
+
+async def view_of(queue: Queue, message_id: str) -> dict[str, Any] | None:
+    """Where ``message_id`` is in ``queue`` and what it holds (a dead letter with its
+    error), or None if the queue does not know it."""
+    info = await queue.inspect(message_id)
+    if info is None:
+        return None
+    if info.state == "dead":
+        item = await queue.dlq.get(message_id)  # the record dlq list shows
+        if item is not None:
+            return dead_letter_view(item, queue.name)
+    return message_view(info, queue.name)
 
 
 def as_text(view: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,22 @@
+"""The committed OpenAPI document (``docs/openapi.json``): ``make openapi`` rewrites it
+with ``python -m tidings.api.openapi docs/openapi.json``; a test checks it is current."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+
+
+def document() -> bytes:
+    """The API's OpenAPI document as stable JSON (sorted keys, indented, one newline)."""
+    from ..app import Tidings
+    from .app import create_api
+
+    schema = create_api(Tidings()).openapi()
+    return orjson.dumps(schema, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n"
+
+
+if __name__ == "__main__":
+    Path(sys.argv[1] if len(sys.argv) > 1 else "docs/openapi.json").write_bytes(document())
