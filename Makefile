@@ -77,6 +77,8 @@ bench: venv
 	$(BIN)/python -m bench.security
 	$(BIN)/python -m bench.api --messages 5000
 	$(BIN)/python -m bench.cluster
+	$(BIN)/python -m bench.scale
+	$(BIN)/python -m bench.failover
 
 # tidings beside Dramatiq, SAQ, Celery and BullMQ (bench/peers): the peers live in their own
 # venv and node_modules, built here from scratch, never in tidings' dependencies.
