@@ -29,6 +29,7 @@ from nats.js.client import JetStreamContext
 
 from ..core.errors import ConfigError, ValidationError
 from ..core.message import Message
+from .counted import Counted
 from .mapping import (
     decode_payload,
     encode_payload,
@@ -151,7 +152,7 @@ class NatsPublisher:
         await self._conn.close()
 
 
-class NatsConsumer:
+class NatsConsumer(Counted):
     """Moves messages from a JetStream stream into the tidings ``target`` queue.
 
     ``await consumer.run()`` until cancelled or :meth:`stop` (seen between pulls). A
@@ -160,20 +161,13 @@ class NatsConsumer:
     """
 
     def __init__(self, config: NatsConsumeConfig, target: Queue) -> None:
+        super().__init__()
         self.config = config
         self.target = target
-        self.moved = 0  # acked after tidings stored them (a duplicate counts: it is stored)
-        self.rejected = 0  # could never be stored: terminated
-        self.requeued = 0  # handed back (nak) for another try
         self._conn = _Connected(config.url)
-        self._stopped = asyncio.Event()
-        self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<NatsConsumer {self.config.stream!r} {self.config.subject!r}>"
-
-    def stop(self) -> None:
-        self._stopped.set()
 
     async def run(self) -> None:
         js = await self._conn.open()
@@ -250,17 +244,3 @@ class NatsConsumer:
         await msg.term()
         self._count("rejected", 1)
 
-    async def wait_until(self, *, moved: int = 0, rejected: int = 0, requeued: int = 0,
-                         timeout: float = 30.0) -> None:
-        """Wait until at least the given counts of messages were settled each way."""
-        async def loop() -> None:
-            while (self.moved < moved or self.rejected < rejected
-                   or self.requeued < requeued):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
-
-    def _count(self, attr: str, count: int) -> None:
-        setattr(self, attr, getattr(self, attr) + count)
-        self._changed.set()

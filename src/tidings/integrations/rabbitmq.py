@@ -33,6 +33,7 @@ from aio_pika.abc import (
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.errors import ConfigError, ValidationError
 from ..core.message import Message, Priority
+from .counted import Counted
 from .mapping import (
     decode_payload,
     encode_payload,
@@ -170,7 +171,7 @@ def to_amqp(message: Message, *, persistent: bool = True) -> aio_pika.Message:
         delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT)
 
 
-class RabbitConsumer:
+class RabbitConsumer(Counted):
     """Moves messages from a RabbitMQ queue into the tidings ``target`` queue.
 
     ``await consumer.run()`` until cancelled or :meth:`stop`. Each message is acked only
@@ -181,15 +182,11 @@ class RabbitConsumer:
 
     def __init__(self, config: RabbitConsumeConfig, target: Queue, *,
                  clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__()
         self.config = config
         self.target = target
         self.clock = clock
-        self.moved = 0  # acked after tidings stored them (a duplicate counts: it is stored)
-        self.rejected = 0  # could never be stored: rejected without requeue
-        self.requeued = 0  # handed back to RabbitMQ for another try
         self._conn = _Connected(config.url)
-        self._stopped = asyncio.Event()
-        self._changed = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<RabbitConsumer {safe_url(self.config.url)} {self.config.queue!r}>"
@@ -206,24 +203,6 @@ class RabbitConsumer:
                 await source.cancel(tag)
             finally:
                 await self._conn.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    async def wait_until(self, *, moved: int = 0, rejected: int = 0, requeued: int = 0,
-                         timeout: float = 30.0) -> None:
-        """Wait until at least the given counts of messages were settled each way."""
-        async def loop() -> None:
-            while (self.moved < moved or self.rejected < rejected
-                   or self.requeued < requeued):
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(loop(), timeout)
-
-    def _count(self, attr: str) -> None:
-        setattr(self, attr, getattr(self, attr) + 1)
-        self._changed.set()
 
     async def handle(self, incoming: AbstractIncomingMessage) -> None:
         """Store one RabbitMQ message in tidings, then ack it (never before)."""
