@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.flow")
 
-_EVENT_OF = {
+# The event each breaker transition emits (the shared and the per-key breakers).
+EVENT_OF_STATE = {
     CircuitState.OPEN: EventKind.BREAKER_OPENED,
     CircuitState.HALF_OPEN: EventKind.BREAKER_HALF_OPEN,
     CircuitState.CLOSED: EventKind.BREAKER_CLOSED,
@@ -175,7 +176,7 @@ class BreakerGuard(Guard):
             return
         reason = f"breaker {self.name}: {transition.from_state} -> {transition.to_state}"
         log.warning("%s (queue %s)", reason, queue)
-        self.flow.app.middleware.event(_EVENT_OF[transition.to_state], queue, message_id,
+        self.flow.app.middleware.event(EVENT_OF_STATE[transition.to_state], queue, message_id,
                                        reason=reason)
 
     async def status(self) -> BreakerState:

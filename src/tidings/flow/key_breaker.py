@@ -24,22 +24,17 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..core.errors import DeadLetter, Snooze
-from ..core.events import EventKind
 from ..core.message import Message
 from ..engine.connection import TRANSIENT
 from ._guard import UNBOUND, WRAP_KEY_BREAKER, Call, Guard, KeyFn, key_of
-from .breaker import CircuitBreaker, CircuitState, Transition
+from .breaker import CircuitBreaker, Transition
+from .breaker_guard import EVENT_OF_STATE
 
 if TYPE_CHECKING:
     from ..queues.queue import Queue
     from .control import FlowControl
 
 log = logging.getLogger("tidings.flow")
-_EVENT_OF = {
-    CircuitState.OPEN: EventKind.BREAKER_OPENED,
-    CircuitState.HALF_OPEN: EventKind.BREAKER_HALF_OPEN,
-    CircuitState.CLOSED: EventKind.BREAKER_CLOSED,
-}
 
 
 class KeyBreaker(Guard):
@@ -109,7 +104,7 @@ class KeyBreaker(Guard):
             return
         reason = f"breaker {name}: {transition.from_state} -> {transition.to_state}"
         log.warning("%s (queue %s)", reason, message.queue)
-        self.flow.app.middleware.event(_EVENT_OF[transition.to_state], message.queue,
+        self.flow.app.middleware.event(EVENT_OF_STATE[transition.to_state], message.queue,
                                        message.id, reason=reason)
 
     async def reset(self, key: str) -> None:
