@@ -54,6 +54,12 @@ def test_db_migrate_is_idempotent(known_env: dict[str, str], pg_url: str) -> Non
         first = tidings(env, "db", "migrate").output
         assert "0001_ledger.sql" in first and "0003_audit.sql" in first
         assert "up to date" in tidings(env, "db", "migrate").output
+        # each run is an authorised operation with its outcome in the ledger's trail
+        runs = orjson.loads(tidings(env, "audit", "list", "--action", "db.migrate",
+                                    "--json").output)
+        assert [r["params"]["outcome"] for r in runs] == ["done", "done"]
+        assert "0003_audit.sql" in runs[0]["params"]["applied"]
+        assert runs[1]["params"]["applied"] == []
     finally:
         sql(pg_url, "public", f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 

@@ -18,6 +18,7 @@ from tidings.core.errors import ConfigError, ValidationError
 from tidings.ordering.assignment import assign
 from tidings.ordering.queue import OrderedQueue
 from tidings.ordering.worker import OrderedWorker
+from tidings.security.audit import Audit
 
 
 class Log:
@@ -395,11 +396,19 @@ def test_cli_shows_and_unblocks_keys(redis_url: str) -> None:
     assert invoke("purge", "ledger", "--yes").strip() == "purged 1"
     assert orjson.loads(invoke("dlq", "ledger", "--json")) == []
 
-    async def finish() -> None:
+    async def finish() -> list[tuple[str, str, Any]]:
         async with app:
             async with OrderedWorker(app, [q]):
                 await wait_until(lambda: seen == [0, 1])
+            audit = [(e.action, e.outcome, e.detail.get("count"))
+                     for e in await app.extension(Audit).entries()]
             keys = [k async for k in app.broker.client.scan_iter(match=f"{prefix}:*")]
             await app.broker.client.delete(*keys)
+        return audit
 
-    asyncio.run(finish())
+    # Each unblocking command is an authorised operation with its outcome in the audit.
+    assert [(action, outcome, count) for action, outcome, count in asyncio.run(finish())
+            if outcome != "allowed"] == [("ordered.skip", "done", None),
+                                         ("ordered.retry", "failed", None),
+                                         ("ordered.replay", "done", 0),
+                                         ("ordered.purge", "done", 1)]

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .authz import authorized
 from .output import show_record, show_table
 from .support import (
     AFTER_COMMAND,
@@ -41,11 +42,9 @@ ledger_cli.add_typer(archive_cli, name="archive")
 ledger_cli.add_typer(retention_cli, name="retention")
 
 # Commands that change something an operator must be able to account for, and that do not
-# run as an authorised operation (those, the queue and breaker commands, reach the trail
-# through the security audit's sink: cli/authz.py).
-AUDITED = {"schedules pause", "schedules resume", "schedules delete", "campaigns cancel",
-           "ordered retry", "ordered skip", "ordered replay", "ordered purge", "db migrate",
-           "archive restore", "retention run", "backup", "restore"}
+# run as an authorised operation yet (those reach the trail through the security audit's
+# sink: cli/authz.py).
+AUDITED = {"schedules pause", "schedules resume", "schedules delete", "campaigns cancel"}
 # (erase audits itself, naming the subject by its hash only)
 _NOT_PARAMS = {"app_spec", "json"}
 
@@ -75,7 +74,13 @@ AFTER_COMMAND.append(audit_command)
 def migrate(app_spec: AppOption = None) -> None:
     """Create or upgrade the tidings tables (idempotent: only missing versions run)."""
     app = load_app(app_spec)
-    applied = run(app, app.ledger.migrate)
+
+    async def body() -> list[str]:
+        async with authorized(app, "ledger:migrate", "db.migrate", "") as operation:
+            operation.detail["applied"] = applied = await app.ledger.migrate()
+        return applied
+
+    applied = run(app, body)
     console.print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
 
 
@@ -250,7 +255,8 @@ def retention_run(app_spec: AppOption = None, json: JsonOption = False) -> None:
     app = load_app(app_spec)
 
     async def body() -> Any:
-        return await app.ledger.run_retention()
+        async with authorized(app, "ledger:retention", "retention.run", ""):
+            return await app.ledger.run_retention()
 
     report = run(app, body).as_dict()
     emit_json(report) if json else show_record(console, report)
@@ -267,7 +273,10 @@ def restore(
     when = _day(day)
 
     async def body() -> int:
-        return await app.ledger.restore(when, queue)
+        async with authorized(app, "ledger:restore", "archive.restore", day,
+                              queue=queue) as operation:
+            operation.detail["count"] = count = await app.ledger.restore(when, queue)
+        return count
 
     console.print(f"{run(app, body)} messages restored")
 
@@ -288,7 +297,8 @@ def backup(
     ledger = app.ledger if app.settings.ledger.database_url else None
 
     async def body() -> Any:
-        return await run_backup(app, ledger, Path(directory), keep_days=keep_days)
+        async with authorized(app, "backup:create", "backup", directory, keep_days=keep_days):
+            return await run_backup(app, ledger, Path(directory), keep_days=keep_days)
 
     report = run(app, body).as_dict()
     emit_json(report) if json else show_record(console, report)
@@ -309,7 +319,9 @@ def restore_backup(
     ledger = app.ledger if app.settings.ledger.database_url else None
 
     async def body() -> Any:
-        return await run_restore(app, ledger, Path(path))
+        # Restoring replaces the audit stream too; the "done" record is written after it.
+        async with authorized(app, "backup:restore", "restore", path):
+            return await run_restore(app, ledger, Path(path))
 
     report = run(app, body).as_dict()
     emit_json(report) if json else show_record(console, report)

@@ -14,6 +14,7 @@ import typer
 
 from ..app import Tidings
 from ..ordering.queue import OrderedQueue, ordered_queues, stored_ordered_names
+from .authz import authorized
 from .output import progress, show_table
 from .support import (
     AppOption,
@@ -113,11 +114,13 @@ def retry(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
     """Run a blocked key's head again now, with fresh attempts."""
     app = load_app(app_spec)
 
-    async def body() -> bool:
-        return await (await _queue(app, name)).retry_key(key)
+    async def body() -> None:
+        q = await _queue(app, name)
+        async with authorized(app, f"ordered:write:{name}", "ordered.retry", name, key=key):
+            if not await q.retry_key(key):
+                raise CommandFailed(f"key {key!r} of {name} is not blocked")
 
-    if not run(app, body):
-        raise CommandFailed(f"key {key!r} of {name} is not blocked")
+    run(app, body)
     typer.echo(f"retrying {key}")
 
 
@@ -126,11 +129,13 @@ def skip(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
     """Dead-letter a blocked key's head; the key goes on with its next message."""
     app = load_app(app_spec)
 
-    async def body() -> bool:
-        return await (await _queue(app, name)).skip_key(key)
+    async def body() -> None:
+        q = await _queue(app, name)
+        async with authorized(app, f"ordered:write:{name}", "ordered.skip", name, key=key):
+            if not await q.skip_key(key):
+                raise CommandFailed(f"key {key!r} of {name} is not blocked")
 
-    if not run(app, body):
-        raise CommandFailed(f"key {key!r} of {name} is not blocked")
+    run(app, body)
     typer.echo(f"skipped the head of {key}")
 
 
@@ -165,8 +170,12 @@ def replay(name: NameArg, key: KeyFilter = None, app_spec: AppOption = None,
 
     async def body() -> int:
         q = await _queue(app, name)
-        with progress(f"replaying dead letters of {name}", console, quiet=json) as report:
-            return await q.replay_dead_letters(key, progress=report)
+        async with authorized(app, f"dlq:replay:{name}", "ordered.replay", name,
+                              key=key) as operation:
+            with progress(f"replaying dead letters of {name}", console, quiet=json) as report:
+                operation.detail["count"] = count = await q.replay_dead_letters(
+                    key, progress=report)
+        return count
 
     print_count("replayed", run(app, body), json)
 
@@ -181,8 +190,12 @@ def purge(name: NameArg, key: KeyFilter = None, app_spec: AppOption = None,
         q = await _queue(app, name)
         if not yes:
             typer.confirm(f"purge dead letters of ordered queue {name}?", abort=True)
-        with progress(f"purging dead letters of {name}", console, quiet=json) as report:
-            return await q.purge_dead_letters(key, progress=report)
+        async with authorized(app, f"dlq:purge:{name}", "ordered.purge", name,
+                              key=key) as operation:
+            with progress(f"purging dead letters of {name}", console, quiet=json) as report:
+                operation.detail["count"] = count = await q.purge_dead_letters(
+                    key, progress=report)
+        return count
 
     print_count("purged", run(app, body), json)
 
