@@ -9,6 +9,8 @@ Run it as a real process: ``tidings worker tests.apps.flow_app:app``. The usual
 ``FLOW_CONCURRENCY``            handler concurrency per worker (default 16)
 ``FLOW_SLEEP``                  seconds each call sleeps (a payload ``{"sleep": s}`` wins)
 ``FLOW_VT``                     visibility timeout, seconds (default 5)
+``FLOW_RECORD_LIMITED``         ``1``: append the wait of every time the rate limit held the
+                                fetch back (its RATE_LIMITED event) to ``<prefix>:flowtest:limited``
 
 The handler records, under the key prefix so every test stays isolated, one JSON line
 ``[msg id, key, start, end, pid, attempts]`` per finished call in ``<prefix>:flowtest:calls``
@@ -24,11 +26,12 @@ from typing import Any
 
 import orjson
 
-from tidings import Message, Tidings
+from tidings import Event, EventKind, Message, Middleware, Tidings
 
 PREFIX = os.environ.get("TIDINGS_KEY_PREFIX", "tidings")
 CALLS_KEY = f"{PREFIX}:flowtest:calls"
 STARTED_KEY = f"{PREFIX}:flowtest:started"
+LIMITED_KEY = f"{PREFIX}:flowtest:limited"
 SLEEP = float(os.environ.get("FLOW_SLEEP", "0"))
 
 app = Tidings()
@@ -43,6 +46,24 @@ if os.environ.get("FLOW_KEY_RATE"):
 if os.environ.get("FLOW_CAP"):
     app.flow.concurrency("flow-cap", int(os.environ["FLOW_CAP"]),
                          lease=float(os.environ.get("FLOW_LEASE", "30"))).protect(queue)
+
+
+class _RecordLimited(Middleware):
+    """The script's own verdicts: each refusal's wait tells which rate it applied."""
+
+    def __init__(self) -> None:
+        self.writes: set[asyncio.Task[Any]] = set()
+
+    def on_event(self, event: Event) -> None:
+        if event.kind is EventKind.RATE_LIMITED:
+            task = asyncio.get_running_loop().create_task(
+                app.broker.client.rpush(LIMITED_KEY, repr(event.delay)))
+            self.writes.add(task)
+            task.add_done_callback(self.writes.discard)
+
+
+if os.environ.get("FLOW_RECORD_LIMITED") == "1":
+    app.add_middleware(_RecordLimited())
 
 
 @queue.handler(concurrency=int(os.environ.get("FLOW_CONCURRENCY", "16")))

@@ -423,11 +423,12 @@ from .api import api_cli  # noqa: E402 - `tidings api`: the HTTP API
 
 cli.add_typer(api_cli)
 from .ha import ha_cli  # noqa: E402
-from .runtime import retry, weights  # noqa: E402
+from .runtime import ratelimit, retry, weights  # noqa: E402
 
 cli.add_typer(ha_cli, name="ha")
 cli.command()(weights)
 cli.command()(retry)
+cli.command()(ratelimit)
 
 
 def main() -> None:

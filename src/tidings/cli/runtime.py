@@ -1,5 +1,6 @@
 """Queue settings changed on every running worker, without a restart: ``tidings weights``,
-``tidings retry`` (see the README, Zero-downtime operations, for the bounds).
+``tidings retry``, ``tidings ratelimit`` (see the README, Zero-downtime operations, for the
+bounds).
 
 Registered on the main command in :mod:`tidings.cli.main`.
 """
@@ -10,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .authz import on_queue
+from ..flow.ratelimit import RateLimit, RateSetting
+from .authz import authorized, on_queue
 from .support import AppOption, finite, load_app, run
 
 QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="A queue name.")]
@@ -56,3 +58,49 @@ def weights(queue: QueueArg, high: int, normal: int, low: int, app_spec: AppOpti
 
     run(app, body)
     typer.echo(f"{queue}: weights high={high} normal={normal} low={low}")
+
+
+def ratelimit(
+        name: Annotated[str, typer.Argument(metavar="NAME", help="A queue rate limit's name.")],
+        rate: Annotated[str | None, typer.Option(
+            help='Tokens per second, or "COUNT/[N]UNIT" ("200/s", "5000/h").')] = None,
+        burst: Annotated[int | None, typer.Option(
+            help="Bucket size (default: one second's worth of the rate).")] = None,
+        reset: Annotated[bool, typer.Option(
+            "--reset", help="Back to the rate the code declares.")] = False,
+        app_spec: AppOption = None) -> None:
+    """Show a queue rate limit's rate, or change it on every running worker from their next
+    fetch, without a restart (``--rate``; ``--reset``: back to the code's)."""
+    app = load_app(app_spec)
+    if rate is not None and reset:
+        raise typer.BadParameter("give --rate or --reset, not both", param_hint="--reset")
+    if rate is None and burst is not None:
+        raise typer.BadParameter("--burst needs --rate", param_hint="--burst")
+
+    async def body() -> RateSetting:
+        current = await app.flow.rate_setting(name)  # an unknown name: refused, not audited
+        if rate is None and not reset:
+            return current
+        value = _rate_value(rate) if rate is not None else None
+        if value is not None:
+            RateLimit.checked(value, burst)  # bad input: refused before it is recorded
+        detail = {"reset": True} if value is None else {"rate": value, "burst": burst}
+        async with authorized(app, f"ratelimits:write:{name}", "ratelimit.set", name,
+                              **detail):
+            if value is None:
+                return await app.flow.reset_rate(name)
+            return await app.flow.set_rate(name, value, burst)
+
+    setting = run(app, body)
+    state = (f"rate={setting.rate:g}/s burst={setting.burst}"
+             + (f" (code: {setting.code_rate:g}/s burst={setting.code_burst})"
+                if setting.override else " (as the code declares)"))
+    typer.echo(f"{name}: {state}")
+
+
+def _rate_value(rate: str) -> float | str:
+    """A plain number is tokens per second; anything else a ``"COUNT/UNIT"`` spec."""
+    try:
+        return float(rate)
+    except ValueError:
+        return rate

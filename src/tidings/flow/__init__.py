@@ -13,7 +13,7 @@ from .fair import FairMessage, FairQueue
 from .key_breaker import KeyBreaker
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
 from .pause import KeyPauseGuard, PauseState, pause_queue, resume_queue
-from .ratelimit import RateLimit
+from .ratelimit import RateLimit, RateSetting
 
 __all__ = [
     "BreakerDecision",
@@ -32,6 +32,7 @@ __all__ = [
     "PauseState",
     "QueueRateLimit",
     "RateLimit",
+    "RateSetting",
     "Transition",
     "pause_queue",
     "resume_queue",

@@ -39,6 +39,7 @@ from .breaker_guard import BreakerGuard
 from .fair import FairQueue
 from .key_breaker import KeyBreaker
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
+from .ratelimit import RateSetting
 from .pause import KeyPauseGuard, PauseGuard, PauseState, pause_queue, pause_state, resume_queue
 
 if TYPE_CHECKING:
@@ -163,6 +164,45 @@ class FlowControl:
     async def pause_state(self, queue: Queue | str) -> PauseState:
         await self._connected()
         return await pause_state(self.app.get_queue(queue))
+
+    # -- rates at run time ---------------------------------------------------------------
+
+    async def set_rate(self, name: str, rate: float | str, burst: int | None = None
+                       ) -> RateSetting:
+        """Change rate limit ``name`` on every worker, from its next acquire, no restart.
+
+        ``rate`` as for :meth:`rate_limit`; a ``None`` burst is one second's worth of the
+        new rate. The override is kept in Redis until :meth:`reset_rate`.
+        """
+        limit = self._rate_limit(name)
+        await self._connected()
+        limit.limiter.client = self.app.broker.client
+        override = await limit.limiter.set_override(name, rate, burst)
+        return RateSetting(name, limit.limiter.rate, limit.limiter.burst, override)
+
+    async def reset_rate(self, name: str) -> RateSetting:
+        """Back to the rate and burst the code declares, from the next acquire."""
+        limit = self._rate_limit(name)
+        await self._connected()
+        limit.limiter.client = self.app.broker.client
+        await limit.limiter.clear_override(name)
+        return RateSetting(name, limit.limiter.rate, limit.limiter.burst)
+
+    async def rate_setting(self, name: str) -> RateSetting:
+        """Rate limit ``name``'s rate and burst in code and any run-time override."""
+        limit = self._rate_limit(name)
+        await self._connected()
+        limit.limiter.client = self.app.broker.client
+        return RateSetting(name, limit.limiter.rate, limit.limiter.burst,
+                           await limit.limiter.override(name))
+
+    def _rate_limit(self, name: str) -> QueueRateLimit:
+        limit = self._named(QueueRateLimit, name)
+        if limit is None:
+            known = ", ".join(g.name for g in self.guards if isinstance(g, QueueRateLimit))
+            raise ValidationError("name", f"no queue rate limit {name!r} is declared "
+                                  f"(declared: {known or 'none'})")
+        return limit
 
     # -- looking -----------------------------------------------------------------------
 

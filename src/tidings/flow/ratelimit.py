@@ -2,12 +2,17 @@
 
 Over-limit work is never failed: :meth:`RateLimit.acquire` grants what the bucket holds and
 says how long until the next token, and the caller fetches only what was granted.
+
+A rate and burst set at run time (:meth:`RateLimit.set_override`, ``app.flow.set_rate``,
+``tidings ratelimit``) live in a hash beside the bucket, under the same hash tag, and the
+acquire script reads them: every worker applies a change on its next call.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
@@ -38,6 +43,26 @@ def _unit(word: str) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class RateSetting:
+    """A named limit's rate and burst: as the code declares them, and any run-time override."""
+
+    name: str
+    code_rate: float
+    code_burst: int
+    override: tuple[float, int] | None = None
+
+    @property
+    def rate(self) -> float:
+        """Tokens per second in force."""
+        return self.override[0] if self.override else self.code_rate
+
+    @property
+    def burst(self) -> int:
+        """Bucket size in force."""
+        return self.override[1] if self.override else self.code_burst
+
+
 class RateLimit:
     """A token bucket per name: ``rate`` tokens per second, holding at most ``burst``.
 
@@ -55,15 +80,25 @@ class RateLimit:
         *,
         prefix: str = "tidings",
     ) -> None:
-        self.rate = self.parse(rate) if isinstance(rate, str) else float(rate)
-        if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValidationError("rate", f"must be a positive number, got {rate!r}")
-        # One second's worth by default: smooth enough, yet a fetch batch is not starved.
-        self.burst = max(1, math.ceil(self.rate)) if burst is None else burst
-        if self.burst < 1:
-            raise ValidationError("burst", f"must be at least 1, got {burst!r}")
+        self.rate, self.burst = self.checked(rate, burst)
         self.client = client
         self.prefix = prefix
+
+    @classmethod
+    def checked(cls, rate: float | str, burst: int | None = None) -> tuple[float, int]:
+        """``(tokens per second, burst)`` of a rate (``"100/s"`` or a number) and a burst,
+        validated; a ``None`` burst is one second's worth of the rate."""
+        try:
+            value = cls.parse(rate) if isinstance(rate, str) else float(rate)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (value > 0 and math.isfinite(value)):
+            raise ValidationError("rate", f"must be a positive finite number, got {rate!r}")
+        # One second's worth by default: smooth enough, yet a fetch batch is not starved.
+        size = max(1, math.ceil(value)) if burst is None else burst
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ValidationError("burst", f"must be a whole number of at least 1, got {burst!r}")
+        return value, size
 
     @staticmethod
     def parse(spec: str) -> float:
@@ -83,6 +118,30 @@ class RateLimit:
     def key(self, name: str) -> str:
         return KeySpace(self.prefix).limiter("ratelimit", name)
 
+    def override_key(self, name: str) -> str:
+        """The hash of ``name``'s run-time rate and burst (same hash tag as its bucket)."""
+        return KeySpace(self.prefix).limiter("ratelimit-override", name)
+
+    async def set_override(self, name: str, rate: float | str,
+                           burst: int | None = None) -> tuple[float, int]:
+        """Use ``rate`` and ``burst`` for ``name`` on every worker from its next acquire;
+        returns them as stored. The bucket keeps its tokens, capped at the new burst."""
+        value, size = self.checked(rate, burst)
+        await self.client.hset(self.override_key(name),
+                               mapping={"rate": repr(value), "burst": size})
+        return value, size
+
+    async def clear_override(self, name: str) -> None:
+        """Back to the rate and burst the code declares, from the next acquire."""
+        await self.client.delete(self.override_key(name))
+
+    async def override(self, name: str) -> tuple[float, int] | None:
+        """The run-time ``(rate, burst)`` of ``name``, or None when the code's apply."""
+        rate, burst = await self.client.hmget(self.override_key(name), ["rate", "burst"])
+        if rate is None or burst is None:
+            return None
+        return float(text(rate)), int(text(burst))
+
     async def acquire(self, name: str, n: int = 1) -> tuple[int, float]:
         """Take up to ``n`` tokens; returns ``(granted, seconds_until_next_token)``.
 
@@ -92,7 +151,8 @@ class RateLimit:
         if n < 1:
             raise ValidationError("n", f"must be at least 1, got {n!r}")
         granted, wait = await _ACQUIRE(
-            self.client, [self.key(name)], [repr(self.rate), self.burst, n]
+            self.client, [self.key(name), self.override_key(name)],
+            [repr(self.rate), self.burst, n]
         )
         return int(granted), float(text(wait))
 
