@@ -68,6 +68,7 @@ class SentinelDeployment:
     sentinel_password: str | None = None  # requirepass of the sentinels (and between them)
     min_replicas: int = 0  # min-replicas-to-write of every data server (max lag 2 s)
     tls: Tls | None = None  # every server and sentinel on TLS only (rediss+sentinel://)
+    sentinel_tls: Tls | None = None  # the sentinels' own certificate, if not ``tls``
     data: list[Node] = field(default_factory=list)  # data[0] is the first primary
     sentinels: list[Node] = field(default_factory=list)
 
@@ -102,10 +103,11 @@ class SentinelDeployment:
         port = free_port()
         conf = self.workdir / f"sentinel-{port}.conf"
         ports = f"port {port}\n"
-        if self.tls:
+        tls = self.sentinel_tls or self.tls
+        if tls:
             ports = f"port 0\ntls-port {port}\n" + "".join(
-                f"{self.tls.server_args()[i][2:]} {self.tls.server_args()[i + 1]}\n"
-                for i in range(0, len(self.tls.server_args()), 2))
+                f"{tls.server_args()[i][2:]} {tls.server_args()[i + 1]}\n"
+                for i in range(0, len(tls.server_args()), 2))
         conf.write_text(
             f"{ports}bind 127.0.0.1\ndir {self.workdir}\n"
             f"sentinel monitor {MASTER} 127.0.0.1 {primary} 2\n"
@@ -117,7 +119,7 @@ class SentinelDeployment:
                 file.write(f"requirepass {self.sentinel_password}\n"
                            f"sentinel sentinel-pass {self.sentinel_password}\n")
         node = Node(port, self._start(f"sentinel-{port}", [str(conf), "--sentinel"]),
-                    self.sentinel_password, self.tls)
+                    self.sentinel_password, tls)
         self.sentinels.append(node)
         _wait_ping(node)
         return node
@@ -183,10 +185,11 @@ def _wait_ping(node: Node, timeout: float = 10.0) -> None:
 
 def start_deployment(workdir: Path, replicas: int = 2, sentinels: int = 3,
                      sentinel_password: str | None = None,
-                     min_replicas: int = 0, tls: Tls | None = None) -> SentinelDeployment:
+                     min_replicas: int = 0, tls: Tls | None = None,
+                     sentinel_tls: Tls | None = None) -> SentinelDeployment:
     """A primary, ``replicas`` replicas and ``sentinels`` sentinels, all in sync."""
     deployment = SentinelDeployment(workdir, sentinel_password, min_replicas=min_replicas,
-                                    tls=tls)
+                                    tls=tls, sentinel_tls=sentinel_tls)
     try:
         primary = deployment.start_data()
         for _ in range(replicas):

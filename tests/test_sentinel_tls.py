@@ -17,8 +17,8 @@ import pytest
 from certs import Authority
 from conftest import new_prefix
 from sentinels import Tls, start_deployment
-from tidings import BrokerUnavailableError, Message, Tidings
-from tidings.core.errors import ConfigError
+from tidings import Message, Tidings
+from tidings.core.errors import ConfigError, UntrustedCertificateError
 from tidings.core.security_settings import SecuritySettings
 from tidings.core.sentinel import parse_sentinel_url
 from tidings.engine.switchover import switchover
@@ -76,9 +76,35 @@ async def test_rediss_sentinel_publishes_consumes_and_switches_over_on_tls(
         assert moved.new[1] == deployment.primary_port() != moved.old[1]
         await q.publish({"i": "after"})
         assert (await q.stats()).depth == 1
-        with pytest.raises(BrokerUnavailableError):  # the system CAs do not know ours
-            await untrusted.connect()
+        with pytest.raises(UntrustedCertificateError) as refused:  # not retried as an outage
+            await untrusted.connect()  # the system CAs do not know ours
+        assert refused.value.server.startswith("sentinel 127.0.0.1:")
     finally:
         await app.close()
         await untrusted.close()
+        deployment.stop()
+
+
+@needs_server
+async def test_a_data_server_certificate_the_client_does_not_trust_is_a_typed_error(
+        tmp_path: Path) -> None:
+    """The sentinels' certificate is trusted, the primary's (another CA's) is not: the
+    connection to the primary is refused as UntrustedCertificateError, not retried."""
+    trusted, other = Authority(tmp_path / "a", "sentinels CA"), Authority(tmp_path / "b")
+    server, sentinel = other.issue("server"), trusted.issue("sentinel")
+    both = tmp_path / "both-cas.pem"  # the sentinels check the data servers too
+    both.write_bytes(trusted.pair.cert.read_bytes() + other.pair.cert.read_bytes())
+    workdir = tmp_path / "sentinel"
+    workdir.mkdir()
+    deployment = start_deployment(workdir, replicas=0, sentinels=1,
+                                  tls=Tls(server.cert, server.key, other.pair.cert),
+                                  sentinel_tls=Tls(sentinel.cert, sentinel.key, both))
+    app = Tidings(deployment.url, key_prefix=new_prefix(), connect_retries=0,
+                  security={"tls_ca_file": trusted.pair.cert})
+    try:
+        with pytest.raises(UntrustedCertificateError) as refused:
+            await app.connect()
+        assert refused.value.server == f"127.0.0.1:{deployment.primary_port()}"
+    finally:
+        await app.close()
         deployment.stop()

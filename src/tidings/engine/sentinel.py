@@ -22,8 +22,9 @@ from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, RedisError, ResponseError
 
 from ..core.clock import Clock
-from ..core.errors import AuthenticationFailedError
+from ..core.errors import AuthenticationFailedError, UntrustedCertificateError
 from ..core.sentinel import SentinelTarget, parse_sentinel_url
+from .connection import _untrusted_certificate
 
 log = logging.getLogger("tidings.engine")
 
@@ -31,9 +32,10 @@ log = logging.getLogger("tidings.engine")
 class _Sentinels(Sentinel):
     """redis-py's Sentinel, with its "no primary found" error made short and typed.
 
-    redis-py skips a sentinel that refuses our password as it skips one that is down, then
-    reports every sentinel client's full repr. A refusal is not an outage: it is raised as
-    AuthenticationFailedError (never retried); anything else as a one-line
+    redis-py skips a sentinel that refuses our password, or whose TLS certificate we do not
+    trust, as it skips one that is down, then reports every sentinel client's full repr.
+    A refusal is not an outage: it is raised as AuthenticationFailedError or
+    UntrustedCertificateError (never retried); anything else as a one-line
     MasterNotFoundError (a ConnectionError, so every loop retries it through a failover).
     """
 
@@ -49,7 +51,13 @@ class _Sentinels(Sentinel):
                 raise AuthenticationFailedError(
                     "sentinel", f"{exc}; check sentinel_password (and sentinel_username) in "
                     "TIDINGS_REDIS_URL") from None
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
+                certificate = _untrusted_certificate(exc)
+                if certificate is not None:
+                    kwargs = client.connection_pool.connection_kwargs
+                    raise UntrustedCertificateError(
+                        f"sentinel {kwargs.get('host')}:{kwargs.get('port')}",
+                        certificate) from None
                 continue
         raise MasterNotFoundError(f"no sentinel of {len(self.sentinels)} named a primary "
                                   f"for {service_name!r}") from None
@@ -112,7 +120,7 @@ class PrimaryWatch:
         while True:
             try:
                 address = await self._manager.discover_master(self._service)  # type: ignore[no-untyped-call]
-            except (RedisError, OSError, AuthenticationFailedError):
+            except (RedisError, OSError, AuthenticationFailedError, UntrustedCertificateError):
                 address = None  # no sentinel answers: the connections' own errors tell
             if address is not None:
                 if self.seen is not None and address != self.seen:
