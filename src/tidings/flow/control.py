@@ -39,8 +39,8 @@ from .breaker_guard import BreakerGuard
 from .fair import FairQueue
 from .key_breaker import KeyBreaker
 from .limits import FleetConcurrency, KeyRateLimit, QueueRateLimit
-from .ratelimit import RateSetting
 from .pause import KeyPauseGuard, PauseGuard, PauseState, pause_queue, pause_state, resume_queue
+from .ratelimit import RateSetting
 
 if TYPE_CHECKING:
     from ..queues.host import ExtensionHost
