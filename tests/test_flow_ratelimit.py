@@ -176,3 +176,18 @@ async def test_script_loads_itself_on_noscript(client: Redis, prefix: str) -> No
     granted, _ = await script(client, [f"{prefix}:ratelimit:{{q}}"], [10, 5, 3])
     assert granted == 3
     assert await client.script_exists(script.sha) == [True]
+
+
+async def test_an_override_applies_from_the_next_acquire_and_caps_the_bucket(
+        client: Redis, prefix: str) -> None:
+    limit = RateLimit(client, rate=1000, burst=100, prefix=prefix)
+    assert (await limit.acquire("q", 10))[0] == 10
+    assert await limit.set_override("q", "1/h", burst=2) == (1 / 3600, 2)
+    assert limit.override_key("q").endswith("{q}")  # the bucket's slot in a Cluster
+    granted, wait = await limit.acquire("q", 50)
+    assert granted == 2  # the bucket's ~90 tokens, capped at the new burst
+    assert wait > 3000  # the next token at one an hour
+    await limit.clear_override("q")
+    assert await limit.override("q") is None
+    _, wait = await limit.acquire("q", 50)
+    assert wait <= 1 / 1000  # the code's rate again

@@ -254,8 +254,8 @@ def test_cli_ratelimit_shows_sets_and_resets_the_rate_audited(
             refused = run(*bad, code=2)
             assert field in refused.output and "Traceback" not in refused.output
         assert "(as the code declares)" in run("--reset").stdout
-        assert "no queue rate limit 'nope'" in tidings(
-            env, "ratelimit", "nope", "--app", FLOW_APP, code=2).output
+        missed = tidings(env, "ratelimit", "flow-rat", "--app", FLOW_APP, code=1).output
+        assert "no queue rate limit 'flow-rat' (did you mean 'flow-rate'?)" in missed
     finally:
         sys.modules.pop("tests.apps.flow_app", None)
 

@@ -13,7 +13,7 @@ import typer
 
 from ..flow.ratelimit import RateLimit, RateSetting
 from .authz import authorized, on_queue
-from .support import AppOption, finite, load_app, run
+from .support import AppOption, CommandFailed, finite, load_app, run, suggest
 
 QueueArg = Annotated[str, typer.Argument(metavar="QUEUE", help="A queue name.")]
 
@@ -70,7 +70,7 @@ def ratelimit(
             "--reset", help="Back to the rate the code declares.")] = False,
         app_spec: AppOption = None) -> None:
     """Show a queue rate limit's rate, or change it on every running worker from their next
-    fetch, without a restart (``--rate``; ``--reset``: back to the code's)."""
+    fetch, without a restart (--rate; --reset: back to the code's)."""
     app = load_app(app_spec)
     if rate is not None and reset:
         raise typer.BadParameter("give --rate or --reset, not both", param_hint="--reset")
@@ -78,7 +78,11 @@ def ratelimit(
         raise typer.BadParameter("--burst needs --rate", param_hint="--burst")
 
     async def body() -> RateSetting:
-        current = await app.flow.rate_setting(name)  # an unknown name: refused, not audited
+        known = [limit.name for limit in app.flow.rate_limits]
+        if name not in known:  # a miss, refused before anything is recorded
+            raise CommandFailed(f"no queue rate limit {name!r}{suggest(name, known)} in the "
+                                f"app (--app); declared: {', '.join(known) or 'none'}")
+        current = await app.flow.rate_setting(name)
         if rate is None and not reset:
             return current
         value = _rate_value(rate) if rate is not None else None

@@ -196,10 +196,15 @@ class FlowControl:
         return RateSetting(name, limit.limiter.rate, limit.limiter.burst,
                            await limit.limiter.override(name))
 
+    @property
+    def rate_limits(self) -> list[QueueRateLimit]:
+        """The queue rate limits declared on this app (those :meth:`set_rate` changes)."""
+        return [g for g in self.guards if isinstance(g, QueueRateLimit)]
+
     def _rate_limit(self, name: str) -> QueueRateLimit:
         limit = self._named(QueueRateLimit, name)
         if limit is None:
-            known = ", ".join(g.name for g in self.guards if isinstance(g, QueueRateLimit))
+            known = ", ".join(g.name for g in self.rate_limits)
             raise ValidationError("name", f"no queue rate limit {name!r} is declared "
                                   f"(declared: {known or 'none'})")
         return limit
