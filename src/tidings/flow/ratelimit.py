@@ -96,9 +96,10 @@ class RateLimit:
             raise ValidationError("rate", f"must be a positive finite number, got {rate!r}")
         # One second's worth by default: smooth enough, yet a fetch batch is not starved.
         size = max(1, math.ceil(value)) if burst is None else burst
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        whole = isinstance(size, int | float) and not isinstance(size, bool) and size == size // 1
+        if not whole or size < 1:
             raise ValidationError("burst", f"must be a whole number of at least 1, got {burst!r}")
-        return value, size
+        return value, int(size)
 
     @staticmethod
     def parse(spec: str) -> float:
