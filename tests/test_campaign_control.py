@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from test_campaign import people
+from test_campaign import campaigns, people  # noqa: F401 - the campaigns fixture
 from tidings import Queue, Tidings, ValidationError
 from tidings.queues import scripts
 from tidings.scheduling.campaigns import (
@@ -39,14 +39,10 @@ class Clock:
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def campaigns(app: Tidings, clock: Clock) -> Campaigns:
-    found = Campaigns.of(app)
-    found.clock = clock
+def clock(campaigns: Campaigns) -> Clock:
+    """The campaigns' clock, injected."""
+    found = Clock()
+    campaigns.clock = found
     return found
 
 
