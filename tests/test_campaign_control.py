@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from test_campaign import campaigns, people  # noqa: F401 - the campaigns fixture
+from test_campaign import people
 from tidings import Queue, Tidings, ValidationError
 from tidings.queues import scripts
 from tidings.scheduling.campaigns import (
@@ -39,7 +39,12 @@ class Clock:
 
 
 @pytest.fixture
-def clock(campaigns: Campaigns) -> Clock:
+def campaigns(app: Tidings) -> Campaigns:
+    return Campaigns.of(app)
+
+
+@pytest.fixture
+def campaign_clock(campaigns: Campaigns) -> Clock:
     """The campaigns' clock, injected."""
     found = Clock()
     campaigns.clock = found
@@ -72,7 +77,7 @@ async def make_all_due(campaigns: Campaigns, q: Queue, campaign_id: str) -> None
 
 
 async def test_pause_stops_release_and_resume_continues(
-        app: Tidings, campaigns: Campaigns, clock: Clock) -> None:
+        app: Tidings, campaigns: Campaigns, campaign_clock: Clock) -> None:
     q = app.queue("push")
     await campaigns.schedule("bf", q, people(100), at=T0)
     await make_all_due(campaigns, q, "bf")
@@ -84,7 +89,7 @@ async def test_pause_stops_release_and_resume_continues(
     still = await campaigns.progress("bf")
     assert (still.released, still.pending, still.paused) == (30, 70, True)
     assert (await campaigns.pause("bf")).pending == 70  # pausing again is harmless
-    clock.now += timedelta(minutes=5)
+    campaign_clock.now += timedelta(minutes=5)
     resumed = await campaigns.resume("bf")
     assert not resumed.paused and resumed.pending == 70
     assert await release_due(q, 1000) == 70
@@ -94,13 +99,13 @@ async def test_pause_stops_release_and_resume_continues(
 
 
 async def test_resume_moves_due_times_later_by_the_pause(
-        app: Tidings, campaigns: Campaigns, clock: Clock) -> None:
+        app: Tidings, campaigns: Campaigns, campaign_clock: Clock) -> None:
     q = app.queue("push")
     await campaigns.schedule("spaced", q, people(120), at=T0, throttle_per_minute=60)
     before = {i: due for i, (due, _) in (await delayed(q)).items()}
     await campaigns.pause("spaced")
     assert await delayed(q) == {}
-    clock.now += timedelta(minutes=10)
+    campaign_clock.now += timedelta(minutes=10)
     await campaigns.resume("spaced")
     after = {i: due for i, (due, _) in (await delayed(q)).items()}
     assert after == {i: due + 600_000 for i, due in before.items()}  # spacing kept, no burst

@@ -26,7 +26,7 @@ from test_campaign import (  # noqa: F401 - fixtures and tests collected here ag
     test_two_runs_of_one_campaign_at_once_publish_each_recipient_once,
 )
 from test_campaign_control import (  # noqa: F401
-    clock,
+    campaign_clock,
     test_delete_is_refused_while_running_and_removes_a_cancelled_one,
     test_pause_stops_release_and_resume_continues,
     test_update_throttle_respaces_the_waiting_messages,

@@ -1,5 +1,6 @@
 """Recurring schedules (list, show, create, update, pause, resume, delete) and bulk
-campaigns (list, progress, create, pause, resume, update, cancel, delete): ``app.schedules`` and ``Campaigns``."""
+campaigns (list, progress, create, pause, resume, update, cancel, delete):
+``app.schedules`` and ``Campaigns``."""
 
 from __future__ import annotations
 

@@ -51,8 +51,9 @@ class CampaignProgress:
     ``duplicates`` recipients were already published (a re-run, or an id given twice);
     ``skipped`` recipients had no valid time (past with ``if_past='skip'``, or a time the
     ``skip`` DST policy dropped). ``paused_at`` is set while paused (``paused``); the
-    pending messages are then held out of the delayed set. At any moment ``scheduled == pending + released +
-    cancelled``. ``cursor`` counts the recipients consumed so far.
+    pending messages are then held out of the delayed set. At any moment
+    ``scheduled == pending + released + cancelled``. ``cursor`` counts the recipients
+    consumed so far.
     """
 
     id: str
