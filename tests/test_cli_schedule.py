@@ -91,6 +91,7 @@ def test_campaigns_pause_resume_update_delete(cli_env: dict[str, str]) -> None:
     with_app(env, setup)
     assert invoke(env, "campaigns", "pause", "sale").strip() == "sale: paused; 40 messages held"
     assert orjson.loads(invoke(env, "campaigns", "show", "sale", "--json"))["paused"] is True
+    assert "scheduled (paused)" in invoke({**env, "COLUMNS": "200"}, "campaigns", "list")
     assert "40 messages pending" in invoke(env, "campaigns", "resume", "sale")
     updated = orjson.loads(invoke(env, "campaigns", "update", "sale",
                                   "--throttle-per-minute", "40", "--json"))

@@ -145,8 +145,9 @@ def campaigns_list(app_spec: AppOption = None, json: JsonOption = False) -> None
         return
     show_table(console, ["id", "queue", "status", "scheduled", "pending", "released",
                          "processed", "failed", "cancelled", "created"],
-               [[p.id, p.queue, p.status, p.scheduled, p.pending, p.released, p.processed,
-                 p.failed, p.cancelled, _when(p.created_at)] for p in found], ids=["id"])
+               [[p.id, p.queue, f"{p.status} (paused)" if p.paused else p.status,
+                 p.scheduled, p.pending, p.released, p.processed, p.failed, p.cancelled,
+                 _when(p.created_at)] for p in found], ids=["id"])
 
 
 @campaigns_cli.command("show")
