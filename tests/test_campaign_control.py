@@ -101,7 +101,8 @@ async def test_pause_stops_release_and_resume_continues(
 async def test_resume_moves_due_times_later_by_the_pause(
         app: Tidings, campaigns: Campaigns, campaign_clock: Clock) -> None:
     q = app.queue("push")
-    await campaigns.schedule("spaced", q, people(120), at=T0, throttle_per_minute=60)
+    await campaigns.schedule("spaced", q, people(120), at=T0, throttle_per_minute=60,
+                             expires_in=60)
     before = {i: due for i, (due, _) in (await delayed(q)).items()}
     await campaigns.pause("spaced")
     assert await delayed(q) == {}
@@ -109,6 +110,8 @@ async def test_resume_moves_due_times_later_by_the_pause(
     await campaigns.resume("spaced")
     after = {i: due for i, (due, _) in (await delayed(q)).items()}
     assert after == {i: due + 600_000 for i, due in before.items()}  # spacing kept, no burst
+    expiry = {i: int(body.split(b"|", 2)[1]) for i, (_, body) in (await delayed(q)).items()}
+    assert expiry == {i: due + 600_000 + 60_000 for i, due in before.items()}  # moved too
 
 
 async def test_cancel_while_paused_cancels_the_held_messages(
