@@ -10,6 +10,7 @@ import pytest
 
 from api_helpers import Api, error_of, serve
 from tidings import Tidings
+from tidings.security.audit import Audit
 
 
 @pytest.fixture
@@ -77,3 +78,34 @@ async def test_out_of_range_numbers_and_times_are_422s_not_500s(api: Api) -> Non
         assert r.status_code == 422 and error_of(r)["field"] == field, (body, r.text)
     r = await api.call("PUT", "/v1/queues/email/weights", {"high": 10**30, "normal": 1, "low": 1})
     assert r.status_code == 422 and "1000" in error_of(r)["reason"]
+
+
+async def test_campaign_pause_resume_update_delete(api: Api) -> None:
+    at = datetime.now(UTC) + timedelta(days=1)
+    made = await api.post("/v1/campaigns", {
+        "id": "spring", "queue": "email", "at": at.isoformat(), "throttle_per_minute": 10,
+        "recipients": [{"id": f"u{i}"} for i in range(6)]})
+    assert made.status_code == 201, made.text
+    refused = await api.post("/v1/campaigns/spring/pause", who="reader")
+    assert refused.status_code == 403 and "campaigns:write" in error_of(refused)["reason"]
+    paused = await api.post("/v1/campaigns/spring/pause")
+    assert paused.status_code == 200 and paused.json()["paused"] is True
+    assert (await api.get("/v1/campaigns/spring")).json()["paused"] is True
+    resumed = (await api.post("/v1/campaigns/spring/resume")).json()
+    assert (resumed["paused"], resumed["pending"]) == (False, 6)
+    later = (at + timedelta(hours=1)).isoformat()
+    changed = await api.call("PATCH", "/v1/campaigns/spring",
+                             {"throttle_per_minute": 60, "at": later})
+    assert changed.status_code == 200, changed.text
+    bad = await api.call("PATCH", "/v1/campaigns/spring", {"priority": "high"})
+    assert bad.status_code == 422 and error_of(bad)["field"] == "priority"
+    bad = await api.call("PATCH", "/v1/campaigns/spring", {"throttle_per_minute": 0})
+    assert bad.status_code == 422 and error_of(bad)["field"] == "throttle_per_minute"
+    running = await api.call("DELETE", "/v1/campaigns/spring")
+    assert running.status_code == 409 and error_of(running)["type"] == "CampaignConflictError"
+    await api.post("/v1/campaigns/spring/cancel")
+    assert (await api.call("DELETE", "/v1/campaigns/spring")).json()["deleted"] is True
+    assert (await api.get("/v1/campaigns/spring")).status_code == 404
+    done = {a.action for a in await api.app.extension(Audit).entries() if a.outcome == "done"}
+    assert {"campaigns.pause", "campaigns.resume", "campaigns.update",
+            "campaigns.delete"} <= done

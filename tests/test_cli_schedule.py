@@ -76,3 +76,31 @@ def test_campaigns_list_show_cancel(cli_env: dict[str, str]) -> None:
     assert (shown["status"], shown["cancelled"], shown["pending"]) == ("cancelled", 300, 0)
     assert "cancelled" in invoke(env, "campaigns", "show", "promo")
     invoke(env, "campaigns", "show", "nope", code=1)
+
+
+def test_campaigns_pause_resume_update_delete(cli_env: dict[str, str]) -> None:
+    env = cli_env
+    at = datetime(NEXT_YEAR, 3, 3, 9, 0, tzinfo=UTC)
+
+    async def setup(app: Tidings) -> Any:
+        app.queue("push")
+        recipients = [Recipient(f"u{i}", {"i": i}) for i in range(40)]
+        return await Campaigns.of(app).schedule("sale", "push", recipients, at=at,
+                                                throttle_per_minute=20)
+
+    with_app(env, setup)
+    assert invoke(env, "campaigns", "pause", "sale").strip() == "sale: paused; 40 messages held"
+    assert orjson.loads(invoke(env, "campaigns", "show", "sale", "--json"))["paused"] is True
+    assert "scheduled (paused)" in invoke({**env, "COLUMNS": "200"}, "campaigns", "list")
+    assert "40 messages pending" in invoke(env, "campaigns", "resume", "sale")
+    updated = orjson.loads(invoke(env, "campaigns", "update", "sale",
+                                  "--throttle-per-minute", "40", "--json"))
+    assert (updated["paused"], updated["pending"]) == (False, 40)
+    out = tidings(env, "campaigns", "update", "sale", "--at", "tomorrow", code=1)
+    assert "--at" in out.stderr and "Traceback" not in out.stderr
+    out = tidings(env, "campaigns", "delete", "sale", "--yes", code=1)  # still running
+    assert "cannot be deleted" in out.stderr and "Traceback" not in out.stderr
+    invoke(env, "campaigns", "cancel", "sale", "--yes")
+    assert invoke(env, "campaigns", "delete", "sale", "--yes").strip() == "sale: deleted"
+    invoke(env, "campaigns", "show", "sale", code=1)
+    invoke(env, "campaigns", "pause", "nope", code=1)

@@ -25,6 +25,12 @@ from test_campaign import (  # noqa: F401 - fixtures and tests collected here ag
     test_each_recipient_is_due_at_nine_in_their_own_zone,
     test_two_runs_of_one_campaign_at_once_publish_each_recipient_once,
 )
+from test_campaign_control import (  # noqa: F401
+    campaign_clock,
+    test_delete_is_refused_while_running_and_removes_a_cancelled_one,
+    test_pause_stops_release_and_resume_continues,
+    test_update_throttle_respaces_the_waiting_messages,
+)
 from test_dlq import (  # noqa: F401
     test_purge_by_filter_and_all,
     test_replay_filtered_gives_fresh_attempts,
@@ -136,7 +142,8 @@ REACHED = {"publish", "fetch", "ack", "retry", "dead_letter", "dlq_replay", "dlq
            "ordered_fail", "ordered_replay", "fair_publish", "fair_feed", "breaker_allow",
            "breaker_record", "rate_limit_acquire", "concurrency_acquire",
            "concurrency_release", "key_park", "schedule_claim", "schedule_commit",
-           "schedule_save", "campaign_create", "campaign_publish", "campaign_cancel"}
+           "schedule_save", "campaign_create", "campaign_publish", "campaign_cancel",
+           "campaign_pause", "campaign_resume", "campaign_retime", "campaign_delete"}
 
 
 def test_zz_every_script_called_on_the_cluster_touched_one_slot(

@@ -204,6 +204,13 @@ class CampaignIn(_In):
     if_past: Literal["send", "skip"] = "send"
 
 
+class CampaignUpdateIn(_In):
+    """What may change while a campaign runs (those given; any other field is a 422)."""
+
+    throttle_per_minute: int | None = None
+    at: datetime | None = None
+
+
 class PrincipalOut(BaseModel):
     name: str
     kind: str

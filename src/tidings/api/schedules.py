@@ -1,5 +1,6 @@
 """Recurring schedules (list, show, create, update, pause, resume, delete) and bulk
-campaigns (list, progress, create, cancel): ``app.schedules`` and ``Campaigns``."""
+campaigns (list, progress, create, pause, resume, update, cancel, delete):
+``app.schedules`` and ``Campaigns``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from ..core.errors import ScheduleNotFoundError
 from ..scheduling.campaign_send import Recipient
 from ..scheduling.campaigns import Campaigns
 from .common import Caller, doc, queue_of
-from .models import CampaignIn, ScheduleIn, ScheduleUpdateIn
+from .models import CampaignIn, CampaignUpdateIn, ScheduleIn, ScheduleUpdateIn
 
 router = APIRouter(tags=["schedules and campaigns"])
 READ, WRITE = "schedules:read", "schedules:write"
@@ -109,3 +110,37 @@ async def cancel_campaign(campaign_id: str, access: Caller) -> dict[str, Any]:
     """Cancel every message of the campaign not released yet; the final counts."""
     async with access.change(CAMPAIGNS_WRITE, "campaigns.cancel", campaign_id):
         return (await Campaigns.of(access.app).cancel(campaign_id)).as_dict()
+
+
+@router.post("/campaigns/{campaign_id}/pause", **doc())
+async def pause_campaign(campaign_id: str, access: Caller) -> dict[str, Any]:
+    """Hold every message not released yet (released ones go on); 409 while scheduling or
+    once cancelled."""
+    async with access.change(CAMPAIGNS_WRITE, "campaigns.pause", campaign_id):
+        return (await Campaigns.of(access.app).pause(campaign_id)).as_dict()
+
+
+@router.post("/campaigns/{campaign_id}/resume", **doc())
+async def resume_campaign(campaign_id: str, access: Caller) -> dict[str, Any]:
+    """Release again from where it stopped: held due times move later by the pause."""
+    async with access.change(CAMPAIGNS_WRITE, "campaigns.resume", campaign_id):
+        return (await Campaigns.of(access.app).resume(campaign_id)).as_dict()
+
+
+@router.patch("/campaigns/{campaign_id}", **doc())
+async def update_campaign(campaign_id: str, body: CampaignUpdateIn,
+                          access: Caller) -> dict[str, Any]:
+    """Change ``throttle_per_minute`` (respacing the messages not released yet) or ``at``
+    (before any was released) of a campaign sent at one instant."""
+    changes = body.model_dump(exclude_unset=True)
+    async with access.change(CAMPAIGNS_WRITE, "campaigns.update", campaign_id,
+                             fields=sorted(changes)):
+        return (await Campaigns.of(access.app).update(campaign_id, **changes)).as_dict()
+
+
+@router.delete("/campaigns/{campaign_id}", **doc())
+async def delete_campaign(campaign_id: str, access: Caller) -> dict[str, Any]:
+    """Delete a finished or cancelled campaign; 409 while messages are not released yet."""
+    async with access.change(CAMPAIGNS_WRITE, "campaigns.delete", campaign_id):
+        await Campaigns.of(access.app).delete(campaign_id)
+    return {"id": campaign_id, "deleted": True}

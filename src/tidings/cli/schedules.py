@@ -14,6 +14,7 @@ import typer
 from ..core.errors import CampaignNotFoundError, ScheduleNotFoundError
 from ..scheduling.campaigns import Campaigns
 from ..scheduling.schedule import Schedule
+from .authz import authorized
 from .output import duration, progress, show_record, show_table
 from .support import (
     AppOption,
@@ -30,7 +31,8 @@ from .support import (
 
 T = TypeVar("T")
 schedules_cli = Cli(help="Recurring schedules: list, show, pause, resume, delete.")
-campaigns_cli = Cli(help="Bulk campaigns: list, show progress, cancel.")
+campaigns_cli = Cli(help="Bulk campaigns: list, show progress, pause, resume, update, cancel, "
+                    "delete.")
 ScheduleArg = Annotated[str, typer.Argument(metavar="SCHEDULE_ID", help="A schedule's id.")]
 CampaignArg = Annotated[str, typer.Argument(metavar="CAMPAIGN_ID", help="A campaign's id.")]
 
@@ -143,8 +145,9 @@ def campaigns_list(app_spec: AppOption = None, json: JsonOption = False) -> None
         return
     show_table(console, ["id", "queue", "status", "scheduled", "pending", "released",
                          "processed", "failed", "cancelled", "created"],
-               [[p.id, p.queue, p.status, p.scheduled, p.pending, p.released, p.processed,
-                 p.failed, p.cancelled, _when(p.created_at)] for p in found], ids=["id"])
+               [[p.id, p.queue, f"{p.status} (paused)" if p.paused else p.status,
+                 p.scheduled, p.pending, p.released, p.processed, p.failed, p.cancelled,
+                 _when(p.created_at)] for p in found], ids=["id"])
 
 
 @campaigns_cli.command("show")
@@ -182,3 +185,72 @@ def campaigns_cancel(campaign_id: CampaignArg, yes: YesOption = False,
         return
     typer.echo(f"{campaign_id}: cancelled {done.cancelled}; {done.released} had been "
                "released already")
+
+
+def _changed(campaign_id: str, action: str, call: Callable[[Campaigns], Awaitable[T]],
+             app_spec: str | None, **detail: Any) -> T:
+    """``call(campaigns)`` as an audited ``campaigns:write`` operation."""
+    app = load_app(app_spec)
+
+    async def body() -> T:
+        campaigns = Campaigns.of(app)
+        await _campaign_call(app, campaign_id, lambda: campaigns.progress(campaign_id))
+        async with authorized(app, "campaigns:write", action, campaign_id, **detail):
+            return await call(campaigns)
+
+    return run(app, body)
+
+
+@campaigns_cli.command("pause")
+def campaigns_pause(campaign_id: CampaignArg, app_spec: AppOption = None) -> None:
+    """Hold every message not released yet (those released go on), until resumed."""
+    done = _changed(campaign_id, "campaigns.pause", lambda c: c.pause(campaign_id), app_spec)
+    typer.echo(f"{campaign_id}: paused; {done.pending} messages held")
+
+
+@campaigns_cli.command("resume")
+def campaigns_resume(campaign_id: CampaignArg, app_spec: AppOption = None) -> None:
+    """Release again from where it stopped: due times move later by the pause's length."""
+    done = _changed(campaign_id, "campaigns.resume", lambda c: c.resume(campaign_id), app_spec)
+    typer.echo(f"{campaign_id}: resumed; {done.pending} messages pending")
+
+
+@campaigns_cli.command("update")
+def campaigns_update(
+    campaign_id: CampaignArg,
+    throttle_per_minute: Annotated[int | None, typer.Option(
+        "--throttle-per-minute", help="New release rate for the messages not released yet.")
+    ] = None,
+    at: Annotated[str | None, typer.Option(
+        "--at", help="New send time (ISO 8601 with offset), before anything was released.")
+    ] = None,
+    app_spec: AppOption = None, json: JsonOption = False,
+) -> None:
+    """Change the throttle or the send time of a campaign sent at one instant."""
+    changes: dict[str, Any] = {}
+    if throttle_per_minute is not None:
+        changes["throttle_per_minute"] = throttle_per_minute
+    if at is not None:
+        try:
+            changes["at"] = datetime.fromisoformat(at)
+        except ValueError:
+            raise CommandFailed(f"--at: {at!r} is not an ISO 8601 date and time") from None
+    if not changes:
+        raise CommandFailed("give --throttle-per-minute or --at")
+    done = _changed(campaign_id, "campaigns.update",
+                    lambda c: c.update(campaign_id, **changes), app_spec,
+                    fields=sorted(changes))
+    if json:
+        emit_json(done.as_dict())
+    else:
+        typer.echo(f"{campaign_id}: updated {', '.join(sorted(changes))}")
+
+
+@campaigns_cli.command("delete")
+def campaigns_delete(campaign_id: CampaignArg, yes: YesOption = False,
+                     app_spec: AppOption = None) -> None:
+    """Delete a finished or cancelled campaign and its counters."""
+    if not yes:
+        typer.confirm(f"delete campaign {campaign_id}?", abort=True)
+    _changed(campaign_id, "campaigns.delete", lambda c: c.delete(campaign_id), app_spec)
+    typer.echo(f"{campaign_id}: deleted")

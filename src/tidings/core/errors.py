@@ -218,7 +218,8 @@ class CampaignNotFoundError(TidingsError, LookupError):
 
 
 class CampaignConflictError(TidingsError):
-    """Another ``schedule`` run of the same campaign moved its cursor (run one at a time)."""
+    """The campaign's state forbids the change: another ``schedule`` run moved its cursor
+    (run one at a time), or it is still scheduling, cancelled, or not finished yet."""
 
 
 class RouteError(ValidationError):

@@ -76,7 +76,7 @@ class QueueKeys:
 
     def campaign(self, campaign_id: str) -> CampaignKeys:
         base = f"{self.tag}:campaign:{campaign_id}"
-        return CampaignKeys(base, f"{base}:pending", f"{base}:slots")
+        return CampaignKeys(base, f"{base}:pending", f"{base}:slots", f"{base}:held")
 
 
 QUEUE_KEY_ORDER = tuple(f.name for f in fields(QueueKeys) if f.name not in ("tag", "script_keys"))
@@ -89,6 +89,7 @@ class CampaignKeys:
     record: str  # hash: spec, counters, cursor
     pending: str  # zset of the campaign's messages still in the delayed set
     slots: str  # hash of the release throttle's per-minute counts
+    held: str  # zset msg id -> due ms of the messages a pause took out of the delayed set
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,23 @@ async def campaign_cancel(dash: Dashboard, request: Request, who: Principal,
     return dash.redirect(request, "/schedules")
 
 
+async def campaign_toggle(dash: Dashboard, request: Request, who: Principal,
+                          form: Fields) -> Response:
+    campaign_id, verb = request.path_params["id"], request.path_params["verb"]
+    if verb not in ("pause", "resume"):
+        raise NotFound(f"no campaign action {verb!r}")
+    campaigns = Campaigns.of(dash.app)
+    async with dash.app.audit.operation(who, "campaigns:write", f"campaign.{verb}",
+                                        campaign_id):
+        if verb == "pause":
+            done = await campaigns.pause(campaign_id)
+        else:
+            done = await campaigns.resume(campaign_id)
+    held = f"{done.pending} messages held" if done.paused else f"{done.pending} pending"
+    session.flash(request, f"campaign {campaign_id}: {verb}d; {held}")
+    return dash.redirect(request, "/schedules")
+
+
 Wrap = Callable[[Callable[[Dashboard, Request, Any, Fields], Awaitable[Response]]],
                 Callable[[Request], Awaitable[Response]]]
 
@@ -155,4 +172,5 @@ def routes(action: Wrap) -> list[Route]:
         Route("/breakers/{name}/reset", action(breaker_reset), methods=post),
         Route("/schedules/{id}/{verb}", action(schedule_toggle), methods=post),
         Route("/campaigns/{id}/cancel", action(campaign_cancel), methods=post),
+        Route("/campaigns/{id}/{verb}", action(campaign_toggle), methods=post),
     ]

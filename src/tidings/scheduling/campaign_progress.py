@@ -50,8 +50,10 @@ class CampaignProgress:
     right away when already due at publish); ``processed`` + ``failed`` were settled;
     ``duplicates`` recipients were already published (a re-run, or an id given twice);
     ``skipped`` recipients had no valid time (past with ``if_past='skip'``, or a time the
-    ``skip`` DST policy dropped). At any moment ``scheduled == pending + released +
-    cancelled``. ``cursor`` counts the recipients consumed so far.
+    ``skip`` DST policy dropped). ``paused_at`` is set while paused (``paused``); the
+    pending messages are then held out of the delayed set. At any moment
+    ``scheduled == pending + released + cancelled``. ``cursor`` counts the recipients
+    consumed so far.
     """
 
     id: str
@@ -69,6 +71,12 @@ class CampaignProgress:
     cursor: int
     finished_at: datetime | None = None
     cancelled_at: datetime | None = None
+    paused_at: datetime | None = None
+
+    @property
+    def paused(self) -> bool:
+        """Paused: its ``pending`` messages are held, none released until resumed."""
+        return self.paused_at is not None
 
     @property
     def settled(self) -> int:
@@ -86,6 +94,7 @@ class CampaignProgress:
             value = getattr(self, f.name)
             data[f.name] = value.isoformat() if isinstance(value, datetime) else value
         data["settled"] = self.settled
+        data["paused"] = self.paused
         data["done"] = self.done
         return data
 
@@ -103,7 +112,7 @@ class CampaignProgress:
         return cls(h["id"], h["queue"], h["status"], when("created_at"), count("scheduled"),
                    pending, count("released"), count("processed"), count("failed"),
                    count("cancelled"), count("duplicates"), count("skipped"), count("cursor"),
-                   when("finished_at"), when("cancelled_at"))
+                   when("finished_at"), when("cancelled_at"), when("paused_at"))
 
 
 async def sweep(app: ExtensionHost, queue: str, campaign_id: str,
@@ -111,7 +120,7 @@ async def sweep(app: ExtensionHost, queue: str, campaign_id: str,
     """One sweep batch; returns (more to sweep, flat campaign hash, pending left)."""
     queue_keys = app.key_space.queue(queue)
     campaign = queue_keys.campaign(campaign_id)
-    keys = [*queue_keys.script_keys, campaign.record, campaign.pending]
+    keys = [*queue_keys.script_keys, campaign.record, campaign.pending, campaign.held]
     _, more, pending, flat = await app.broker.call(SWEEP, keys, [limit])
     return int(more), flat, int(pending)
 

@@ -8,7 +8,11 @@
         (Recipient(u.id, {"user": u.id, "template": "bf"}, u.zone) for u in users),
         local_time=time(9, 0), date=date(2026, 11, 27), throttle_per_minute=50_000)
     print(await campaigns.progress("black-friday"))
+    await campaigns.pause("black-friday")   # hold what is not released yet
+    await campaigns.resume("black-friday")  # due times moved later by the pause
+    await campaigns.update("black-friday", throttle_per_minute=20_000)
     await campaigns.cancel("black-friday")  # every message not released yet
+    await campaigns.delete("black-friday")  # only once finished or cancelled
 
 Each recipient's message is published to go out at ``local_time`` in the recipient's own
 zone (``default_zone`` when it has none), with the same daylight-saving policies as
@@ -42,6 +46,7 @@ Redis layout, under the queue's hash tag (so the scripts touch one slot)::
     tidings:{push}:campaign:<id>           hash: spec, status, cursor, counters
     tidings:{push}:campaign:<id>:pending   zset msg id -> due ms, until released or cancelled
     tidings:{push}:campaign:<id>:slots     hash minute -> messages due (throttle state)
+    tidings:{push}:campaign:<id>:held      zset msg id -> due ms, held out by a pause
     tidings:campaigns                      hash campaign id -> queue (the registry)
 """
 
@@ -67,7 +72,7 @@ from ..core.progress import ProgressCallback
 from ..core.stored import text
 from ..engine.scripts import LIBRARY
 from ..queues.queue import Queue
-from . import campaign_progress
+from . import campaign_control, campaign_progress
 from .campaign_plan import Plan, Throttle
 from .campaign_progress import (
     CampaignCounter,
@@ -306,7 +311,8 @@ class Campaigns:
         queue = await self._queue_of(campaign_id)
         queue_keys = self.app.key_space.queue(queue)
         record = queue_keys.campaign(campaign_id)
-        keys = [*queue_keys.script_keys, record.record, record.pending, record.slots]
+        keys = [*queue_keys.script_keys, record.record, record.pending, record.slots,
+                record.held]
         done = 0
         while True:
             cancelled, released, left = await self.app.broker.call(
@@ -320,3 +326,42 @@ class Campaigns:
                 break
         await self.counter.flush()
         return await self.progress(campaign_id)
+
+    # -- pausing, updating, deleting (see tidings.scheduling.campaign_control) -----------
+
+    async def pause(self, campaign_id: str) -> CampaignProgress:
+        """Hold every message of the campaign not released yet (released ones go on).
+
+        Only a fully scheduled campaign (not while ``schedule`` runs, not cancelled:
+        CampaignConflictError); pausing again is harmless.
+        """
+        queue = await self._queue_of(campaign_id)
+        await campaign_control.pause(self.app, queue, campaign_id, epoch_ms(self.clock()))
+        return await self.progress(campaign_id)
+
+    async def resume(self, campaign_id: str) -> CampaignProgress:
+        """Release a paused campaign again from where it stopped: every held message's due
+        time moves later by the length of the pause (no burst). Harmless when not paused."""
+        queue = await self._queue_of(campaign_id)
+        await campaign_control.resume(self.app, queue, campaign_id, epoch_ms(self.clock()))
+        return await self.progress(campaign_id)
+
+    async def update(self, campaign_id: str, **changes: Any) -> CampaignProgress:
+        """Change ``throttle_per_minute`` or ``at`` of a scheduled campaign (paused or not).
+
+        Any other field raises ValidationError naming it; ``at`` only before any message
+        was released, and both only for campaigns sent ``at`` one instant::
+
+            await campaigns.update("bf", throttle_per_minute=10_000)
+        """
+        queue = await self._queue_of(campaign_id)
+        await campaign_control.update(self.app, queue, campaign_id, self.clock(), changes)
+        return await self.progress(campaign_id)
+
+    async def delete(self, campaign_id: str) -> None:
+        """Remove a finished (nothing pending) or cancelled campaign and its keys; else
+        CampaignConflictError."""
+        queue = await self._queue_of(campaign_id)
+        await campaign_control.delete(self.app, queue, campaign_id)
+        client = await self._client()
+        await client.hdel(self._registry, campaign_id)

@@ -1,7 +1,8 @@
 -- campaign_sweep: count as released the campaign's messages that the fetch script promoted
 -- out of the delayed set, and return the campaign record.
 -- KEYS[1..12]: the queue keys (see includes/common.lua); KEYS[13]: campaign hash;
--- KEYS[14]: pending zset (msg id -> the due ms it was scheduled with).
+-- KEYS[14]: pending zset (msg id -> the due ms it was scheduled with); KEYS[15]: held zset
+-- (a paused campaign's messages, counted as pending: not released).
 -- ARGV[1]: at most this many pending entries examined.
 -- A message still waits if it sits in the delayed set at exactly its scheduled due time.
 -- Anything else means it was released: promoted (and maybe since retried or snoozed back
@@ -12,7 +13,7 @@
 --          flat campaign hash}.
 -- @flags allow-oom
 -- @include common
-local CAMPAIGN, PENDING = KEYS[13], KEYS[14]
+local CAMPAIGN, PENDING, HELD = KEYS[13], KEYS[14], KEYS[15]
 local limit = tonumber(ARGV[1])
 local items = redis.call('ZRANGE', PENDING, 0, limit - 1, 'WITHSCORES')
 local released = {}
@@ -39,4 +40,5 @@ end
 if #released > 0 then redis.call('HINCRBY', CAMPAIGN, 'released', #released) end
 local more = 0
 if not waiting and #items / 2 >= limit then more = 1 end
-return {#released, more, redis.call('ZCARD', PENDING), redis.call('HGETALL', CAMPAIGN)}
+local left = redis.call('ZCARD', PENDING) + redis.call('ZCARD', HELD)
+return {#released, more, left, redis.call('HGETALL', CAMPAIGN)}
