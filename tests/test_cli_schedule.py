@@ -10,6 +10,7 @@ import orjson
 from conftest import tidings, with_app
 from tidings import Tidings
 from tidings.scheduling.campaigns import Campaigns, Recipient
+from tidings.security.audit import Audit
 
 NEXT_YEAR = datetime.now(UTC).year + 1
 
@@ -52,6 +53,13 @@ def test_schedules_list_show_pause_resume_delete(cli_env: dict[str, str]) -> Non
     invoke(env, "schedules", "show", "digest", code=1)  # not found: exit 1
     assert [s["id"] for s in orjson.loads(invoke(env, "schedules", "list", "--json"))] == [
         "beat"]
+
+    async def audited(app: Tidings) -> list[tuple[str, str]]:
+        return [(e.action, e.outcome) for e in await app.extension(Audit).entries()]
+
+    # each change is an authorised operation; the declined and the missing ones left none
+    assert [entry for entry in with_app(env, audited) if entry[1] != "allowed"] == [
+        ("schedules.pause", "done"), ("schedules.resume", "done"), ("schedules.delete", "done")]
 
 
 def test_campaigns_list_show_cancel(cli_env: dict[str, str]) -> None:

@@ -31,8 +31,8 @@ async def test_pause_and_resume_buttons_hold_and_release_a_campaign(
     await post(client, "/campaigns/promo/resume", csrf)
     shown = await campaigns.progress("promo")
     assert (shown.paused, shown.pending) == (False, 8)
-    assert await outcomes(app, "campaign.pause") == ["allowed", "done"]
-    assert await outcomes(app, "campaign.resume") == ["allowed", "done"]
+    assert await outcomes(app, "campaigns.pause") == ["allowed", "done"]
+    assert await outcomes(app, "campaigns.resume") == ["allowed", "done"]
     assert (await post(client, "/campaigns/promo/bogus", csrf)).status_code == 404
 
 
@@ -51,4 +51,4 @@ async def test_campaign_buttons_need_csrf_and_are_hidden_from_read_only(
     refused = await post(viewer, "/campaigns/promo/pause", csrf_of(page) or csrf)
     assert refused.status_code == 403 and "needs the permission" in refused.text
     assert not (await campaigns.progress("promo")).paused
-    assert await outcomes(app, "campaign.pause") == ["denied"]
+    assert await outcomes(app, "campaigns.pause") == ["denied"]

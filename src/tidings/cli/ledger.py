@@ -2,14 +2,14 @@
 ``tidings audit``, ``tidings erase``, ``tidings retention`` and ``tidings archive``.
 
 Registered on the main command in :mod:`tidings.cli.main`; every administrative command
-that succeeds is written to the audit trail when a database is configured (``AUDITED``).
+runs as an authorised operation (:mod:`tidings.cli.authz`), whose outcome reaches the
+ledger's audit trail when a database is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -18,7 +18,6 @@ import typer
 from .authz import authorized
 from .output import show_record, show_table
 from .support import (
-    AFTER_COMMAND,
     AppOption,
     Cli,
     CommandFailed,
@@ -41,33 +40,6 @@ ledger_cli.add_typer(audit_cli, name="audit")
 ledger_cli.add_typer(archive_cli, name="archive")
 ledger_cli.add_typer(retention_cli, name="retention")
 
-# Commands that change something an operator must be able to account for, and that do not
-# run as an authorised operation yet (those reach the trail through the security audit's
-# sink: cli/authz.py).
-AUDITED = {"schedules pause", "schedules resume", "schedules delete", "campaigns cancel"}
-# (erase audits itself, naming the subject by its hash only)
-_NOT_PARAMS = {"app_spec", "json"}
-
-
-def audit_command(ctx: Any) -> None:
-    """Write the audit record of a command that succeeded (when a database is set)."""
-    path = ctx.command_path.split(" ", 1)[1] if " " in ctx.command_path else ""
-    params = {k: v for k, v in ctx.params.items() if k not in _NOT_PARAMS and v is not None}
-    if path not in AUDITED:
-        return
-    app = load_app(ctx.params.get("app_spec"))
-    if app.settings.ledger.database_url is None:
-        return
-    target = next((str(params[k]) for k in ("queue", "name", "schedule_id", "campaign_id",
-                                             "day") if k in params), None)
-
-    async def body() -> None:
-        await app.ledger.audit.record(path, target, params, origin=f"cli@{socket.gethostname()}")
-
-    run(app, body)
-
-
-AFTER_COMMAND.append(audit_command)
 
 
 @db_cli.command()

@@ -98,20 +98,31 @@ def schedules_show(schedule_id: ScheduleArg, app_spec: AppOption = None,
     show_record(console, data)
 
 
+def _schedule_changed(schedule_id: str, action: str,
+                      call: Callable[[Any], Awaitable[T]], app_spec: str | None) -> T:
+    """``call(app.schedules)`` as an audited ``schedules:write`` operation."""
+    app = load_app(app_spec)
+
+    async def body() -> T:
+        await _schedule_call(app, schedule_id, lambda: app.schedules.get(schedule_id))
+        async with authorized(app, "schedules:write", action, schedule_id):
+            return await call(app.schedules)
+
+    return run(app, body)
+
+
 @schedules_cli.command("pause")
 def schedules_pause(schedule_id: ScheduleArg, app_spec: AppOption = None) -> None:
     """Stop firing from the next tick, until resumed."""
-    app = load_app(app_spec)
-    run(app, lambda: _schedule_call(app, schedule_id, lambda: app.schedules.pause(schedule_id)))
+    _schedule_changed(schedule_id, "schedules.pause", lambda s: s.pause(schedule_id), app_spec)
     typer.echo(f"{schedule_id}: paused")
 
 
 @schedules_cli.command("resume")
 def schedules_resume(schedule_id: ScheduleArg, app_spec: AppOption = None) -> None:
     """Fire again from the next occurrence after now (those while paused are skipped)."""
-    app = load_app(app_spec)
-    schedule = run(app, lambda: _schedule_call(app, schedule_id,
-                                               lambda: app.schedules.resume(schedule_id)))
+    schedule = _schedule_changed(schedule_id, "schedules.resume",
+                                 lambda s: s.resume(schedule_id), app_spec)
     typer.echo(f"{schedule_id}: resumed; next fire {_when(schedule.next_fire)}")
 
 
@@ -125,8 +136,9 @@ def schedules_delete(schedule_id: ScheduleArg, yes: YesOption = False,
         await _schedule_call(app, schedule_id, lambda: app.schedules.get(schedule_id))
         if not yes:
             typer.confirm(f"delete schedule {schedule_id}?", abort=True)
-        if not await app.schedules.delete(schedule_id):
-            raise CommandFailed(f"no schedule {schedule_id!r}")
+        async with authorized(app, "schedules:write", "schedules.delete", schedule_id):
+            if not await app.schedules.delete(schedule_id):
+                raise CommandFailed(f"no schedule {schedule_id!r}")
 
     run(app, body)
     typer.echo(f"{schedule_id}: deleted")
@@ -176,8 +188,9 @@ def campaigns_cancel(campaign_id: CampaignArg, yes: YesOption = False,
         if not yes:
             typer.confirm(f"cancel campaign {campaign_id} ({before.pending} messages not "
                           "released yet)?", abort=True)
-        with progress(f"cancelling {campaign_id}", console, quiet=json) as report:
-            return await campaigns.cancel(campaign_id, progress=report)
+        async with authorized(app, "campaigns:write", "campaigns.cancel", campaign_id):
+            with progress(f"cancelling {campaign_id}", console, quiet=json) as report:
+                return await campaigns.cancel(campaign_id, progress=report)
 
     done = run(app, body)
     if json:

@@ -166,18 +166,8 @@ class _Behaviour:
         super().format_help(ctx, formatter)  # type: ignore[misc]
 
 
-# Called with the click context after each command that succeeded (the audit trail).
-AFTER_COMMAND: list[Callable[[Any], None]] = []
-
-
 class Command(_Behaviour, TyperCommand):
     """A tidings command (see :class:`_Behaviour`)."""
-
-    def invoke(self, ctx: Any) -> Any:
-        result = super().invoke(ctx)
-        for hook in AFTER_COMMAND:
-            _handled(lambda hook=hook: hook(ctx))  # type: ignore[misc]
-        return result
 
 
 class Group(_Behaviour, TyperGroup):

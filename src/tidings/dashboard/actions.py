@@ -122,7 +122,7 @@ async def schedule_toggle(dash: Dashboard, request: Request, who: Principal,
     schedule_id, verb = request.path_params["id"], request.path_params["verb"]
     if verb not in ("pause", "resume"):
         raise NotFound(f"no schedule action {verb!r}")
-    async with dash.app.audit.operation(who, "schedules:write", f"schedule.{verb}", schedule_id):
+    async with dash.app.audit.operation(who, "schedules:write", f"schedules.{verb}", schedule_id):
         if verb == "pause":
             await dash.app.schedules.pause(schedule_id)
         else:
@@ -134,7 +134,7 @@ async def schedule_toggle(dash: Dashboard, request: Request, who: Principal,
 async def campaign_cancel(dash: Dashboard, request: Request, who: Principal,
                           form: Fields) -> Response:
     campaign_id = request.path_params["id"]
-    async with dash.app.audit.operation(who, "campaigns:write", "campaign.cancel", campaign_id):
+    async with dash.app.audit.operation(who, "campaigns:write", "campaigns.cancel", campaign_id):
         final = await Campaigns.of(dash.app).cancel(campaign_id)
     session.flash(request, f"campaign {campaign_id}: {final.cancelled} messages cancelled")
     return dash.redirect(request, "/schedules")
@@ -146,7 +146,7 @@ async def campaign_toggle(dash: Dashboard, request: Request, who: Principal,
     if verb not in ("pause", "resume"):
         raise NotFound(f"no campaign action {verb!r}")
     campaigns = Campaigns.of(dash.app)
-    async with dash.app.audit.operation(who, "campaigns:write", f"campaign.{verb}",
+    async with dash.app.audit.operation(who, "campaigns:write", f"campaigns.{verb}",
                                         campaign_id):
         if verb == "pause":
             done = await campaigns.pause(campaign_id)
