@@ -40,6 +40,7 @@ from .mapping import (
     require_positive,
     require_text,
 )
+from .reconnect import Attempts, keep_running
 
 if TYPE_CHECKING:
     from ..queues.queue import Outgoing, Queue
@@ -182,6 +183,11 @@ class KafkaConsumer(Counted):
         return f"<KafkaConsumer {self.config.topic!r} group {self.config.group!r}>"
 
     async def run(self) -> None:
+        """Consume until :meth:`stop`; a lost broker is retried (see ``reconnect``)."""
+        await keep_running(f"kafka-in {self.config.topic}", self._session, self._stopped,
+                           clock=self.clock)
+
+    async def _session(self, attempts: Attempts) -> None:
         cfg = self.config
         consumer = AIOKafkaConsumer(
             cfg.topic, bootstrap_servers=cfg.bootstrap_servers, group_id=cfg.group,
@@ -189,8 +195,9 @@ class KafkaConsumer(Counted):
             session_timeout_ms=int(cfg.session_timeout * 1000),
             heartbeat_interval_ms=max(50, int(cfg.session_timeout * 100)),
             rebalance_timeout_ms=int(cfg.session_timeout * 1000))
-        await consumer.start()
         try:
+            await consumer.start()
+            attempts.reset()
             while not self._stopped.is_set():
                 batch = await consumer.getmany(timeout_ms=int(cfg.poll_timeout * 1000),
                                                max_records=cfg.batch)
