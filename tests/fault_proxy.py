@@ -30,8 +30,10 @@ class _Link:
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0,
+                 unix: str | None = None) -> None:
         self.target = (host, target_port)
+        self.unix = unix  # forward to this Unix socket instead (the embedded server's)
         self.port = port
         self.partitioned = False
         self.down = False
@@ -53,7 +55,10 @@ class FaultProxy:
             writer.close()
             return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return

@@ -106,10 +106,12 @@ async def test_nats_out_outlives_a_broker_outage_and_loses_nothing(
 async def test_nats_in_does_not_ack_while_tidings_redis_is_away(
         redis_url: str, recorder: Recorder, stream: Stream) -> None:
     parts = urlsplit(redis_url)
-    redis_proxy = await FaultProxy(parts.port or 6379, parts.hostname or "127.0.0.1").start()
+    unix = parts.path if parts.scheme == "unix" else None
+    redis_proxy = await FaultProxy(parts.port or 6379, parts.hostname or "127.0.0.1",
+                                   unix=unix).start()
     prefix = new_prefix()
-    app = Tidings(parts._replace(netloc=f"{parts.hostname}:{redis_proxy.port}").geturl(),
-                  key_prefix=prefix, middleware=[recorder])
+    app = Tidings(f"redis://127.0.0.1:{redis_proxy.port}", key_prefix=prefix,
+                  middleware=[recorder])
     try:
         await app.connect()
         consumer = NatsConsumer(NatsConsumeConfig(
@@ -158,8 +160,11 @@ async def test_kafka_in_outlives_a_broker_outage_and_loses_nothing(
             await send(0)
             await consumer.wait_until(moved=4)
             await outage(proxy)
-            await send(10)
+            # the producer too reaches the broker through the proxy (the advertised
+            # address): its sends go out once the link is back
+            during = asyncio.create_task(send(10))
             proxy.restore()
+            await during
             await send(20)
             await consumer.wait_until(moved=N, timeout=40)
         finally:
