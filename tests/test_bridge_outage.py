@@ -15,6 +15,8 @@ import pytest
 from broker_helpers import create_topic, kafka_broker
 from conftest import Recorder, collect_payloads, drop_keys, new_prefix
 from fault_proxy import FaultProxy
+from test_integrations_nats import URL as NATS_URL
+from test_integrations_nats import Stream, stream  # noqa: F401 (the fixture)
 from tidings import EventKind, Tidings
 from tidings.integrations.aws import AwsConnection
 from tidings.integrations.jetstream import (
@@ -25,8 +27,6 @@ from tidings.integrations.jetstream import (
 )
 from tidings.integrations.kafka import KafkaConsumeConfig, KafkaConsumer
 from tidings.integrations.sqs import SqsConsumeConfig, SqsConsumer
-from test_integrations_nats import URL as NATS_URL
-from test_integrations_nats import Stream, stream  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(60)
 N = 30  # messages per test: 10 before the cut, 10 during it, 10 after
@@ -56,7 +56,7 @@ async def nats_proxy() -> AsyncIterator[FaultProxy]:
 
 
 async def test_nats_in_outlives_a_broker_outage_and_loses_nothing(
-        app: Tidings, recorder: Recorder, stream: Stream, nats_proxy: FaultProxy) -> None:
+        app: Tidings, recorder: Recorder, stream: Stream, nats_proxy: FaultProxy) -> None:  # noqa: F811
     await app.connect()
     consumer = NatsConsumer(NatsConsumeConfig(
         stream=stream.name, subject=stream.subject, durable="bridge", batch=4,
@@ -80,8 +80,29 @@ async def test_nats_in_outlives_a_broker_outage_and_loses_nothing(
     await each_once(app, recorder, "in", N)
 
 
+async def test_nats_in_started_while_the_broker_is_down_waits_for_it(
+        app: Tidings, recorder: Recorder, stream: Stream,  # noqa: F811
+        nats_proxy: FaultProxy) -> None:
+    await app.connect()
+    nats_proxy.cut()
+    consumer = NatsConsumer(NatsConsumeConfig(
+        stream=stream.name, subject=stream.subject, durable="bridge",
+        url=f"nats://127.0.0.1:{nats_proxy.port}", fetch_timeout=0.2), app.queue("in"))
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(nats_proxy.refused.wait(), 30)
+    assert not task.done()  # no exit: it waits for the broker
+    nats_proxy.restore()
+    for n in range(3):
+        await stream.js.publish(stream.subject, f'{{"n":{n}}}'.encode(),
+                                headers={"Content-Type": "application/json"})
+    await consumer.wait_until(moved=3)
+    consumer.stop()
+    await task
+    await each_once(app, recorder, "in", 3)
+
+
 async def test_nats_out_outlives_a_broker_outage_and_loses_nothing(
-        app: Tidings, recorder: Recorder, stream: Stream, nats_proxy: FaultProxy) -> None:
+        app: Tidings, recorder: Recorder, stream: Stream, nats_proxy: FaultProxy) -> None:  # noqa: F811
     publisher = NatsPublisher(NatsPublishConfig(
         subject=stream.subject, stream=stream.name, ack_timeout=1,
         url=f"nats://127.0.0.1:{nats_proxy.port}"))
@@ -104,7 +125,7 @@ async def test_nats_out_outlives_a_broker_outage_and_loses_nothing(
 
 
 async def test_nats_in_does_not_ack_while_tidings_redis_is_away(
-        redis_url: str, recorder: Recorder, stream: Stream) -> None:
+        redis_url: str, recorder: Recorder, stream: Stream) -> None:  # noqa: F811
     parts = urlsplit(redis_url)
     unix = parts.path if parts.scheme == "unix" else None
     redis_proxy = await FaultProxy(parts.port or 6379, parts.hostname or "127.0.0.1",
