@@ -198,7 +198,8 @@ async def kafka_sides(url: str, servers: str, count: int,
 
     async def consume(seen: Seen, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(topic, bootstrap_servers=servers,
-                                    auto_offset_reset="earliest", group_id=f"r{uuid.uuid4().hex[:8]}",
+                                    auto_offset_reset="earliest",
+                                    group_id=f"r{uuid.uuid4().hex[:8]}",
                                     enable_auto_commit=False, session_timeout_ms=1000,
                                     heartbeat_interval_ms=100, rebalance_timeout_ms=1000)
         await consumer.start()

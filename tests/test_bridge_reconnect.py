@@ -14,14 +14,26 @@ from tidings.core.clock import ManualClock
 from tidings.integrations.reconnect import BACKOFF, Attempts, keep_running
 
 
-async def asleep(clock: ManualClock) -> None:
-    while clock.sleepers == 0:
-        await asyncio.sleep(0)
+class Clock(ManualClock):
+    """A manual clock that says when the loop went to sleep."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asleep = asyncio.Event()
+
+    async def sleep(self, seconds: float) -> None:
+        self.asleep.set()
+        await super().sleep(seconds)
+
+
+async def asleep(clock: Clock) -> None:
+    await asyncio.wait_for(clock.asleep.wait(), 5)
+    clock.asleep.clear()
 
 
 async def test_a_lost_connection_is_logged_backed_off_and_retried(
         caplog: pytest.LogCaptureFixture) -> None:
-    clock, stopped, calls = ManualClock(), asyncio.Event(), []
+    clock, stopped, calls = Clock(), asyncio.Event(), []
 
     async def session(attempts: Attempts) -> None:
         calls.append(attempts.count)
@@ -49,7 +61,7 @@ async def test_a_config_error_ends_the_bridge() -> None:
 
 
 async def test_stop_ends_the_wait_between_attempts() -> None:
-    clock, stopped = ManualClock(), asyncio.Event()
+    clock, stopped = Clock(), asyncio.Event()
 
     async def session(attempts: Attempts) -> None:
         raise OSError("down")
