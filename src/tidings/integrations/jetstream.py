@@ -7,7 +7,8 @@
 * :class:`NatsConsumer` pulls from a durable JetStream consumer in batches, stores each
   batch in tidings with one ``publish_many``, and only then acks each message (waiting for
   the server's confirmation of the ack). The idempotency key is the ``Nats-Msg-Id`` header,
-  else the stream sequence number, which a redelivery keeps.
+  else the stream sequence number, which a redelivery keeps. A lost connection is logged,
+  backed off and reopened (``reconnect.keep_running``); what was unacked comes again.
 
 Install with ``pip install 'tidings[nats]'``.
 """

@@ -8,7 +8,8 @@
 * :class:`KafkaConsumer` reads a topic in a consumer group with auto-commit off, stores
   each batch in tidings with one ``publish_many`` and only then commits the offsets. The
   idempotency key is ``kafka:TOPIC:PARTITION:OFFSET``, which a re-read after a crash keeps,
-  so what a dead bridge stored but had not committed is dropped as a duplicate.
+  so what a dead bridge stored but had not committed is dropped as a duplicate. A broker
+  that cannot be reached is waited for (``reconnect.keep_running``).
 
 The idempotent producer (``enable_idempotence``) is off by default: Tansu, the broker the
 tests run, does not answer ``InitProducerId``. A producer retry may then write a message
