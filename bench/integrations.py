@@ -16,6 +16,8 @@ publish, in the same run, printed as JSON (and written to bench/results/integrat
 
 * ``kafka_*`` / ``sqs_*``: see bench/integrations_brokers.py (Tansu and moto are started
   by the benchmark itself).
+* ``latency``: what each inbound bridge adds to a message's trip at a low rate, against
+  the raw consumer (bench/integrations_latency.py; ``--only-latency``).
 
 Each measurement alternates the sides over ``--rounds`` rounds and reports the medians.
 Needs Redis (``--redis-url``), RabbitMQ and NATS with JetStream on their default ports.
@@ -324,6 +326,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     results.update(await channel_rows(args.redis_url, args.channel_messages,
                                       args.channel_concurrency, rounds))
     await broker_rows(args, results)
+    results["latency"] = await _latency(args)
     for close in CLOSERS:
         await close()
     return results
@@ -347,6 +350,13 @@ async def broker_rows(args: argparse.Namespace, results: dict[str, Any]) -> None
         await close()
 
 
+async def _latency(args: argparse.Namespace) -> dict[str, Any]:
+    from .integrations_latency import latency_rows
+
+    return await latency_rows(args.redis_url, args.latency_messages, args.latency_interval,
+                              args.rounds)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.integrations", description=__doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -363,14 +373,23 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="500 messages, one round")
     parser.add_argument("--only-brokers", action="store_true",
                         help="only the Kafka and SQS rows, merged into the results file")
+    parser.add_argument("--latency-messages", type=int, default=50,
+                        help="timed messages per side and round of the latency rows")
+    parser.add_argument("--latency-interval", type=float, default=0.02,
+                        help="seconds between two messages of the latency rows")
+    parser.add_argument("--only-latency", action="store_true",
+                        help="only the latency rows, merged into the results file")
     parsed = parser.parse_args()
     if parsed.quick:
         parsed.messages, parsed.rounds, parsed.channel_messages = 500, 1, 300
         parsed.sqs_messages = 200
-    if parsed.only_brokers:
+    if parsed.only_brokers or parsed.only_latency:
         path = RESULTS / "integrations.json"
         out = json.loads(path.read_text()) if path.exists() else {}
-        asyncio.run(broker_rows(parsed, out))
+        if parsed.only_latency:
+            out["latency"] = asyncio.run(_latency(parsed))
+        else:
+            asyncio.run(broker_rows(parsed, out))
     else:
         out = asyncio.run(main(parsed))
     text = json.dumps(out, indent=2)

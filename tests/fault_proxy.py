@@ -8,6 +8,10 @@ the server's clients can keep writing to it: the split-brain case. A connection 
 apart by what it sends (replicas send ``REPLCONF``, sentinels name themselves
 ``sentinel-...``); until it says, it counts as a client. ``heal()`` closes the cut
 connections (both sides reconnect, as after a long partition) and forwards again.
+
+``cut()`` models the server going away for everyone (the bridge tests put the proxy in
+front of a broker): every connection is closed and new ones are refused until
+``restore()``. ``port`` may be chosen up front (a Kafka broker must advertise it).
 """
 
 from __future__ import annotations
@@ -26,22 +30,35 @@ class _Link:
 
 
 class FaultProxy:
-    def __init__(self, target_port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, target_port: int, host: str = "127.0.0.1", port: int = 0,
+                 unix: str | None = None) -> None:
         self.target = (host, target_port)
-        self.port = 0
+        self.unix = unix  # forward to this Unix socket instead (the embedded server's)
+        self.port = port
         self.partitioned = False
+        self.down = False
+        self.cuts = 0  # connections closed or refused while down
+        self.refused = asyncio.Event()  # set at each connection refused while down
         self.dropped = 0  # chunks dropped while partitioned
         self._links: set[_Link] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self) -> FaultProxy:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.down:
+            self.cuts += 1
+            self.refused.set()
+            writer.close()
+            return
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
+            if self.unix is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.unix)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
             writer.close()
             return
@@ -76,6 +93,16 @@ class FaultProxy:
             for w in link.writers:
                 w.close()
         self.partitioned = False
+
+    def cut(self) -> None:
+        self.down = True
+        for link in list(self._links):
+            self.cuts += 1
+            for w in link.writers:
+                w.close()
+
+    def restore(self) -> None:
+        self.down = False
 
     async def close(self) -> None:
         if self._server is not None:

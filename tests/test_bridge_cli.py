@@ -1,7 +1,13 @@
-"""``tidings bridge ...``: a bad setting or option is one line and exit 2, an unreachable
-broker one line and exit 3 (the conformance suite runs the commands as real processes)."""
+"""``tidings bridge ...``: a bad setting or option is one line and exit 2; an unreachable
+broker is waited for, one log line per attempt, until SIGTERM (exit 0). The conformance
+suite runs the commands as real processes."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -27,11 +33,25 @@ def test_a_bad_bridge_setting_is_one_line_and_exit_2(
     assert len(lines) == 1 and expected in lines[0], result.output
 
 
-def test_an_unreachable_broker_is_one_line_and_exit_3(cli_env: dict[str, str]) -> None:
-    result = tidings(cli_env, "bridge", "kafka-in", "--topic", "t", "--bootstrap-servers",
-                     f"127.0.0.1:{free_port()}", code=3)
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and "the kafka-in bridge stopped" in lines[0], result.output
+@pytest.mark.timeout(60)
+def test_an_unreachable_broker_is_waited_for_one_line_per_attempt(
+        cli_env: dict[str, str]) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tidings", "bridge", "kafka-in", "--topic", "t",
+         "--bootstrap-servers", f"127.0.0.1:{free_port()}"],
+        env={**os.environ, **cli_env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    assert process.stderr is not None
+    attempts = []
+    for line in process.stderr:
+        if "kafka-in t: connection lost" in line:
+            attempts.append(line)
+            if len(attempts) == 2:
+                break
+    assert process.poll() is None, "the bridge exited instead of waiting for its broker"
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(30) == 0
+    assert "(attempt 1)" in attempts[0] and "(attempt 2)" in attempts[1]
 
 
 def test_every_bridge_has_a_command(cli_env: dict[str, str]) -> None:

@@ -5,8 +5,9 @@ runs a worker on the tidings queue whose handler publishes to the broker. Settin
 from ``TIDINGS_BRIDGE__*`` (see core/bridge_settings.py); options override them. On
 SIGTERM or SIGINT an inbound bridge settles the batch in hand and leaves (RabbitMQ takes
 back its unacked messages, Kafka reassigns the partitions, SQS shows the rest again after
-the visibility timeout); an outbound one drains like ``tidings worker``. Registered on the
-main command in cli/main.py.
+the visibility timeout); an outbound one drains like ``tidings worker``. A broker that is
+away is waited for (integrations/reconnect.py). Registered on the main command in
+cli/main.py.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _run(kind: str, app_spec: str | None, tidings_queue: str | None, section: st
         asyncio.run(body)
     except TidingsError:
         raise
-    except Exception as exc:  # the broker is unreachable or went away
+    except Exception as exc:  # not an outage (those are retried in the bridge): give up
         raise CommandFailed(f"the {kind} bridge stopped: {type(exc).__name__}: {exc}",
                             EXIT_UNAVAILABLE) from None
 

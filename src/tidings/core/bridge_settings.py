@@ -75,6 +75,7 @@ class SqsBridgeSettings(BaseModel):
     wait: int = Field(10, ge=1, le=20)
     visibility_timeout: int = Field(30, ge=1)
     pollers: int = Field(2, ge=1)
+    sns_envelope: Literal["auto", "raw"] = "auto"  # unwrap SNS's JSON envelope (no raw delivery)
 
 
 class BridgeSettings(BaseModel):

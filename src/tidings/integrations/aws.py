@@ -152,6 +152,29 @@ def from_aws(body: str, attributes: dict[str, Any]) -> tuple[Any, dict[str, str]
     return decode_payload(data, content_type), headers, priority
 
 
+def unwrap_sns(raw: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
+    """Body, SQS-style attributes and message id of an SQS message, taken from the SNS
+    envelope (``Type: Notification``) when it has one: a subscription without
+    ``RawMessageDelivery`` wraps what was published in a JSON document. The id is the SNS
+    MessageId, which every redelivery of the notification keeps."""
+    body, message_id = raw["Body"], raw["MessageId"]
+    attributes = raw.get("MessageAttributes") or {}
+    if not body.startswith("{"):
+        return body, attributes, message_id
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body, attributes, message_id
+    if not isinstance(doc, dict) or doc.get("Type") != "Notification" \
+            or not isinstance(doc.get("Message"), str) or "TopicArn" not in doc:
+        return body, attributes, message_id
+    unwrapped: dict[str, Any] = {}
+    for name, attr in (doc.get("MessageAttributes") or {}).items():
+        if isinstance(attr, dict) and attr.get("Type") in ("String", "Number"):
+            unwrapped[name] = {"DataType": attr["Type"], "StringValue": str(attr["Value"])}
+    return doc["Message"], unwrapped, str(doc.get("MessageId") or message_id)
+
+
 Send = Callable[[list[dict[str, Any]]], Awaitable[dict[str, Any]]]
 
 

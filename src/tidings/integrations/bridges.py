@@ -88,7 +88,8 @@ def inbound(kind: str, settings: BridgeSettings, target: Queue) -> Inbound:
         sqs = settings.sqs
         return SqsConsumer(SqsConsumeConfig(
             queue_url=_need(sqs.queue_url, "sqs", "queue_url", kind), connection=_aws(settings),
-            wait=sqs.wait, visibility_timeout=sqs.visibility_timeout, pollers=sqs.pollers),
+            wait=sqs.wait, visibility_timeout=sqs.visibility_timeout, pollers=sqs.pollers,
+            sns_envelope=sqs.sns_envelope),
             target)
     raise ConfigError("kind", f"no inbound bridge {kind!r}; they are {', '.join(INBOUND)}")
 

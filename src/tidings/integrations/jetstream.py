@@ -7,7 +7,8 @@
 * :class:`NatsConsumer` pulls from a durable JetStream consumer in batches, stores each
   batch in tidings with one ``publish_many``, and only then acks each message (waiting for
   the server's confirmation of the ack). The idempotency key is the ``Nats-Msg-Id`` header,
-  else the stream sequence number, which a redelivery keeps.
+  else the stream sequence number, which a redelivery keeps. A lost connection is logged,
+  backed off and reopened (``reconnect.keep_running``); what was unacked comes again.
 
 Install with ``pip install 'tidings[nats]'``.
 """
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError as NatsConnectionClosed
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import ConsumerConfig
 from nats.js.client import JetStreamContext
@@ -39,6 +41,7 @@ from .mapping import (
     require_positive,
     require_text,
 )
+from .reconnect import Attempts, keep_running
 
 if TYPE_CHECKING:
     from ..queues.queue import Outgoing, Queue
@@ -118,7 +121,10 @@ class _Connected:
     async def open(self) -> JetStreamContext:
         async with self._lock:
             if self.client is None or self.client.is_closed or self.js is None:
-                self.client = await nats.connect(self._url)
+                # fail fast and let the bridge's backoff pace the retries
+                self.client = await nats.connect(self._url, connect_timeout=2,
+                                                 max_reconnect_attempts=3,
+                                                 reconnect_time_wait=0.5)
                 self.js = self.client.jetstream()
             return self.js
 
@@ -170,12 +176,20 @@ class NatsConsumer(Counted):
         return f"<NatsConsumer {self.config.stream!r} {self.config.subject!r}>"
 
     async def run(self) -> None:
-        js = await self._conn.open()
+        """Consume until :meth:`stop`; a lost connection is retried (see ``reconnect``)."""
+        await keep_running(f"nats-in {self.config.stream}", self._session, self._stopped)
+
+    async def _session(self, attempts: Attempts) -> None:
         cfg = self.config
-        sub = await js.pull_subscribe(cfg.subject, durable=cfg.durable, stream=cfg.stream,
-                                      config=ConsumerConfig(ack_wait=cfg.ack_wait))
         try:
+            js = await self._conn.open()
+            sub = await js.pull_subscribe(cfg.subject, durable=cfg.durable, stream=cfg.stream,
+                                          config=ConsumerConfig(ack_wait=cfg.ack_wait))
+            attempts.reset()
             while not self._stopped.is_set():
+                if self._conn.client is None or not self._conn.client.is_connected:
+                    # nats-py reconnects by itself; a fetch now would only time out
+                    raise NatsConnectionClosed("not connected")
                 try:
                     batch = await sub.fetch(cfg.batch, timeout=cfg.fetch_timeout)
                 except (NatsTimeoutError, TimeoutError):  # nats-py < 2.8 raises the builtin

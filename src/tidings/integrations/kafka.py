@@ -8,7 +8,8 @@
 * :class:`KafkaConsumer` reads a topic in a consumer group with auto-commit off, stores
   each batch in tidings with one ``publish_many`` and only then commits the offsets. The
   idempotency key is ``kafka:TOPIC:PARTITION:OFFSET``, which a re-read after a crash keeps,
-  so what a dead bridge stored but had not committed is dropped as a duplicate.
+  so what a dead bridge stored but had not committed is dropped as a duplicate. A broker
+  that cannot be reached is waited for (``reconnect.keep_running``).
 
 The idempotent producer (``enable_idempotence``) is off by default: Tansu, the broker the
 tests run, does not answer ``InitProducerId``. A producer retry may then write a message
@@ -40,6 +41,7 @@ from .mapping import (
     require_positive,
     require_text,
 )
+from .reconnect import Attempts, keep_running
 
 if TYPE_CHECKING:
     from ..queues.queue import Outgoing, Queue
@@ -182,6 +184,11 @@ class KafkaConsumer(Counted):
         return f"<KafkaConsumer {self.config.topic!r} group {self.config.group!r}>"
 
     async def run(self) -> None:
+        """Consume until :meth:`stop`; a lost broker is retried (see ``reconnect``)."""
+        await keep_running(f"kafka-in {self.config.topic}", self._session, self._stopped,
+                           clock=self.clock)
+
+    async def _session(self, attempts: Attempts) -> None:
         cfg = self.config
         consumer = AIOKafkaConsumer(
             cfg.topic, bootstrap_servers=cfg.bootstrap_servers, group_id=cfg.group,
@@ -189,8 +196,9 @@ class KafkaConsumer(Counted):
             session_timeout_ms=int(cfg.session_timeout * 1000),
             heartbeat_interval_ms=max(50, int(cfg.session_timeout * 100)),
             rebalance_timeout_ms=int(cfg.session_timeout * 1000))
-        await consumer.start()
         try:
+            await consumer.start()
+            attempts.reset()
             while not self._stopped.is_set():
                 batch = await consumer.getmany(timeout_ms=int(cfg.poll_timeout * 1000),
                                                max_records=cfg.batch)

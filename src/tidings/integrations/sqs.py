@@ -11,22 +11,35 @@
   MessageId (kept by a redelivery) drops the repeat.
 
 Messages from an SNS topic arrive with their attributes when the subscription has
-``RawMessageDelivery`` on (see :class:`~tidings.integrations.aws.SnsPublisher`).
+``RawMessageDelivery`` on (see :class:`~tidings.integrations.aws.SnsPublisher`); without
+it SNS wraps each in a JSON envelope, which ``sns_envelope="auto"`` (the default) unwraps
+(body, attributes, and the SNS MessageId as the key); ``"raw"`` stores the body as is.
+A lost connection to SQS is logged, backed off and retried (see ``reconnect``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.clock import SYSTEM_CLOCK, Clock
 from ..core.errors import ConfigError, ValidationError
 from ..core.message import Message
-from .aws import AwsConnection, Client, from_aws, raise_outcome, send_batch, to_aws
+from .aws import (
+    AwsConnection,
+    Client,
+    from_aws,
+    raise_outcome,
+    send_batch,
+    to_aws,
+    unwrap_sns,
+)
 from .counted import Counted
 from .mapping import require_positive, require_text
+from .reconnect import Attempts, keep_running
 
 if TYPE_CHECKING:
     from ..queues.queue import Outgoing, Queue
@@ -71,6 +84,7 @@ class SqsConsumeConfig:
     pollers: int = 2
     retry_delay: int = 1
     key_prefix: str = "sqs:"
+    sns_envelope: str = "auto"
 
     def __post_init__(self) -> None:
         _check_queue_url(self.queue_url)
@@ -83,6 +97,9 @@ class SqsConsumeConfig:
                 or self.retry_delay < 0:
             raise ConfigError("retry_delay", f"must be an int >= 0, got {self.retry_delay!r}")
         require_text("key_prefix", self.key_prefix, allow_empty=True)
+        if self.sns_envelope not in ("auto", "raw"):
+            raise ConfigError("sns_envelope", f"must be 'auto' or 'raw', got "
+                              f"{self.sns_envelope!r}")
 
 
 class SqsPublisher:
@@ -147,11 +164,19 @@ class SqsConsumer(Counted):
     async def run(self) -> None:
         client = await self._client.open()
         try:
-            await asyncio.gather(*(self._poll(client) for _ in range(self.config.pollers)))
+            await asyncio.gather(*(
+                keep_running(f"sqs-in {self.config.queue_url}", self._poller(client),
+                             self._stopped, clock=self.clock)
+                for _ in range(self.config.pollers)))
         finally:
             await self._client.close()
 
-    async def _poll(self, client: Any) -> None:
+    def _poller(self, client: Any) -> Callable[[Attempts], Awaitable[None]]:
+        async def session(attempts: Attempts) -> None:
+            await self._poll(client, attempts)
+        return session
+
+    async def _poll(self, client: Any, attempts: Attempts) -> None:
         cfg = self.config
         stopped = asyncio.ensure_future(self._stopped.wait())
         receive: asyncio.Future[Any] | None = None
@@ -165,6 +190,7 @@ class SqsConsumer(Counted):
                     receive.cancel()  # back after the visibility timeout
                     return
                 received = receive.result().get("Messages", [])
+                attempts.reset()
                 if received:
                     await self.handle_batch(client, received)
         finally:
@@ -219,9 +245,14 @@ class SqsConsumer(Counted):
     def _outgoing(self, raw: dict[str, Any]) -> Outgoing:
         from ..queues.queue import Outgoing
 
-        payload, headers, priority = from_aws(raw["Body"], raw.get("MessageAttributes") or {})
+        if self.config.sns_envelope == "auto":
+            body, attributes, message_id = unwrap_sns(raw)
+        else:
+            body, attributes = raw["Body"], raw.get("MessageAttributes") or {}
+            message_id = raw["MessageId"]
+        payload, headers, priority = from_aws(body, attributes)
         return Outgoing(payload, priority=priority, headers=headers,
-                        idempotency_key=f"{self.config.key_prefix}{raw['MessageId']}")
+                        idempotency_key=f"{self.config.key_prefix}{message_id}")
 
     def _reject(self, raw: dict[str, Any], exc: Exception) -> None:
         log.warning("left SQS message %s for the redrive policy: %s", raw.get("MessageId"),
