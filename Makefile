@@ -45,7 +45,7 @@ test: venv lint typecheck
 	@if [ -n "$$TIDINGS_TEST_REDIS_URL_EXTRA" ]; then \
 		echo "== again against $$TIDINGS_TEST_REDIS_URL_EXTRA"; \
 		TIDINGS_TEST_REDIS_URL="$$TIDINGS_TEST_REDIS_URL_EXTRA" \
-			$(BIN)/pytest -q -m "not embedded_only and not slow"; \
+			$(BIN)/pytest -q -m "not embedded_only and not slow and not own_servers"; \
 	fi
 
 # The fast tests with every runtime dependency at the lower bound pyproject.toml declares

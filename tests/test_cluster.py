@@ -36,6 +36,9 @@ from tidings.core.errors import ConfigError, UntrustedCertificateError
 from tidings.core.keys import KeySpace
 from tidings.engine.cluster import ClusterChannel, slot_of
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:

@@ -77,6 +77,9 @@ from test_worker import (  # noqa: F401
 from tidings import Tidings
 from tidings.engine.scripts import LIBRARY, Script
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 SLOTS_BY_SCRIPT: dict[str, set[frozenset[int]]] = defaultdict(set)
 _BY_SHA = {s.sha: s.name for s in LIBRARY}
 

@@ -27,6 +27,9 @@ from tidings.core.errors import AuthenticationFailedError, ConfigError
 from tidings.core.sentinel import parse_sentinel_url
 from tidings.engine.channel import Channel
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Iterator[SentinelDeployment]:

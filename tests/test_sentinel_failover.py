@@ -23,6 +23,9 @@ import pytest
 from failover_run import failover_once
 from fault_helpers import WorkerProcs
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 
 @pytest.mark.slow
 async def test_kill_9_of_the_primary_loses_no_replicated_publish(

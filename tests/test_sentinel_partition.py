@@ -28,6 +28,9 @@ from fault_proxy import FaultProxy
 from sentinels import SentinelDeployment
 from tidings import Tidings
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 
 async def partitionable(workdir: Path) -> tuple[SentinelDeployment, FaultProxy]:
     """A primary behind a proxy, two replicas and three sentinels that reach it through

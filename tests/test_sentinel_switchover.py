@@ -23,6 +23,9 @@ from sentinels import start_deployment
 from tidings import Tidings
 from tidings.engine.switchover import switchover
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 
 async def test_a_switchover_under_load_loses_no_confirmed_publish(
         tmp_path: Path, report: Callable[[str], None]) -> None:

@@ -24,6 +24,9 @@ from tidings.core.sentinel import parse_sentinel_url
 from tidings.engine.switchover import switchover
 from tidings.engine.tls import connection_url
 
+# Starts its own servers: the CI pass against another Redis would repeat it as is.
+pytestmark = pytest.mark.own_servers
+
 needs_server = pytest.mark.skipif(shutil.which("redis-server") is None,
                                   reason="needs redis-server (built with TLS) on PATH")
 
