@@ -11,11 +11,11 @@ import orjson
 
 def document() -> bytes:
     """The API's OpenAPI document as stable JSON (sorted keys, indented, one newline)."""
-    from ..app import Tidings
-    from .app import create_api
-
     import fastapi
     import pydantic
+
+    from ..app import Tidings
+    from .app import create_api
 
     schema = create_api(Tidings()).openapi()
     # How a document renders (allOf wrappers, titles) varies with these versions; the test
