@@ -16,7 +16,7 @@ publish, in the same run, printed as JSON (and written to bench/results/integrat
 
 * ``kafka_*`` / ``sqs_*``: see bench/integrations_brokers.py (Tansu and moto are started
   by the benchmark itself).
-* ``latency``: what each inbound bridge adds to a message's trip at a low rate, against
+* ``latency``: what each bridge (in and out) adds to a message's trip at a low rate, against
   the raw consumer (bench/integrations_latency.py; ``--only-latency``).
 
 Each measurement alternates the sides over ``--rounds`` rounds and reports the medians.

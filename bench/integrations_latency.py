@@ -1,5 +1,7 @@
 """The latency rows of ``python -m bench.integrations`` (``--only-latency`` runs just
-them): what each inbound bridge adds to one message's trip.
+them): what each bridge adds to one message's trip, inbound (``*_in``) and outbound
+(``*_out``: a tidings publish, the worker's fetch, the publisher handler's confirmed
+broker publish, then the same raw consumer).
 
 At a low rate (``--latency-messages`` messages, one every ``--latency-interval`` s), the
 raw client publishes to the broker; the time from that publish to the tidings handler
@@ -27,10 +29,30 @@ from redis.asyncio import Redis
 
 from tidings import Message, Tidings
 from tidings.integrations.aws import AwsConnection
-from tidings.integrations.jetstream import NatsConsumeConfig, NatsConsumer
-from tidings.integrations.kafka import KafkaConsumeConfig, KafkaConsumer
-from tidings.integrations.rabbitmq import RabbitConsumeConfig, RabbitConsumer
-from tidings.integrations.sqs import SqsConsumeConfig, SqsConsumer
+from tidings.integrations.jetstream import (
+    NatsConsumeConfig,
+    NatsConsumer,
+    NatsPublishConfig,
+    NatsPublisher,
+)
+from tidings.integrations.kafka import (
+    KafkaConsumeConfig,
+    KafkaConsumer,
+    KafkaPublishConfig,
+    KafkaPublisher,
+)
+from tidings.integrations.rabbitmq import (
+    RabbitConsumeConfig,
+    RabbitConsumer,
+    RabbitPublishConfig,
+    RabbitPublisher,
+)
+from tidings.integrations.sqs import (
+    SqsConsumeConfig,
+    SqsConsumer,
+    SqsPublishConfig,
+    SqsPublisher,
+)
 
 from .stats import median, rounded
 
@@ -38,6 +60,8 @@ AMQP = "amqp://guest:guest@127.0.0.1:5672/"
 NATS = "nats://127.0.0.1:4222"
 Send = Callable[[bytes], Awaitable[None]]
 Seen = Callable[[dict[str, Any]], None]  # called with each decoded body at its arrival
+Trips = Callable[[], Awaitable[list[float]]]
+Sides = tuple[Trips, Trips, Trips, Callable[[], Awaitable[None]]]  # in, out, raw, close
 
 
 class Trip:
@@ -72,6 +96,39 @@ class Trip:
         return self.ms
 
 
+async def drop_prefix(url: str, prefix: str) -> None:
+    client = Redis.from_url(url)
+    keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+async def out_through_bridge(url: str, publisher: Any,
+                             consume: Callable[[Seen, asyncio.Event], Awaitable[None]],
+                             count: int, interval: float) -> list[float]:
+    """Latencies from a tidings publish to the raw consumer, via ``publisher``'s handler."""
+    prefix, trip, stop = f"bench{uuid.uuid4().hex[:8]}", Trip(count), asyncio.Event()
+    try:
+        async with Tidings(url, key_prefix=prefix) as app:
+            out = app.queue("out")
+            out.handler(publisher.handle)
+
+            async def send(data: bytes) -> None:
+                await out.publish(json.loads(data))
+
+            task = asyncio.create_task(consume(trip.seen, stop))
+            try:
+                async with app.worker(["out"]):
+                    return await trip.run(send, interval)
+            finally:
+                stop.set()
+                await task
+                await publisher.close()
+    finally:
+        await drop_prefix(url, prefix)
+
+
 async def through_bridge(url: str, make: Callable[[Any], Any], send: Send, count: int,
                          interval: float) -> list[float]:
     """Latencies from the broker publish to the tidings handler, via the bridge ``make``."""
@@ -92,11 +149,7 @@ async def through_bridge(url: str, make: Callable[[Any], Any], send: Send, count
             await task
             return ms
     finally:
-        client = Redis.from_url(url)
-        keys = [k async for k in client.scan_iter(match=f"{prefix}:*", count=1000)]
-        if keys:
-            await client.delete(*keys)
-        await client.aclose()
+        await drop_prefix(url, prefix)
 
 
 async def raw(consume: Callable[[Seen, asyncio.Event], Awaitable[None]], send: Send,
@@ -110,7 +163,7 @@ async def raw(consume: Callable[[Seen, asyncio.Event], Awaitable[None]], send: S
         await task
 
 
-async def nats_sides(url: str, count: int, interval: float) -> tuple[Any, Any, Any]:
+async def nats_sides(url: str, count: int, interval: float) -> Sides:
     client = await nats.connect(NATS)
     js = client.jetstream()
     token = uuid.uuid4().hex[:10]
@@ -141,10 +194,14 @@ async def nats_sides(url: str, count: int, interval: float) -> tuple[Any, Any, A
         await js.delete_stream(stream)
         await client.close()
 
-    return bridge, lambda: raw(consume, send, count, interval), close
+    async def bridge_out() -> list[float]:
+        return await out_through_bridge(url, NatsPublisher(NatsPublishConfig(
+            subject=subject, stream=stream, url=NATS)), consume, count, interval)
+
+    return bridge, bridge_out, lambda: raw(consume, send, count, interval), close
 
 
-async def rabbit_sides(url: str, count: int, interval: float) -> tuple[Any, Any, Any]:
+async def rabbit_sides(url: str, count: int, interval: float) -> Sides:
     conn = await aio_pika.connect_robust(AMQP)
     channel = await conn.channel()
     name = f"bench-lat-{uuid.uuid4().hex[:10]}"
@@ -172,11 +229,14 @@ async def rabbit_sides(url: str, count: int, interval: float) -> tuple[Any, Any,
         await queue.delete(if_unused=False, if_empty=False)
         await conn.close()
 
-    return bridge, lambda: raw(consume, send, count, interval), close
+    async def bridge_out() -> list[float]:
+        return await out_through_bridge(url, RabbitPublisher(RabbitPublishConfig(
+            routing_key=name, url=AMQP)), consume, count, interval)
+
+    return bridge, bridge_out, lambda: raw(consume, send, count, interval), close
 
 
-async def kafka_sides(url: str, servers: str, count: int,
-                      interval: float) -> tuple[Any, Any, Any]:
+async def kafka_sides(url: str, servers: str, count: int, interval: float) -> Sides:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
     topic = f"lat-{uuid.uuid4().hex[:10]}"
@@ -214,11 +274,14 @@ async def kafka_sides(url: str, servers: str, count: int,
         finally:
             await consumer.stop()
 
-    return bridge, lambda: raw(consume, send, count, interval), producer.stop
+    async def bridge_out() -> list[float]:
+        return await out_through_bridge(url, KafkaPublisher(KafkaPublishConfig(
+            topic=topic, bootstrap_servers=servers)), consume, count, interval)
+
+    return bridge, bridge_out, lambda: raw(consume, send, count, interval), producer.stop
 
 
-async def sqs_sides(url: str, endpoint: str, count: int,
-                    interval: float) -> tuple[Any, Any, Any]:
+async def sqs_sides(url: str, endpoint: str, count: int, interval: float) -> Sides:
     aws = AwsConnection(endpoint_url=endpoint, access_key_id="bench",
                         secret_access_key="bench")
     stack = aws.client("sqs")
@@ -251,7 +314,11 @@ async def sqs_sides(url: str, endpoint: str, count: int,
         await sqs.delete_queue(QueueUrl=queue_url)
         await stack.__aexit__(None, None, None)
 
-    return bridge, lambda: raw(consume, send, count, interval), close
+    async def bridge_out() -> list[float]:
+        return await out_through_bridge(url, SqsPublisher(SqsPublishConfig(
+            queue_url=queue_url, connection=aws)), consume, count, interval)
+
+    return bridge, bridge_out, lambda: raw(consume, send, count, interval), close
 
 
 def p95(values: list[float]) -> float:
@@ -259,33 +326,38 @@ def p95(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
 
 
-async def compare(sides: tuple[Any, Any, Any], rounds: int) -> dict[str, Any]:
-    bridge, raw_side, close = sides
-    got: dict[str, list[float]] = {"bridge": [], "raw": []}
+def row(bridge: list[float], raw_ms: list[float]) -> dict[str, Any]:
+    b, w = median(bridge), median(raw_ms)
+    return {"messages": len(bridge), "bridge_ms_p50": rounded(b, 2),
+            "raw_ms_p50": rounded(w, 2), "added_ms_p50": rounded(b - w, 2),
+            "bridge_ms_p95": rounded(p95(bridge), 2), "raw_ms_p95": rounded(p95(raw_ms), 2)}
+
+
+async def compare(name: str, sides: Sides, rounds: int) -> dict[str, Any]:
+    """``{name_in: ..., name_out: ...}``: both bridges beside the same raw trips, the
+    three sides in a rotating order over ``rounds``."""
+    bridge_in, bridge_out, raw_side, close = sides
+    got: dict[str, list[float]] = {"in": [], "out": [], "raw": []}
+    order = [("in", bridge_in), ("out", bridge_out), ("raw", raw_side)]
     try:
         for r in range(rounds):
-            order = [("bridge", bridge), ("raw", raw_side)]
-            for name, side in order if r % 2 == 0 else order[::-1]:
-                got[name].extend(await side())
+            for side, run in order[r % 3:] + order[:r % 3]:
+                got[side].extend(await run())
     finally:
         await close()
-    b, w = median(got["bridge"]), median(got["raw"])
-    return {"messages": len(got["bridge"]), "bridge_ms_p50": rounded(b, 2),
-            "raw_ms_p50": rounded(w, 2), "added_ms_p50": rounded(b - w, 2),
-            "bridge_ms_p95": rounded(p95(got["bridge"]), 2),
-            "raw_ms_p95": rounded(p95(got["raw"]), 2)}
+    return {f"{name}_in": row(got["in"], got["raw"]),
+            f"{name}_out": row(got["out"], got["raw"])}
 
 
 async def latency_rows(url: str, count: int, interval: float, rounds: int) -> dict[str, Any]:
-    """``{"rabbitmq_in": {...}, "nats_in": ..., "kafka_in": ..., "sqs_in": ...}``."""
+    """``{"rabbitmq_in": {...}, "rabbitmq_out": ..., "nats_in": ..., ..., "sqs_out": ...}``."""
     from . import integrations_brokers as more
 
     rows: dict[str, Any] = {"interval_s": interval}
-    rows["rabbitmq_in"] = await compare(await rabbit_sides(url, count, interval), rounds)
-    rows["nats_in"] = await compare(await nats_sides(url, count, interval), rounds)
+    rows |= await compare("rabbitmq", await rabbit_sides(url, count, interval), rounds)
+    rows |= await compare("nats", await nats_sides(url, count, interval), rounds)
     async with more.brokers() as (servers, endpoint):
-        rows["kafka_in"] = await compare(await kafka_sides(url, servers, count, interval),
-                                         rounds)
-        rows["sqs_in"] = await compare(await sqs_sides(url, endpoint, count, interval),
-                                       rounds)
+        rows |= await compare("kafka", await kafka_sides(url, servers, count, interval),
+                              rounds)
+        rows |= await compare("sqs", await sqs_sides(url, endpoint, count, interval), rounds)
     return rows
