@@ -8,6 +8,7 @@ name with the partition count stored in Redis.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
@@ -109,33 +110,32 @@ def blocked(name: NameArg, app_spec: AppOption = None, json: JsonOption = False)
                 for k in keys], ids=["key", "message"], text=["error"])
 
 
-@ordered_cli.command("retry")
-def retry(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
-    """Run a blocked key's head again now, with fresh attempts."""
+def _unblock(app_spec: str | None, name: str, key: str, verb: str,
+             call: Callable[[OrderedQueue, str], Awaitable[bool]]) -> None:
+    """``call(queue, key)`` on a blocked key as an audited ``ordered:write`` operation;
+    a key that is not blocked is a failed operation (exit 1)."""
     app = load_app(app_spec)
 
     async def body() -> None:
         q = await _queue(app, name)
-        async with authorized(app, f"ordered:write:{name}", "ordered.retry", name, key=key):
-            if not await q.retry_key(key):
+        async with authorized(app, f"ordered:write:{name}", f"ordered.{verb}", name, key=key):
+            if not await call(q, key):
                 raise CommandFailed(f"key {key!r} of {name} is not blocked")
 
     run(app, body)
+
+
+@ordered_cli.command("retry")
+def retry(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
+    """Run a blocked key's head again now, with fresh attempts."""
+    _unblock(app_spec, name, key, "retry", OrderedQueue.retry_key)
     typer.echo(f"retrying {key}")
 
 
 @ordered_cli.command("skip")
 def skip(name: NameArg, key: KeyArg, app_spec: AppOption = None) -> None:
     """Dead-letter a blocked key's head; the key goes on with its next message."""
-    app = load_app(app_spec)
-
-    async def body() -> None:
-        q = await _queue(app, name)
-        async with authorized(app, f"ordered:write:{name}", "ordered.skip", name, key=key):
-            if not await q.skip_key(key):
-                raise CommandFailed(f"key {key!r} of {name} is not blocked")
-
-    run(app, body)
+    _unblock(app_spec, name, key, "skip", OrderedQueue.skip_key)
     typer.echo(f"skipped the head of {key}")
 
 
